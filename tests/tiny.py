@@ -1,0 +1,110 @@
+"""Tiny random models built from configs, shared by the tests (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
+)
+
+VOCAB = 128
+
+
+def tiny_gpt2(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def tiny_neox(seed: int = 0, vocab: int = VOCAB, hidden: int = 64, layers: int = 4) -> GPTNeoXForCausalLM:
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=256,
+        rotary_pct=0.25,
+        tie_word_embeddings=False,
+    )
+    return GPTNeoXForCausalLM(cfg).eval()
+
+
+def tiny_gpt_neo(seed: int = 0, vocab: int = VOCAB) -> GPTNeoForCausalLM:
+    torch.manual_seed(seed)
+    cfg = GPTNeoConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        attention_types=[[["global", "local"], 1]],
+        max_position_embeddings=256,
+        window_size=32,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPTNeoForCausalLM(cfg).eval()
+
+
+def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_mamba(seed: int = 0, vocab: int = VOCAB, hidden: int = 48, layers: int = 6) -> MambaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = MambaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, state_size=8, expand=2)
+    return MambaForCausalLM(cfg).eval()
+
+
+def tiny_mamba2(seed: int = 0, vocab: int = VOCAB) -> Mamba2ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = Mamba2Config(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=2,
+        state_size=16,
+        expand=2,
+        head_dim=16,
+        num_heads=8,
+        n_groups=1,
+        chunk_size=16,
+    )
+    return Mamba2ForCausalLM(cfg).eval()
+
+
+def tiny_bert_classifier(seed: int = 0, vocab: int = VOCAB, num_labels: int = 3) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=num_labels,
+    )
+    return BertForSequenceClassification(cfg).eval()
