@@ -25,7 +25,8 @@ VOCAB = 128
 
 def tiny_gpt2(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    cfg = GPT2Config(
+        vocab_size=vocab, n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
     )
     return GPT2LMHeadModel(cfg).eval()
 
@@ -97,7 +98,9 @@ def tiny_mamba2(seed: int = 0, vocab: int = VOCAB) -> Mamba2ForCausalLM:
     return Mamba2ForCausalLM(cfg).eval()
 
 
-def tiny_bert_classifier(seed: int = 0, vocab: int = VOCAB, num_labels: int = 3) -> BertForSequenceClassification:
+def tiny_bert_classifier(
+    seed: int = 0, vocab: int = VOCAB, num_labels: int = 3
+) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     cfg = BertConfig(
         vocab_size=vocab,
