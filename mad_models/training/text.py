@@ -1,0 +1,119 @@
+"""Text data for the causal-LM jobs: token blocks, prompt/answer examples, padding, exact match."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from mad_models.mad.tasks import IGNORE
+
+
+class ListDataset(Dataset):
+    """A list of dicts of tensors as a Dataset."""
+
+    def __init__(self, items: list[dict[str, torch.Tensor]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.items[i]
+
+
+def token_blocks(ids: torch.Tensor | Sequence[int], block_size: int) -> ListDataset:
+    """Cut one long token stream into ``block_size`` blocks for causal-LM loss (labels = inputs).
+
+    Example:
+        >>> ds = token_blocks(list(range(100)), 32)
+        >>> len(ds), ds[0]["input_ids"].shape
+        (3, torch.Size([32]))
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    n = ids.numel() // block_size
+    if n == 0:
+        raise ValueError(f"{ids.numel()} tokens do not fill one block of {block_size}")
+    blocks = ids[: n * block_size].view(n, block_size)
+    return ListDataset([{"input_ids": b, "labels": b.clone()} for b in blocks])
+
+
+def text_blocks(texts: Sequence[str], tokenizer, block_size: int) -> ListDataset:
+    """Tokenise texts (each as a whole string; EOS between them) and cut the stream into blocks."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for t in texts:
+        stream += tokenizer(t, add_special_tokens=False)["input_ids"] + eos
+    return token_blocks(stream, block_size)
+
+
+def prompt_answer_examples(
+    prompts: Sequence[str], answers: Sequence[str], tokenizer, max_len: int = 128
+) -> ListDataset:
+    """Causal-LM examples scored only on the answer (and EOS): labels -100 on the prompt."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    items = []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for p, a in zip(prompts, answers, strict=True):
+        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(a, add_special_tokens=False)["input_ids"] + eos
+        ids = (p_ids + a_ids)[:max_len]
+        labels = ([IGNORE] * len(p_ids) + a_ids)[:max_len]
+        items.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)})
+    return ListDataset(items)
+
+
+def pad_collate(pad_id: int = 0):
+    """Collate dicts of 1-D tensors by right-padding (labels with -100) and adding an attention mask."""
+
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key in items[0]:
+            vals = [it[key] for it in items]
+            if vals[0].dim() == 0:
+                out[key] = torch.stack(vals)
+                continue
+            fill = IGNORE if key == "labels" else (0 if key == "attention_mask" else pad_id)
+            out[key] = torch.nn.utils.rnn.pad_sequence(vals, batch_first=True, padding_value=fill)
+        if "attention_mask" not in out and items[0]["input_ids"].dim() == 1:
+            lengths = torch.tensor([len(it["input_ids"]) for it in items])
+            out["attention_mask"] = (torch.arange(out["input_ids"].shape[1]) < lengths[:, None]).long()
+        return out
+
+    return collate
+
+
+@torch.no_grad()
+def exact_match(
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], *, max_new_tokens: int = 16
+) -> float:
+    """Fraction of prompts whose greedy continuation (up to EOS / newline) equals the answer."""
+    if len(prompts) != len(answers) or not prompts:
+        raise ValueError("give as many answers as prompts, and at least one")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    hits = 0
+    try:
+        for p, a in zip(prompts, answers, strict=True):
+            ids = tokenizer(p, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id
+                if tokenizer.pad_token_id is not None
+                else tokenizer.eos_token_id,
+            )
+            text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+            hits += text.split("\n")[0].strip() == a.strip()
+    finally:
+        model.train(was_training)
+    return hits / len(prompts)
