@@ -1,0 +1,315 @@
+"""Load an adapter or a hybrid from the Hub (or a local dir): safetensors only, no remote code, checked first.
+
+Order of work in :func:`pull`:
+1. resolve the repo and revision (one repo-info call, which also gives clear 401/403/404/revision errors),
+2. refuse a repo whose weights exist only as pickles, and never download pickle files at all,
+3. download the snapshot into the huggingface_hub cache (HF_HUB_OFFLINE=1 reads that cache),
+4. check the files against the config (every shard there, tensor names and shapes as the config implies),
+5. build the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError, safe_open
+
+from hub_tools.errors import (
+    HubUnreachableError,
+    RepoContentError,
+    UnsafeWeightsError,
+    hub_errors,
+    hub_timeout,
+    resolve_endpoint,
+)
+from hub_tools.push import DEFAULT_TIMEOUT, embedding_targeted
+
+logger = logging.getLogger(__name__)
+
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
+# Other frameworks' weights are useless to torch + safetensors; skip them too.
+NEVER_DOWNLOAD = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.ot"]
+
+
+def _is_pickle(name: str) -> bool:
+    return Path(name).suffix in {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+
+
+def _refuse_pickle_only(files: Iterable[str], where: str) -> None:
+    files = list(files)
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickles = [f for f in files if _is_pickle(f)]
+    if pickles:
+        raise UnsafeWeightsError(
+            f"'{where}' only has pickle weights ({', '.join(sorted(pickles)[:3])}). hub_tools loads "
+            "safetensors only, because unpickling runs code from the file. Ask the author for safetensors, "
+            "or load it yourself where you trust it and re-push with push_adapter / push_hybrid, which write "
+            "safetensors.",
+            where,
+        )
+
+
+def _download(repo_id: str, revision: str | None, *, endpoint, token, cache_dir, timeout) -> Path:
+    with hub_errors(repo_id, "pull", endpoint=endpoint, revision=revision, token=token, timeout=timeout):
+        validate_repo_id(repo_id)
+        kwargs = dict(
+            revision=revision,
+            endpoint=endpoint,
+            token=token,
+            cache_dir=cache_dir,
+            ignore_patterns=NEVER_DOWNLOAD,
+        )
+        if constants.is_offline_mode():
+            return Path(snapshot_download(repo_id, **kwargs))
+        try:
+            with hub_timeout(timeout):
+                info = HfApi(endpoint=endpoint, token=token).model_info(
+                    repo_id, revision=revision, timeout=timeout
+                )
+                _refuse_pickle_only([s.rfilename for s in info.siblings or []], repo_id)
+                return Path(snapshot_download(repo_id, etag_timeout=timeout or 10, **kwargs))
+        except Exception as err:
+            import httpx2
+
+            if not isinstance(err, (httpx2.TransportError, ConnectionError)):
+                raise
+            try:  # the Hub is unreachable: a cached copy still serves, as huggingface_hub itself does
+                folder = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+            except Exception:
+                raise err from None
+            logger.warning("The Hub at %s is unreachable; using the cached copy of %s", endpoint, repo_id)
+            return folder
+
+
+def _header(path: Path) -> dict[str, tuple[list[int], str]]:
+    """Tensor name -> (shape, dtype) from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {}
+            for k in f.keys():
+                sl = f.get_slice(k)
+                out[k] = (list(sl.get_shape()), sl.get_dtype())
+            return out
+    except (SafetensorError, OSError, ValueError) as err:
+        raise RepoContentError(f"'{path.name}' is not a readable safetensors file ({err})") from None
+
+
+def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], str]]:
+    """All tensors of ``{stem}.safetensors`` or of the shards listed in ``{stem}.safetensors.index.json``."""
+    single, index = folder / f"{stem}.safetensors", folder / f"{stem}.safetensors.index.json"
+    if single.is_file():
+        return _header(single)
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        missing = sorted({s for s in weight_map.values() if not (folder / s).is_file()})
+        if missing:
+            raise RepoContentError(
+                f"'{where}': the shard index lists {missing} but they are not in the repo; "
+                "push it again so every shard is uploaded.",
+                where,
+            )
+        out = {}
+        for shard in sorted(set(weight_map.values())):
+            out.update(_header(folder / shard))
+        if set(out) != set(weight_map):
+            raise RepoContentError(f"'{where}': the shards do not hold the tensors their index names.", where)
+        return out
+    _refuse_pickle_only([p.name for p in folder.iterdir()], where)
+    raise RepoContentError(
+        f"'{where}' has no {stem}.safetensors (nor a shard index). Push it with hub_tools.", where
+    )
+
+
+def _check_against_model(expected: torch.nn.Module, found: dict, where: str) -> None:
+    """Compare file tensors with a model built from the config on the meta device (no memory, no init)."""
+    names = {}
+    for n, p in expected.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(n)
+    shapes = {k: list(v.shape) for k, v in expected.state_dict().items()}
+    # tied weights (lm_head = embeddings) are saved once: a group is satisfied by any of its names
+    missing = [g[0] for g in names.values() if not any(n in found for n in g)]
+    param_names = {n for g in names.values() for n in g}
+    missing += [k for k in shapes if k not in param_names and k not in found]
+    unexpected = [k for k in found if k not in shapes]
+    wrong = [
+        f"{k}: file {found[k][0]} vs config {shapes[k]}"
+        for k in found
+        if k in shapes and found[k][0] != shapes[k]
+    ]
+    problems = []
+    if missing:
+        problems.append(
+            f"missing tensors {missing[:5]}" + (f" (+{len(missing) - 5})" if len(missing) > 5 else "")
+        )
+    if unexpected:
+        problems.append(f"tensors the config has no place for {unexpected[:5]}")
+    if wrong:
+        problems.append(f"shape mismatches {wrong[:5]}")
+    if problems:
+        raise RepoContentError(
+            f"'{where}': the weights do not match config.json: {'; '.join(problems)}. The "
+            "repo is inconsistent; push it again from the model.",
+            where,
+        )
+
+
+def _load_transformers_model(folder: Path, where: str, dtype=None):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_json = json.loads((folder / "config.json").read_text())
+    try:
+        # trust_remote_code=False: a config that needs code from the repo is refused, never executed
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except ValueError as err:
+        raise RepoContentError(
+            f"'{where}' has model_type '{cfg_json.get('model_type')}', which this install does not know and "
+            f"which would need remote code; hub_tools never runs code from a repo ({err}).",
+            where,
+        ) from None
+    found = _weights(folder, "model", where)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    _check_against_model(skeleton, found, where)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, trust_remote_code=False, use_safetensors=True, dtype=dtype
+    )
+    return model.eval()
+
+
+def _check_adapter(folder: Path, where: str) -> dict:
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    if cfg.get("peft_type") not in PEFT_TYPE_TO_CONFIG_MAPPING:
+        raise RepoContentError(
+            f"'{where}': unknown peft_type {cfg.get('peft_type')!r}; install the package "
+            "that defines it (MORE comes with `import mad_models`).",
+            where,
+        )
+    found = _weights(folder, "adapter_model", where)
+    if not found:
+        raise RepoContentError(f"'{where}': adapter_model.safetensors holds no tensors.", where)
+    targets = cfg.get("target_modules")
+    if isinstance(targets, list) and targets:
+        extra = set(cfg.get("modules_to_save") or [])
+        stray = [k for k in found if not any(f".{t}." in f".{k}" or f".{t}" in k for t in (*targets, *extra))]
+        if stray:
+            raise RepoContentError(
+                f"'{where}': tensors {stray[:3]} belong to no target module {targets}.", where
+            )
+    if cfg.get("peft_type") == "LORA" and not cfg.get("rank_pattern"):
+        bad = [k for k, (shape, _) in found.items() if "lora_A" in k and shape[0] != cfg["r"]]
+        if bad:
+            raise RepoContentError(f"'{where}': LoRA tensors {bad[:3]} do not have rank r={cfg['r']}.", where)
+    return cfg
+
+
+def _check_adapter_loaded(model, folder: Path, where: str) -> None:
+    """Every tensor the config creates must come from the file, and every file tensor must have a place."""
+    from peft.utils import get_peft_model_state_dict
+
+    found = _weights(folder, "adapter_model", where)
+    state = get_peft_model_state_dict(
+        model, save_embedding_layers=embedding_targeted(model.peft_config["default"])
+    )
+    wanted = {k: list(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))
+    if missing or unexpected:
+        raise RepoContentError(
+            f"'{where}': adapter_model.safetensors does not match adapter_config.json "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}). Push the adapter again from the model.",
+            where,
+        )
+
+
+def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, where):
+    if isinstance(base_model, torch.nn.Module):
+        return base_model
+    base_id = base_model or cfg.get("base_model_name_or_path")
+    if not base_id:
+        raise ValueError(
+            f"'{where}' does not name its base model: pass base_model= (a model, repo id or dir)."
+        )
+    try:  # the project's loader knows offline copies of the models we use (e.g. SmolLM2 from GGUF)
+        from mad_models import loading
+
+        load = getattr(loading, "load_base_model", None)
+        if load is not None and base_model is None:
+            model = load(base_id)
+            if model is not None:
+                return model
+    except ImportError:
+        pass
+    base_rev = cfg.get("revision") if base_model is None else None
+    return pull(
+        base_id, revision=base_rev, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout
+    )
+
+
+def pull(
+    repo_id_or_local_dir: str | Path,
+    revision: str | None = None,
+    *,
+    base_model=None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | Path | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    dtype: torch.dtype | None = None,
+):
+    """Load a mad-models repo: a PeftModel for an adapter, a ManticoreForCausalLM for a hybrid.
+
+    Accepts a repo id (with `revision`: branch, tag or commit) or a local directory. Safetensors only:
+    a repo with only pickle weights raises UnsafeWeightsError and pickle files are never downloaded.
+    Remote code is never run. With HF_HUB_OFFLINE=1 the model comes from the cache. An adapter needs its
+    base: `base_model` (a model, an id or a dir), else the id recorded in its adapter config.
+
+    Example:
+        >>> model = pull("me/pythia-mamba-manticore", revision="abc123")
+        >>> adapter = pull("me/smollm2-more-arith", base_model=smollm2)
+    """
+    import mad_models  # noqa: F401  (registers MORE with peft and "manticore" with transformers)
+
+    endpoint = resolve_endpoint(endpoint)
+    local = Path(repo_id_or_local_dir)
+    if local.is_dir():
+        folder, where = local, str(local)
+    elif isinstance(repo_id_or_local_dir, Path) or str(repo_id_or_local_dir).startswith((".", "/", "~")):
+        raise ValueError(f"'{repo_id_or_local_dir}' looks like a local path but is not a directory")
+    else:
+        where = str(repo_id_or_local_dir)
+        folder = _download(
+            where, revision, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout
+        )
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        cfg = _check_adapter(folder, where)
+        base = _base_for(
+            cfg, base_model, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout, where=where
+        )
+        try:
+            model = PeftModel.from_pretrained(base, folder, is_trainable=False)
+        except RuntimeError as err:  # size mismatch between the file and the layers the config builds
+            raise RepoContentError(
+                f"'{where}': adapter weights do not fit the config and base model: {err}"
+            ) from None
+        _check_adapter_loaded(model, folder, where)
+        return model.eval()
+    if (folder / "config.json").is_file():
+        return _load_transformers_model(folder, where, dtype=dtype)
+    _refuse_pickle_only([p.name for p in folder.iterdir()], where)
+    raise RepoContentError(
+        f"'{where}' has neither adapter_config.json nor config.json: not a model repo pushed by hub_tools.",
+        where,
+    )
+
+
+__all__ = ["pull", "HubUnreachableError"]
