@@ -111,3 +111,19 @@ def tiny_bert_classifier(
         num_labels=num_labels,
     )
     return BertForSequenceClassification(cfg).eval()
+
+
+def tiny_char_tokenizer():
+    """A character-level fast tokenizer (98 ids: <pad>, <eos>, <unk>, printable ASCII) for tiny LMs."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = ["<pad>", "<eos>", "<unk>"] + list(string.printable[:95])
+    tk = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one token per char
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )

@@ -1,0 +1,235 @@
+"""Which models the app can show: read from ``<assets>/registry.json``, loaded on demand.
+
+The registry is plain JSON so that the asset build, the tests (tiny models in a tmp dir) and the
+Load tab can all add entries without touching the app::
+
+    {"models": [
+      {"name": "mad/attention", "kind": "causal_lm", "path": "mad/attention", "group": "mad"},
+      {"name": "SmolLM2-135M-Instruct", "kind": "smollm2", "group": "language"},
+      {"name": "SmolLM2 + MoRe", "kind": "adapter", "path": "language/more",
+       "base": "SmolLM2-135M-Instruct", "group": "language"}
+    ]}
+
+Kinds: ``causal_lm`` (any safetensors checkpoint AutoModelForCausalLM reads, hybrids included),
+``adapter`` (a PEFT adapter dir; merged into a copy of its base for inference, which then costs
+exactly the base model), ``smollm2`` (SmolLM2-135M-Instruct through ``mad_models.loading``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("causal_lm", "adapter", "smollm2")
+DEFAULT_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+class AppInputError(ValueError):
+    """Bad input from a user of the app: the message is shown in the UI as is."""
+
+
+class IncompatibleModelError(AppInputError):
+    """A model or adapter the app cannot run (wrong base, unsupported architecture, ...)."""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    kind: str
+    path: Path | None = None
+    group: str = "mad"
+    base: str | None = None
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"registry entry {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "adapter" and not self.base:
+            raise ValueError(f"registry entry {self.name!r}: an adapter needs a 'base' entry name")
+        if self.kind in ("causal_lm", "adapter") and self.path is None:
+            raise ValueError(f"registry entry {self.name!r}: kind {self.kind!r} needs a 'path'")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The checkpoint's config.json (adapter_config.json for adapters), read without torch."""
+        if self.path is None:
+            return {}
+        for fname in ("config.json", "adapter_config.json"):
+            f = self.path / fname
+            if f.is_file():
+                return json.loads(f.read_text())
+        return {}
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.kind == "causal_lm" and self.config.get("model_type") == "manticore"
+
+    @property
+    def adapter_type(self) -> str | None:
+        return self.config.get("peft_type") if self.kind == "adapter" else None
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """Models without a tokenizer (the MAD set) take prompts as token ids."""
+        if self.kind == "smollm2":
+            return True
+        if self.path is not None and (self.path / "tokenizer.json").is_file():
+            return True
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path) if self.path else None
+        return d
+
+
+@dataclass
+class Registry:
+    """Named model entries in display order; ``root`` is the asset dir they were read from."""
+
+    root: Path
+    entries: dict[str, ModelEntry] = field(default_factory=dict)
+    problem: str | None = None  # why nothing (or not everything) could be read, for the UI
+
+    @classmethod
+    def from_dir(cls, root: str | Path | None = None) -> Registry:
+        """Read ``root/registry.json`` (root defaults to $MAD_MODELS_ASSETS, then ./assets).
+
+        A missing or unreadable registry gives an empty registry with ``problem`` set, never an
+        exception: the app must start and say what is missing.
+
+        Example:
+            >>> reg = Registry.from_dir("/nonexistent")
+            >>> reg.problem.startswith("No demo assets")
+            True
+        """
+        root = Path(root or os.environ.get("MAD_MODELS_ASSETS") or DEFAULT_ASSETS).resolve()
+        reg = cls(root=root)
+        index = root / "registry.json"
+        if not index.is_file():
+            reg.problem = (
+                f"No demo assets in {root} (no registry.json). "
+                "Build them with `python -m mad_models.assets build`."
+            )
+            return reg
+        try:
+            raw = json.loads(index.read_text())
+            for item in raw["models"]:
+                item = dict(item)
+                if item.get("path") is not None:
+                    p = Path(item["path"])
+                    item["path"] = p if p.is_absolute() else root / p
+                reg.add(ModelEntry(**item))
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            reg.problem = f"{index} is not a valid model registry: {e}"
+            return reg
+        missing = [e.name for e in reg.entries.values() if e.path is not None and not e.path.exists()]
+        if missing:
+            reg.problem = f"Registered but missing on disk (rebuild the assets): {', '.join(missing)}"
+            for name in missing:
+                del reg.entries[name]
+        return reg
+
+    def add(self, entry: ModelEntry) -> None:
+        if entry.kind == "adapter" and entry.base not in self.entries:
+            raise ValueError(
+                f"adapter {entry.name!r} names base {entry.base!r}, which is not registered first"
+            )
+        self.entries[entry.name] = entry
+
+    def names(self, group: str | None = None, hybrids_only: bool = False) -> list[str]:
+        return [
+            n
+            for n, e in self.entries.items()
+            if (group is None or e.group == group) and (not hybrids_only or e.is_hybrid)
+        ]
+
+    def adapters(self) -> list[ModelEntry]:
+        return [e for e in self.entries.values() if e.kind == "adapter"]
+
+    def __getitem__(self, name: str) -> ModelEntry:
+        if name not in self.entries:
+            known = ", ".join(self.entries) or "none (no assets)"
+            raise AppInputError(f"Unknown model {name!r}. Known models: {known}.")
+        return self.entries[name]
+
+
+@dataclass
+class Loaded:
+    """A model ready for inference, with its tokenizer (None for token-id models)."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    nbytes: int
+    load_seconds: float
+
+
+def model_nbytes(model: Any) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() in seen:  # tied weights count once
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def load_entry(
+    entry: ModelEntry,
+    get_base: Callable[[str], Loaded],
+    device: str,
+    dtype: Any,
+) -> tuple[Any, Any]:
+    """Build (model, tokenizer) for one entry. Only safetensors are read; no remote code."""
+    import torch  # noqa: F401  (heavy imports stay out of app start-up)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import mad_models  # noqa: F401  (registers MORE with peft and "manticore" with transformers)
+
+    if entry.kind == "smollm2":
+        from mad_models.loading import load_smollm2
+
+        model, tok = load_smollm2()
+        return model.to(device=device, dtype=dtype).eval(), tok
+    if entry.kind == "causal_lm":
+        _refuse_pickles(entry.path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(entry.path, use_safetensors=True, dtype=dtype)
+        except (ValueError, KeyError, OSError) as e:
+            raise IncompatibleModelError(f"{entry.name}: cannot load {entry.path} as a causal LM: {e}") from e
+        tok = AutoTokenizer.from_pretrained(entry.path) if entry.has_tokenizer else None
+        return model.to(device).eval(), tok
+    # adapter: merge into a private copy of the cached base, so the base itself stays clean
+    from peft import PeftModel
+
+    _refuse_pickles(entry.path)
+    base = get_base(entry.base)
+    model = copy.deepcopy(base.model)
+    try:
+        peft_model = PeftModel.from_pretrained(model, entry.path)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise IncompatibleModelError(
+            f"{entry.name}: the adapter in {entry.path} does not fit base {entry.base!r}: {_first_line(e)}"
+        ) from e
+    return peft_model.merge_and_unload().eval(), base.tokenizer
+
+
+def _refuse_pickles(path: Path) -> None:
+    pickles = [p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    if pickles and not any(path.glob("*.safetensors")):
+        raise IncompatibleModelError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}); need safetensors."
+        )
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:300] if s else type(e).__name__

@@ -1,0 +1,127 @@
+"""For the app tests: a tiny asset dir (registry.json + tiny models) and the real app in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from tiny import tiny_char_tokenizer, tiny_llama, tiny_mamba, tiny_neox
+
+import mad_models  # noqa: F401
+from mad_models.more import MoReConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+MAD_VOCAB = 32
+MAD_TASKS = {
+    "in_context_recall": {"seq_len": 32},
+    "selective_copying": {"seq_len": 32, "num_tokens_to_copy": 4},
+}
+
+
+def build_tiny_assets(root: Path) -> dict:
+    """Tiny random models laid out as `python -m mad_models.assets build` does; returns the registry."""
+    root.mkdir(parents=True, exist_ok=True)
+    tok = tiny_char_tokenizer()
+    base = tiny_llama(seed=0, vocab=128)
+    base.generation_config.eos_token_id = tok.eos_token_id
+    base.save_pretrained(root / "language/base")
+    tok.save_pretrained(root / "language/base")
+    targets = ["q_proj", "v_proj"]
+    adapters = {
+        "lora-zero": LoraConfig(r=2, target_modules=targets),  # B = 0: must equal the base exactly
+        "lora": LoraConfig(r=2, target_modules=targets, init_lora_weights=False),  # random B: differs
+        "more": MoReConfig(nblocks=2, block_rank=1, target_modules=targets, init_weights=False),
+    }
+    for name, cfg in adapters.items():
+        torch.manual_seed(1)
+        get_peft_model(tiny_llama(seed=0, vocab=128), cfg).save_pretrained(root / f"language/{name}")
+    tiny_neox(seed=0, vocab=MAD_VOCAB).save_pretrained(root / "mad/attention")
+    tiny_mamba(seed=0, vocab=MAD_VOCAB).save_pretrained(root / "mad/mamba")
+    mad_meta = {"mad_tasks": MAD_TASKS}
+    registry = {
+        "models": [
+            {"name": "tiny-base", "kind": "causal_lm", "path": "language/base", "group": "language"},
+            {
+                "name": "tiny-base + LoRA (zero)",
+                "kind": "adapter",
+                "path": "language/lora-zero",
+                "base": "tiny-base",
+                "group": "language",
+            },
+            {
+                "name": "tiny-base + LoRA",
+                "kind": "adapter",
+                "path": "language/lora",
+                "base": "tiny-base",
+                "group": "language",
+            },
+            {
+                "name": "tiny-base + MoRe",
+                "kind": "adapter",
+                "path": "language/more",
+                "base": "tiny-base",
+                "group": "language",
+            },
+            {
+                "name": "mad/attention",
+                "kind": "causal_lm",
+                "path": "mad/attention",
+                "group": "mad",
+                "meta": mad_meta,
+            },
+            {"name": "mad/mamba", "kind": "causal_lm", "path": "mad/mamba", "group": "mad", "meta": mad_meta},
+        ]
+    }
+    (root / "registry.json").write_text(json.dumps(registry, indent=1))
+    return registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(assets: Path | None, log_path: Path, timeout: float = 90.0):
+    """Start `python app.py` on 127.0.0.1 and a free port; returns (url, process, seconds to ready)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "MAD_MODELS_DEVICE": "cpu",
+    }
+    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    if assets is not None:
+        cmd += ["--assets", str(assets)]
+    log = open(log_path, "w")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return url, proc, time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"app not ready in {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -1,0 +1,215 @@
+"""The real app (python app.py) on tiny models in a tmp dir, driven through gradio_client."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from app_fixture import MAD_TASKS, build_tiny_assets, launch_app, stop
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import mad_models  # noqa: F401
+from mad_models.mad import make_task, scored_counts
+from mad_models.more import adapter_report
+
+N_COLS = 8  # MAX_COMPARE text outputs, then 8 stats lines, then the raw JSON and the cache line
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    build_tiny_assets(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(assets, tmp_path_factory):
+    url, proc, _ = launch_app(assets, tmp_path_factory.mktemp("log") / "app.log")
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        stop(proc)
+
+
+def compare(client, prompt, models, max_new=12, mode="greedy", seed=0, temperature=0.8, top_k=0, chat=False):
+    out = client.predict(prompt, models, max_new, mode, seed, temperature, top_k, chat, api_name="/compare")
+    cols = out[2 * N_COLS]
+    assert [c["model"] for c in cols] == models
+    shown = [o["value"] if isinstance(o, dict) else o for o in out[: len(models)]]  # gr.update dicts
+    assert shown == [c["text"] for c in cols]  # the columns show what the JSON says
+    return cols
+
+
+def greedy_reference(model, tok, prompt, max_new):
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_compare_greedy_base_and_merged_adapters(client, assets):
+    names = ["tiny-base", "tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"]
+    cols = compare(client, "Hello there", names, max_new=12)
+    ids = {c["model"]: c["token_ids"] for c in cols}
+    assert all(c["error"] is None and len(c["token_ids"]) >= 1 for c in cols)
+    assert all("tok/s" in c["stats"] and c["tokens_per_s"] > 0 for c in cols)
+    # a zero-initialised adapter merged into the base generates exactly the base's tokens
+    assert ids["tiny-base + LoRA (zero)"] == ids["tiny-base"]
+    # the app serves adapters merged; the unmerged PeftModel must give the same greedy tokens
+    tok = AutoTokenizer.from_pretrained(assets / "language/base")
+    base_ref = greedy_reference(
+        AutoModelForCausalLM.from_pretrained(assets / "language/base"), tok, "Hello there", 12
+    )
+    assert ids["tiny-base"] == base_ref
+    for name, sub in [("tiny-base + LoRA", "lora"), ("tiny-base + MoRe", "more")]:
+        base = AutoModelForCausalLM.from_pretrained(assets / "language/base")
+        unmerged = PeftModel.from_pretrained(base, assets / f"language/{sub}").eval()
+        assert ids[name] == greedy_reference(unmerged, tok, "Hello there", 12), name
+    assert ids["tiny-base + LoRA"] != ids["tiny-base"]  # the random adapter really changes the model
+
+
+def test_compare_sampling_repeats_with_seed(client):
+    a = compare(client, "abc", ["tiny-base"], max_new=16, mode="sample", seed=7, temperature=1.0)
+    b = compare(client, "abc", ["tiny-base"], max_new=16, mode="sample", seed=7, temperature=1.0)
+    c = compare(client, "abc", ["tiny-base"], max_new=16, mode="sample", seed=8, temperature=1.0)
+    assert a[0]["token_ids"] == b[0]["token_ids"]
+    assert a[0]["token_ids"] != c[0]["token_ids"]
+
+
+def test_compare_token_id_models_and_per_column_errors(client):
+    cols = compare(client, "1 17 2 18 1", ["mad/attention", "mad/mamba"], max_new=5)
+    for c in cols:
+        assert len(c["token_ids"]) == 5 and all(0 <= t < 32 for t in c["token_ids"])
+        assert c["text"] == " ".join(map(str, c["token_ids"]))
+    # text for a token-id model: that column says why, the other column still runs
+    cols = compare(client, "hello", ["mad/attention", "tiny-base"], max_new=4)
+    assert "token ids" in cols[0]["error"] and cols[0]["text"].startswith("⚠")
+    assert cols[1]["error"] is None and cols[1]["token_ids"]
+    cols = compare(client, "1 99", ["mad/attention"], max_new=4)
+    assert "out of range" in cols[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "prompt,models,max_new,message",
+    [
+        ("hi", ["tiny-base"], 100_000, "Too many new tokens: 100000 asked, the limit is 256"),
+        ("hi", ["tiny-base"], 0, "at least 1"),
+        ("x" * 600, ["tiny-base"], 4, "The prompt is too long: 600 tokens, the limit is 512"),
+        ("", ["tiny-base"], 4, "The prompt is empty"),
+        ("hi", [], 4, "Pick at least one model"),
+    ],
+)
+def test_compare_bad_input_is_a_clean_message(client, prompt, models, max_new, message):
+    with pytest.raises(AppError) as err:
+        client.predict(prompt, models, max_new, "greedy", 0, 0.8, 0, False, api_name="/compare")
+    assert message in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_adapter_sizes_are_the_exact_reports(client, assets):
+    totals, by_type, bars = client.predict(api_name="/adapter_sizes")
+    rows = {r[0]: dict(zip(totals["headers"], r, strict=True)) for r in totals["data"]}
+    assert set(rows) == {"tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"}
+    for name, sub in [("tiny-base + LoRA", "lora"), ("tiny-base + MoRe", "more")]:
+        base = AutoModelForCausalLM.from_pretrained(assets / "language/base")
+        rep = adapter_report(PeftModel.from_pretrained(base, assets / f"language/{sub}"))
+        assert rows[name]["trainable params"] == rep.trainable_params > 0
+        assert rows[name]["bytes on disk"] == rep.bytes_on_disk
+        assert rows[name]["bytes on disk"] == os.path.getsize(
+            assets / f"language/{sub}/adapter_model.safetensors"
+        )
+        assert rows[name]["LoRA rank with same count"] == pytest.approx(2.0)  # LoRA r=2; MoRe k=2, r=1
+    # MoRe and LoRA side by side per module type
+    assert by_type["headers"][0] == "module type"
+    assert sorted(r[0] for r in by_type["data"]) == ["q_proj", "v_proj"]
+    assert len(bars["data"]) == 2 * 3
+
+
+def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
+    acc, html = client.predict(
+        "in_context_recall", ["mad/attention", "mad/mamba"], 16, 3, api_name="/mad_skills"
+    )
+    rows = {r[0]: dict(zip(acc["headers"], r, strict=True)) for r in acc["data"]}
+    x, y = make_task(
+        "in_context_recall", split="test", seed=3, num_examples=16, **MAD_TASKS["in_context_recall"]
+    )
+    for name, sub in [("mad/attention", "attention"), ("mad/mamba", "mamba")]:
+        model = AutoModelForCausalLM.from_pretrained(assets / f"mad/{sub}").eval()
+        with torch.no_grad():
+            correct, total = scored_counts(model(input_ids=x).logits, y)
+        assert 0.0 <= rows[name]["accuracy"] <= 1.0
+        assert rows[name]["accuracy"] == pytest.approx(correct / total)
+        assert rows[name]["scored"] == total
+    assert "mad/attention" in html and ("mad-right" in html or "mad-wrong" in html)
+    with pytest.raises(AppError, match="number of sequences must be in 1..512"):
+        client.predict("in_context_recall", ["mad/attention"], 10_000, 3, api_name="/mad_skills")
+    with pytest.raises(AppError, match="needs 256"):  # memorization's 256-token vocab does not fit
+        client.predict("memorization", ["mad/attention"], 4, 3, api_name="/mad_skills")
+
+
+def test_load_tab(client, assets, tmp_path):
+    # a repo that does not exist (offline Hub): a message naming it, no trace
+    with pytest.raises(AppError) as err:
+        client.predict("nobody-here/no-such-repo", "", "", api_name="/load")
+    assert "nobody-here/no-such-repo" in str(err.value) and "Traceback" not in str(err.value)
+    # an adapter trained for another base: clean "does not fit"
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    narrow = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    other = get_peft_model(narrow, LoraConfig(r=2, target_modules=["q_proj"]))
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(AppError, match="does not fit base 'tiny-base'"):
+        client.predict(str(tmp_path / "other"), "", "tiny-base", api_name="/load")
+    with pytest.raises(AppError, match="is an adapter: pick the base"):
+        client.predict(str(assets / "language/lora"), "", "", api_name="/load")
+    # a good local adapter loads through hub_tools and is then usable in Compare
+    msg, models, _ = client.predict(str(assets / "language/lora"), "", "tiny-base", api_name="/load")
+    name = f"loaded: {assets / 'language/lora'}"
+    assert name in msg and "adapter (merged)" in msg
+    cols = compare(client, "Hello there", [name, "tiny-base + LoRA"], max_new=8)
+    assert cols[0]["token_ids"] == cols[1]["token_ids"]
+
+
+def test_registry_json_is_what_the_app_shows(client, assets):
+    info = client.view_api(return_format="dict", print_info=False)
+    assert "/compare" in info["named_endpoints"] and "/mixture" in info["named_endpoints"]
+    registry = json.loads((assets / "registry.json").read_text())
+    cols = compare(client, "1 2", ["mad/mamba"], max_new=2)
+    assert cols[0]["model"] in {m["name"] for m in registry["models"]}
+
+
+def test_app_without_assets_starts_and_explains(tmp_path):
+    url, proc, seconds = launch_app(tmp_path / "empty", tmp_path / "app.log")
+    try:
+        html = __import__("urllib.request").request.urlopen(url).read().decode()
+        assert "No demo assets" in html and "python -m mad_models.assets build" in html
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match="Pick at least one model"):
+            client.predict("hi", [], 4, "greedy", 0, 0.8, 0, False, api_name="/compare")
+        with pytest.raises(AppError, match="No demo assets"):
+            client.predict(api_name="/adapter_sizes")
+        with pytest.raises(AppError, match="No demo assets"):
+            client.predict(None, 0.25, api_name="/mixture")
+    finally:
+        stop(proc)
