@@ -165,6 +165,7 @@ class Trainer:
         collate_fn: Callable | None = None,
         job: str = "train",
         config: dict | None = None,
+        log_extra: Callable[[torch.nn.Module], dict] | None = None,
     ):
         if len(train_data) == 0:
             raise ValueError("the training data is empty")
@@ -194,6 +195,7 @@ class Trainer:
         # process, changing the schedule with the number of GPUs).
         self.schedulers = make_schedulers(self.optimizers, self.total_steps) if make_schedulers else {}
         self.step_fn = step_fn or default_step
+        self.log_extra = log_extra
         self.eval_fn = eval_fn
         self.out = Path(args.output_dir)
         self.ckpt_root = self.out / "checkpoints"
@@ -323,6 +325,8 @@ class Trainer:
                     "train_time": round(self.train_time, 3),
                 }
                 window.zero_()
+                if self.log_extra is not None:
+                    last.update(self.log_extra(self.unwrapped))
                 if args.eval_every and self.step % args.eval_every == 0 and self.step != self.total_steps:
                     last.update(self._evaluate())
                     self.model.train()

@@ -117,3 +117,52 @@ def exact_match(
     finally:
         model.train(was_training)
     return hits / len(prompts)
+
+
+def load_jsonl(path, tokenizer=None, *, block_size: int = 256, max_len: int = 256) -> ListDataset:
+    """A JSONL file as a training dataset. Each row is one of:
+
+    - ``{"input_ids": [...], "labels": [...]}``: already tokenised (labels optional: = input_ids);
+    - ``{"prompt": ..., "answer": ...}``: causal LM scored on the answer only;
+    - ``{"text": ..., "label": int}``: classification;
+    - ``{"text": ...}``: general text, concatenated and cut into ``block_size`` blocks.
+    All rows of a file must have the same kind. Text rows need ``tokenizer``.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    if not rows:
+        raise ValueError(f"data file {path} has no rows")
+    kinds = {("input_ids" in r, "prompt" in r, "label" in r, "text" in r) for r in rows}
+    if len(kinds) != 1:
+        raise ValueError(f"{path}: rows mix different kinds (keys {sorted({k for r in rows for k in r})})")
+    if "input_ids" in rows[0]:
+        items = []
+        for r in rows:
+            ids = torch.tensor(r["input_ids"], dtype=torch.long)
+            labels = torch.tensor(r.get("labels", r["input_ids"]), dtype=torch.long)
+            items.append({"input_ids": ids, "labels": labels})
+        return ListDataset(items)
+    if tokenizer is None:
+        raise ValueError(f"{path} holds text; give a tokenizer (--tokenizer) to tokenise it")
+    if "prompt" in rows[0]:
+        if any("answer" not in r for r in rows):
+            raise ValueError(f"{path}: every prompt row needs an 'answer'")
+        return prompt_answer_examples(
+            [r["prompt"] for r in rows], [r["answer"] for r in rows], tokenizer, max_len
+        )
+    if "text" not in rows[0]:
+        raise ValueError(
+            f"{path}: rows need 'input_ids', 'prompt'/'answer', or 'text' (+ 'label'); got {sorted(rows[0])}"
+        )
+    if "label" in rows[0]:
+        items = []
+        for r in rows:
+            ids = tokenizer(r["text"], truncation=True, max_length=max_len)["input_ids"]
+            items.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(int(r["label"]))})
+        return ListDataset(items)
+    return text_blocks([r["text"] for r in rows], tokenizer, block_size)

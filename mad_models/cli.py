@@ -1,0 +1,744 @@
+"""Command line: ``mad-models`` / ``python -m mad_models``.
+
+Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune``, ``more train|search``,
+``push``, ``pull``. Every one has ``--help`` with examples. Training commands resume from
+``<out>/checkpoints`` when run again with the same ``--out`` (``--no-resume`` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+FMT = argparse.RawDescriptionHelpFormatter
+
+
+class CLIError(Exception):
+    """A user error with a message worth showing as is."""
+
+
+# ---------------------------------------------------------------- argument helpers
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _settings(pairs: list[str] | None) -> dict:
+    """``["seq_len=64", "vocab_size=32"]`` -> {"seq_len": 64, "vocab_size": 32}."""
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise CLIError(f"--set expects KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = _value(v.strip())
+    return out
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
+    return v
+
+
+def _budget(text: str) -> int | float:
+    """An int is a parameter count; a number with a point (0.5) a fraction of LoRA at --lora-rank."""
+    try:
+        v = int(text)
+    except ValueError:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"budget must be a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"budget must be > 0, got {text}")
+    return v
+
+
+def _add_train(
+    p: argparse.ArgumentParser, *, lr: float, batch_size: int, wd: float = 0.0, steps: int | None = None
+):
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, help="output directory (log.jsonl, checkpoints/, final/)")
+    g.add_argument("--steps", type=_positive_int, default=steps, help="optimiser steps (wins over --epochs)")
+    g.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs when --steps is not given")
+    g.add_argument("--batch-size", type=_positive_int, default=batch_size)
+    g.add_argument("--lr", type=_positive_float, default=lr)
+    g.add_argument("--weight-decay", type=float, default=wd)
+    g.add_argument("--warmup-steps", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--log-every", type=_positive_int, default=10)
+    g.add_argument("--save-every", type=_positive_int, default=100, help="checkpoint every N steps")
+    g.add_argument(
+        "--stop-after", type=_positive_int, default=None, help="stop (with a checkpoint) after N steps"
+    )
+    g.add_argument("--no-resume", action="store_true", help="start over instead of resuming from --out")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _train_args(a: argparse.Namespace, **extra):
+    from mad_models.training import TrainArgs
+
+    return TrainArgs(
+        output_dir=a.out,
+        max_steps=a.steps,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup_steps=a.warmup_steps,
+        seed=a.seed,
+        log_every=a.log_every,
+        save_every=a.save_every,
+        stop_after=a.stop_after,
+        resume=not a.no_resume,
+        progress=not a.no_progress,
+        **extra,
+    )
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=1, default=str))
+
+
+def _load_model(path: str):
+    """A saved causal LM or hybrid (safetensors only, no remote code)."""
+    from transformers import AutoModelForCausalLM
+
+    import mad_models  # noqa: F401  (registers "manticore" with transformers)
+
+    if not Path(path).is_dir():
+        raise CLIError(f"--model {path!r} is not a directory saved by save_pretrained")
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+
+
+def _load_base(name: str, task_type: str = "causal_lm", num_labels: int = 2):
+    """``smollm2`` (offline SmolLM2-135M-Instruct) or a local dir / cached hub id -> (model, tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if name.lower() == "smollm2":
+        if task_type != "causal_lm":
+            raise CLIError(
+                "--base-model smollm2 is a causal LM; use a local classifier dir for classification"
+            )
+        from mad_models.loading import load_smollm2
+
+        return load_smollm2()
+    if task_type == "classification":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, num_labels=num_labels, use_safetensors=True, trust_remote_code=False
+        )
+    else:
+        from mad_models.loading import load_causal_lm
+
+        model = load_causal_lm(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError, TypeError):
+        tok = None  # pre-tokenised data needs none
+    return model, tok
+
+
+def _tokenizer(path: str | None, fallback: str | None):
+    from transformers import AutoTokenizer
+
+    for p in (path, fallback):
+        if p is None:
+            continue
+        try:
+            return AutoTokenizer.from_pretrained(p, trust_remote_code=False)
+        except (OSError, ValueError, TypeError) as err:
+            if p == path:
+                raise CLIError(f"cannot load a tokenizer from {p!r}: {err}") from err
+    return None
+
+
+def _text_data(a, model_dir: str | None):
+    """Training data for the text jobs: --data JSONL or --text-file (one document per line)."""
+    from mad_models.training.text import load_jsonl, text_blocks
+
+    if bool(a.data) == bool(a.text_file):
+        raise CLIError("give exactly one of --data (JSONL) or --text-file")
+    if a.text_file:
+        tok = _tokenizer(a.tokenizer, model_dir)
+        if tok is None:
+            raise CLIError(
+                "--text-file needs a tokenizer: pass --tokenizer (none was found next to the model)"
+            )
+        path = Path(a.text_file)
+        if not path.is_file():
+            raise CLIError(f"--text-file {path} does not exist")
+        docs = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        return text_blocks(docs, tok, a.block_size)
+    return load_jsonl(a.data, _tokenizer(a.tokenizer, model_dir), block_size=a.block_size)
+
+
+def _add_text_data(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("text data")
+    g.add_argument("--data", help="JSONL: input_ids(+labels) rows, prompt/answer rows, or text rows")
+    g.add_argument("--text-file", help="plain text, one document per line")
+    g.add_argument("--tokenizer", help="tokenizer dir (default: the model's dir)")
+    g.add_argument("--block-size", type=_positive_int, default=256, help="tokens per block for text")
+
+
+# ---------------------------------------------------------------- mad
+
+
+def cmd_mad_train(a) -> None:
+    from mad_models.mad import vocab_size
+    from mad_models.training import build_model, count_parameters, train_mad
+
+    settings = _settings(a.set)
+    if a.model:
+        model = _load_model(a.model)
+    else:
+        model = build_model(
+            a.arch,
+            vocab_size(a.task, **settings),
+            width=a.width,
+            layers=a.layers,
+            heads=a.heads,
+            max_len=max(1024, settings.get("seq_len", 0)),
+            seed=a.seed,
+        )
+    res = train_mad(
+        model,
+        a.task,
+        _train_args(a),
+        num_train=a.num_train,
+        num_test=a.num_test,
+        data_seed=a.seed,
+        **settings,
+    )
+    _print({"task": a.task, "params": count_parameters(model), **res, "saved": str(Path(a.out) / "final")})
+
+
+def cmd_mad_eval(a) -> None:
+    from mad_models.mad import evaluate
+
+    model = _load_model(a.model)
+    settings = _settings(a.set)
+    acc = evaluate(
+        model,
+        a.task,
+        split=a.split,
+        seed=a.seed,
+        num_examples=a.num_examples,
+        batch_size=a.batch_size,
+        **settings,
+    )
+    _print({"task": a.task, "split": a.split, "settings": settings, "accuracy": acc})
+
+
+# ---------------------------------------------------------------- hybrid
+
+
+def _mixture(text: str | None):
+    """ "0.7,0.3;0.2,0.8" -> [[0.7, 0.3], [0.2, 0.8]]."""
+    if text is None:
+        return None
+    try:
+        return [[float(x) for x in row.split(",")] for row in text.split(";") if row.strip()]
+    except ValueError:
+        raise CLIError(
+            f"--mixture must look like '0.7,0.3;0.2,0.8' (blocks separated by ';'), got {text!r}"
+        ) from None
+
+
+def cmd_hybrid_build(a) -> None:
+    import mad_models  # noqa: F401
+    from mad_models.hybrid import ManticoreForCausalLM
+
+    kwargs = {"n_blocks": a.n_blocks}
+    if a.fresh_embeddings:
+        kwargs["fresh_embeddings"] = True
+    hybrid = ManticoreForCausalLM.from_components(a.components, **kwargs)
+    mix = _mixture(a.mixture)
+    if mix is not None:
+        hybrid.set_mixture(mix)
+    hybrid.save_pretrained(a.out)
+    tok = _tokenizer(None, a.components[0]) if Path(a.components[0]).is_dir() else None
+    if tok is not None:
+        tok.save_pretrained(a.out)
+    _print({"saved": a.out, "mixture": hybrid.mixture_weights().tolist(), **_cost(hybrid)})
+
+
+def _cost(hybrid) -> dict:
+    if not hasattr(hybrid, "cost_report"):
+        return {}
+    rep = hybrid.cost_report()
+    if hasattr(rep, "to_dict"):
+        rep = rep.to_dict()
+    return {"cost": rep}
+
+
+def _save_with_tokenizer(model, model_dir: str, out: str) -> None:
+    model.save_pretrained(out)
+    tok = _tokenizer(None, model_dir)
+    if tok is not None:
+        tok.save_pretrained(out)
+
+
+def cmd_hybrid_pretrain(a) -> None:
+    from mad_models.training.projectors import pretrain_projectors
+
+    hybrid = _load_model(a.model)
+    data = _text_data(a, a.model)
+    res = pretrain_projectors(hybrid, data, _train_args(a), train_mixture=not a.freeze_mixture)
+    if res["step"] and (Path(a.out) / "final").is_dir():
+        _save_with_tokenizer(hybrid, a.model, str(Path(a.out) / "final"))
+    _print(res)
+
+
+def cmd_hybrid_search(a) -> None:
+    from mad_models.mad import MADDataset, evaluate
+    from mad_models.training.retrain import retrain
+    from mad_models.training.search import search_mixtures
+
+    hybrid = _load_model(a.model)
+    eval_fn = None
+    if a.task:
+        if a.data or a.text_file:
+            raise CLIError("give either --task (a MAD task) or text data (--data / --text-file), not both")
+        settings = _settings(a.set)
+        data = MADDataset(a.task, split="train", seed=a.seed, num_examples=a.num_train, **settings)
+        test = MADDataset(a.task, split="test", num_examples=a.num_test, **settings)
+
+        def eval_fn(m):
+            return {"accuracy": evaluate(m, data=(test.inputs, test.targets), batch_size=a.batch_size)}
+
+        collate = None
+    else:
+        from mad_models.training.text import pad_collate
+
+        data, collate = _text_data(a, a.model), pad_collate()
+    res = search_mixtures(
+        hybrid,
+        data,
+        _train_args(a),
+        arch_lr=a.arch_lr,
+        mode=a.mode,
+        method=a.method,
+        tau=a.tau,
+        eval_fn=eval_fn,
+        collate_fn=collate,
+    )
+    out = {"search": res}
+    if a.retrain_steps and res["step"] == (a.steps or res["step"]):
+        args = _train_args(a)
+        args.output_dir, args.max_steps = str(Path(a.out) / "retrain"), a.retrain_steps
+        out["retrain"] = retrain(hybrid, data, args, eval_fn=eval_fn, collate_fn=collate)
+    for sub in ("final", "retrain/final"):
+        if (Path(a.out) / sub).is_dir():
+            tok = _tokenizer(None, a.model)
+            if tok is not None:
+                tok.save_pretrained(Path(a.out) / sub)
+    _print(out)
+
+
+def cmd_hybrid_prune(a) -> None:
+    hybrid = _load_model(a.model)
+    if a.argmax == (a.threshold is not None):
+        raise CLIError("give exactly one of --threshold T or --argmax")
+    import inspect
+
+    params = inspect.signature(hybrid.prune).parameters
+    if a.argmax:
+        if "argmax" in params:
+            small = hybrid.prune(argmax=True)
+        elif "keep" in params:
+            small = hybrid.prune(keep="argmax")
+        else:
+            raise CLIError("this hybrid's prune() has no argmax option; use --threshold")
+    else:
+        small = hybrid.prune(threshold=a.threshold)
+    small = small if small is not None else hybrid
+    _save_with_tokenizer(small, a.model, a.out)
+    _print({"saved": a.out, "mixture": small.mixture_weights().tolist(), **_cost(small)})
+
+
+# ---------------------------------------------------------------- more
+
+
+def _adapter_config(a):
+    from mad_models.more import MoReConfig
+
+    targets = [t for t in a.targets.split(",") if t] if a.targets else None
+    task_type = "SEQ_CLS" if a.task_type == "classification" else "CAUSAL_LM"
+    if a.method == "more":
+        return MoReConfig(
+            nblocks=a.nblocks,
+            block_rank=a.block_rank,
+            target_modules=targets,
+            dropout=a.dropout,
+            task_type=task_type,
+            modules_to_save=["classifier", "score"] if task_type == "SEQ_CLS" else None,
+        )
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=a.lora_rank,
+        lora_alpha=a.lora_alpha or 2 * a.lora_rank,
+        target_modules=targets,
+        lora_dropout=a.dropout,
+        task_type=task_type,
+    )
+
+
+def cmd_more_train(a) -> None:
+    import peft
+
+    from mad_models.more import adapter_report
+    from mad_models.training.finetune import finetune_adapter
+    from mad_models.training.text import load_jsonl
+
+    base, tok = _load_base(a.base_model, a.task_type, a.num_labels)
+    if a.tokenizer:
+        tok = _tokenizer(a.tokenizer, None)
+    train = load_jsonl(a.data, tok, block_size=a.block_size)
+    val = load_jsonl(a.eval_data, tok, block_size=a.block_size) if a.eval_data else None
+    pm = peft.get_peft_model(base, _adapter_config(a))
+    rep = adapter_report(pm)
+    pad = (tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0) if tok else 0
+    res = finetune_adapter(pm, train, _train_args(a), eval_data=val, pad_id=pad)
+    _print(
+        {
+            "method": a.method,
+            "trainable_params": rep.trainable_params,
+            "percent_of_base": rep.percent_of_base,
+            "lora_rank_equivalent": rep.lora_rank_equivalent,
+            **res,
+            "saved": str(Path(a.out) / "final"),
+        }
+    )
+
+
+def cmd_more_search(a) -> None:
+    from mad_models.more.search import search_more
+    from mad_models.training.text import load_jsonl
+
+    base, tok = _load_base(a.base_model)
+    if a.tokenizer:
+        tok = _tokenizer(a.tokenizer, None)
+    train = load_jsonl(a.data, tok, block_size=a.block_size)
+    val = load_jsonl(a.eval_data, tok, block_size=a.block_size) if a.eval_data else train
+    target_sets = (
+        [[t for t in s.split(",") if t] for s in a.target_sets.split(";")] if a.target_sets else None
+    )
+    table = search_more(
+        base,
+        train,
+        val,
+        budget=a.budget,
+        lora_rank=a.lora_rank,
+        nblocks=a.nblocks,
+        block_ranks=a.block_ranks,
+        target_sets=target_sets,
+        max_candidates=a.max_candidates,
+        steps=a.steps,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        output_dir=a.out,
+        seed=a.seed,
+        progress=not a.no_progress,
+    )
+    md = table.to_markdown()
+    Path(a.out, "table.md").write_text(md + "\n")
+    print(md)
+
+
+# ---------------------------------------------------------------- hub
+
+
+def _hub():
+    try:
+        import hub_tools
+    except ImportError as err:  # pragma: no cover - hub_tools ships with the package
+        raise CLIError(f"hub_tools is not importable: {err}") from err
+    return hub_tools
+
+
+def cmd_push(a) -> None:
+    hub = _hub()
+    base = None
+    if a.base_model:
+        base = _load_base(a.base_model)[0] if a.base_model.lower() == "smollm2" else a.base_model
+    kwargs = dict(private=a.private or None, commit_message=a.message, revision=a.revision)
+    if a.endpoint:
+        kwargs["endpoint"] = a.endpoint
+    url = hub.push(a.dir, a.repo_id, base_model=base, **kwargs)
+    _print({"url": str(url), "commit": getattr(url, "oid", None)})
+
+
+def cmd_pull(a) -> None:
+    hub = _hub()
+    base = None
+    if a.base_model:
+        base = _load_base(a.base_model)[0] if a.base_model.lower() == "smollm2" else a.base_model
+    kwargs = {"endpoint": a.endpoint} if a.endpoint else {}
+    model = hub.pull(a.repo_id, a.revision, base_model=base, **kwargs)
+    model.save_pretrained(a.out)
+    _print({"loaded": type(model).__name__, "saved": a.out})
+
+
+# ---------------------------------------------------------------- parser
+
+EXAMPLES = {
+    "mad train": """examples:
+  mad-models mad train --task in_context_recall --arch gpt_neox --width 128 --layers 2 \\
+      --steps 2000 --out runs/icr-neox
+  mad-models mad train --task selective_copying --arch mamba --set seq_len=512 \\
+      --set num_tokens_to_copy=32 --out runs/sc
+  mad-models mad train --task compression --model runs/hybrid --steps 500 --out runs/hybrid-comp""",
+    "mad eval": """examples:
+  mad-models mad eval --model runs/icr-neox/final --task in_context_recall
+  mad-models mad eval --model runs/sc/final --task selective_copying --set seq_len=512 --num-examples 256""",
+    "hybrid build": """examples:
+  mad-models hybrid build --components runs/neox/final runs/mamba/final --n-blocks 2 --out runs/hybrid
+  mad-models hybrid build --components EleutherAI/pythia-70m state-spaces/mamba-130m-hf --n-blocks 2 \\
+      --mixture "0.7,0.3;0.2,0.8" --out runs/pythia-mamba""",
+    "hybrid pretrain-projectors": """examples:
+  mad-models hybrid pretrain-projectors --model runs/pythia-mamba --text-file corpus.txt --block-size 1024 \\
+      --lr 2e-4 --weight-decay 0.01 --out runs/proj""",
+    "hybrid search": """examples:
+  mad-models hybrid search --model runs/hybrid --task in_context_recall --arch-lr 0.01 \\
+      --steps 1000 --out runs/search
+  mad-models hybrid search --model runs/proj/final --text-file corpus.txt --method gaea --arch-lr 0.1 \\
+      --mode simultaneous --retrain-steps 500 --out runs/search-gaea""",
+    "hybrid prune": """examples:
+  mad-models hybrid prune --model runs/search/final --threshold 0.25 --out runs/pruned
+  mad-models hybrid prune --model runs/search/final --argmax --out runs/pruned-argmax""",
+    "more train": """examples:
+  mad-models more train --base-model smollm2 --data arith.jsonl --nblocks 4 --block-rank 1 \\
+      --targets q_proj,v_proj --steps 300 --out runs/more-arith
+  mad-models more train --base-model smollm2 --method lora --lora-rank 8 --data arith.jsonl \\
+      --out runs/lora-arith
+JSONL rows: {"prompt": ..., "answer": ...} | {"text": ...} | {"text": ..., "label": 1}
+            | {"input_ids": [...], "labels": [...]}""",
+    "more search": """examples:
+  mad-models more search --base-model smollm2 --data arith.jsonl --eval-data arith-val.jsonl --budget 0.5 \\
+      --lora-rank 8 --steps 50 --out runs/more-search
+  mad-models more search --base-model ./my-model --data train.jsonl --budget 200000 --nblocks 2,4,8 \\
+      --target-sets "q_proj,v_proj;q_proj,k_proj,v_proj,o_proj" --out runs/s2
+--budget: an integer is a parameter count; a fraction (0.5) is that share of LoRA at --lora-rank.""",
+    "push": """examples:
+  mad-models push runs/more-arith/final me/smollm2-more-arith --base-model smollm2 --private
+  mad-models push runs/search/final me/neox-mamba-manticore --message "searched on MAD\"""",
+    "pull": """examples:
+  mad-models pull me/neox-mamba-manticore --revision main --out local/hybrid
+  mad-models pull me/smollm2-more-arith --base-model smollm2 --out local/adapter""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="mad-models",
+        description="MAD tasks, Manticore hybrids and MoRe adapters: train, search, prune, push.",
+        epilog="run 'mad-models <command> --help' for examples",
+        formatter_class=FMT,
+    )
+    groups = root.add_subparsers(dest="group", metavar="{mad,hybrid,more,push,pull}", required=True)
+
+    def sub(parent, name, help_, key, func):
+        p = parent.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[key], formatter_class=FMT)
+        p.set_defaults(func=func)
+        return p
+
+    from mad_models.mad import TASKS
+    from mad_models.training.models import ARCHS
+
+    # mad
+    mad = groups.add_parser("mad", help="MAD synthetic tasks: train and evaluate").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = sub(
+        mad, "train", "train a model from scratch (or a saved one) on a MAD task", "mad train", cmd_mad_train
+    )
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--arch", choices=ARCHS, default="gpt_neox", help="architecture built from scratch")
+    p.add_argument("--model", help="train this saved model instead of building one")
+    p.add_argument("--width", type=_positive_int, default=128)
+    p.add_argument("--layers", type=_positive_int, default=2)
+    p.add_argument("--heads", type=_positive_int, default=4)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="task setting, e.g. seq_len=256")
+    p.add_argument("--num-train", type=_positive_int, help="training sequences (default: the task's)")
+    p.add_argument("--num-test", type=_positive_int, help="test sequences (default 1280)")
+    _add_train(p, lr=5e-4, batch_size=128)
+
+    p = sub(
+        mad, "eval", "accuracy of a saved model on a MAD task's scored positions", "mad eval", cmd_mad_eval
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--seed", type=int, default=None, help="data seed (default: 12345 for test)")
+    p.add_argument("--num-examples", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+
+    # hybrid
+    hyb = groups.add_parser("hybrid", help="Manticore hybrids: build, pretrain projectors, search, prune")
+    hyb = hyb.add_subparsers(dest="cmd", required=True)
+    p = sub(hyb, "build", "stitch pretrained components into a hybrid", "hybrid build", cmd_hybrid_build)
+    p.add_argument("--components", nargs="+", required=True, help="model dirs or hub ids (2 or more)")
+    p.add_argument("--n-blocks", type=_positive_int, required=True)
+    p.add_argument("--mixture", help="fixed weights per block, e.g. '0.7,0.3;0.2,0.8' (default: learnable)")
+    p.add_argument("--fresh-embeddings", action="store_true", help="new embeddings if tokenizers differ")
+    p.add_argument("--out", required=True)
+
+    p = sub(
+        hyb,
+        "pretrain-projectors",
+        "train projectors on text, components frozen",
+        "hybrid pretrain-projectors",
+        cmd_hybrid_pretrain,
+    )
+    p.add_argument("--model", required=True, help="a saved hybrid")
+    p.add_argument("--freeze-mixture", action="store_true", help="keep the mixture weights fixed")
+    _add_text_data(p)
+    _add_train(p, lr=2e-4, batch_size=8, wd=0.01)
+
+    p = sub(hyb, "search", "search mixture weights (DARTS / DASH / GAEA)", "hybrid search", cmd_hybrid_search)
+    p.add_argument("--model", required=True, help="a saved hybrid")
+    p.add_argument("--task", choices=TASKS, help="search on a MAD task ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="MAD task setting")
+    p.add_argument("--num-train", type=_positive_int)
+    p.add_argument("--num-test", type=_positive_int)
+    _add_text_data(p)
+    p.add_argument("--arch-lr", type=_positive_float, default=0.01)
+    p.add_argument("--mode", choices=("alternating", "simultaneous"), default="alternating")
+    p.add_argument("--method", choices=("darts", "dash", "gaea"), default="darts")
+    p.add_argument("--tau", type=_positive_float, default=None, help="Gumbel temperature (dash)")
+    p.add_argument(
+        "--retrain-steps", type=int, default=0, help="then retrain N steps with the mixture frozen"
+    )
+    _add_train(p, lr=2e-4, batch_size=32)
+
+    p = sub(hyb, "prune", "drop components whose weight is small", "hybrid prune", cmd_hybrid_prune)
+    p.add_argument("--model", required=True)
+    p.add_argument("--threshold", type=float, help="drop a component from a block below this weight")
+    p.add_argument("--argmax", action="store_true", help="keep only the top component per block")
+    p.add_argument("--out", required=True)
+
+    # more
+    more = groups.add_parser("more", help="MoRe adapters: fine-tune and search configurations")
+    more = more.add_subparsers(dest="cmd", required=True)
+    p = sub(more, "train", "fine-tune a MoRe (or LoRA) adapter", "more train", cmd_more_train)
+    p.add_argument("--base-model", required=True, help="'smollm2' (offline) or a local model dir")
+    p.add_argument("--method", choices=("more", "lora"), default="more")
+    p.add_argument("--task-type", choices=("causal_lm", "classification"), default="causal_lm")
+    p.add_argument("--num-labels", type=_positive_int, default=2)
+    p.add_argument("--nblocks", type=_positive_int, default=4)
+    p.add_argument("--block-rank", type=_positive_int, default=1)
+    p.add_argument("--lora-rank", type=_positive_int, default=8)
+    p.add_argument("--lora-alpha", type=_positive_int, default=None)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--targets", help="comma-separated module names, e.g. q_proj,v_proj")
+    p.add_argument("--data", required=True, help="training JSONL")
+    p.add_argument("--eval-data", help="validation JSONL")
+    p.add_argument("--tokenizer")
+    p.add_argument("--block-size", type=_positive_int, default=256)
+    _add_train(p, lr=1e-3, batch_size=8)
+
+    p = sub(
+        more, "search", "rank MoRe configurations under a parameter budget", "more search", cmd_more_search
+    )
+    p.add_argument("--base-model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--eval-data")
+    p.add_argument("--tokenizer")
+    p.add_argument("--block-size", type=_positive_int, default=256)
+    p.add_argument("--budget", type=_budget, required=True)
+    p.add_argument("--lora-rank", type=_positive_int, default=8)
+    p.add_argument("--nblocks", type=_int_list, default=[1, 2, 4, 8, 16])
+    p.add_argument("--block-ranks", type=_int_list, default=[1, 2, 4, 8])
+    p.add_argument("--target-sets", help="';'-separated sets of ','-separated names")
+    p.add_argument("--max-candidates", type=_positive_int, default=8)
+    p.add_argument("--steps", type=_positive_int, default=50)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+
+    # hub
+    p = groups.add_parser(
+        "push",
+        help="push a saved adapter or hybrid to the Hub (one commit)",
+        epilog=EXAMPLES["push"],
+        formatter_class=FMT,
+    )
+    p.set_defaults(func=cmd_push)
+    p.add_argument("dir", help="a directory written by save_pretrained")
+    p.add_argument("repo_id")
+    p.add_argument("--base-model", help="for adapters: the base ('smollm2', a dir or a hub id)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--revision", help="branch to push to")
+    p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+
+    p = groups.add_parser(
+        "pull",
+        help="download an adapter or hybrid (safetensors only)",
+        epilog=EXAMPLES["pull"],
+        formatter_class=FMT,
+    )
+    p.set_defaults(func=cmd_pull)
+    p.add_argument("repo_id", help="repo id or local directory")
+    p.add_argument("--revision")
+    p.add_argument("--base-model", help="for adapters: the base ('smollm2', a dir or a hub id)")
+    p.add_argument("--endpoint")
+    p.add_argument("--out", required=True, help="where to save the loaded model")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mad-models``; returns the exit code (0 ok, 2 usage error, 1 failure)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except CLIError as err:
+        parser.exit(2, f"mad-models: error: {err}\n")
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:
+        parser.exit(1, f"mad-models: error: {err}\n")
+    except Exception as err:
+        if type(err).__module__.startswith("hub_tools"):  # Hub errors name the repo and what to do
+            parser.exit(1, f"mad-models: error: {err}\n")
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

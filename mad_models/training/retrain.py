@@ -1,0 +1,47 @@
+"""Job: retrain a hybrid end to end with its (searched) mixture frozen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from mad_models.training._hybrid import check_hybrid
+from mad_models.training.loop import TrainArgs, Trainer, adamw, cosine_scheduler
+
+
+def retrain(
+    hybrid: torch.nn.Module,
+    train_data: Dataset,
+    args: TrainArgs,
+    *,
+    weights: torch.Tensor | Sequence | None = None,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    collate_fn: Callable | None = None,
+) -> dict:
+    """Fix the mixture (``weights``, or the current expected weights) and train every other weight.
+
+    Example:
+        >>> search_mixtures(hybrid, data, TrainArgs("runs/search"))  # doctest: +SKIP
+        >>> retrain(hybrid, data, TrainArgs("runs/retrain"))  # doctest: +SKIP
+    """
+    check_hybrid(hybrid)
+    if weights is None:
+        with torch.no_grad():
+            weights = hybrid.mixture_weights().detach().clone()
+    hybrid.set_mixture(weights, mode="fixed")
+    for p in hybrid.mixture_parameters():
+        p.requires_grad_(False)
+    opt = adamw(hybrid.parameters(), args.lr, args.weight_decay)
+    trainer = Trainer(
+        hybrid,
+        train_data,
+        args,
+        optimizers={"model": opt},
+        make_schedulers=lambda opts, total: {"model": cosine_scheduler(opts["model"], args, total)},
+        eval_fn=eval_fn,
+        collate_fn=collate_fn,
+        job="retrain",
+    )
+    return trainer.train()

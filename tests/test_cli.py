@@ -1,0 +1,210 @@
+"""The mad-models command line, run in-process on tiny settings (plus one real subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mad_models  # noqa: F401
+from mad_models.cli import EXAMPLES, main
+from mad_models.training import read_log
+from tests.hub_server import WRITE_TOKEN, hub_fixture  # noqa: F401  (the "hub" fixture)
+from tests.tiny import tiny_llama
+
+SUBCOMMANDS = [
+    ["mad", "train"],
+    ["mad", "eval"],
+    ["hybrid", "build"],
+    ["hybrid", "pretrain-projectors"],
+    ["hybrid", "search"],
+    ["hybrid", "prune"],
+    ["more", "train"],
+    ["more", "search"],
+    ["push"],
+    ["pull"],
+]
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr().out
+    return code, out
+
+
+def last_json(out: str) -> dict:
+    start = out.rindex("\n{") + 1 if "\n{" in out else out.index("{")
+    return json.loads(out[start:])
+
+
+@pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_has_help_with_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*cmd, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"mad-models {' '.join(cmd)}" in out
+    assert EXAMPLES[" ".join(cmd)].splitlines()[1].strip() in out
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["mad", "train", "--task", "nope", "--out", "x"], "invalid choice: 'nope'"),
+        (["mad", "train", "--task", "compression"], "the following arguments are required: --out"),
+        (["mad", "train", "--task", "compression", "--out", "x", "--steps", "0"], "expected an integer >= 1"),
+        (
+            ["more", "search", "--base-model", "m", "--data", "d", "--budget", "-3", "--out", "o"],
+            "budget must be > 0",
+        ),
+        (
+            [
+                "more",
+                "search",
+                "--base-model",
+                "m",
+                "--data",
+                "d",
+                "--budget",
+                "1",
+                "--nblocks",
+                "a",
+                "--out",
+                "o",
+            ],
+            "comma-separated integers",
+        ),
+        (["hybrid", "search", "--model", "m", "--mode", "both", "--out", "o"], "invalid choice: 'both'"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(argv, match, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_errors_from_the_work_are_reported_not_raised(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "mad",
+                "train",
+                "--task",
+                "compression",
+                "--set",
+                "seq_len=31",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    assert exit_.value.code == 1
+    assert "seq_len must be even" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["mad", "eval", "--model", str(tmp_path / "missing"), "--task", "compression"])
+    assert exit_.value.code == 2
+    assert "is not a directory saved by save_pretrained" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["mad", "train", "--task", "compression", "--set", "oops", "--out", str(tmp_path)])
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_mad_train_resume_and_eval(tmp_path, capsys):
+    common = [
+        "mad", "train", "--task", "memorization", "--arch", "llama", "--width", "32", "--layers", "1",
+        "--set", "vocab_size=16", "--set", "seq_len=8", "--num-train", "64", "--num-test", "32",
+        "--steps", "6", "--batch-size", "16", "--lr", "3e-3", "--log-every", "2", "--save-every", "2",
+        "--no-progress", "--out", tmp_path,
+    ]  # fmt: skip
+    code, _ = run([*common, "--stop-after", "4"], capsys)
+    assert code == 0 and [r["step"] for r in read_log(tmp_path)] == [2, 4]
+    code, out = run(common, capsys)
+    res = last_json(out)
+    assert res["step"] == 6 and [r["step"] for r in read_log(tmp_path)] == [2, 4, 6]
+    assert 0 <= res["eval_accuracy"] <= 1 and res["params"] > 0
+    code, out = run(
+        ["mad", "eval", "--model", tmp_path / "final", "--task", "memorization", "--set", "vocab_size=16",
+         "--set", "seq_len=8", "--num-examples", "32"],
+        capsys,
+    )  # fmt: skip
+    ev = last_json(out)
+    assert code == 0 and ev["accuracy"] == pytest.approx(res["eval_accuracy"])
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def tiny_base(tmp_path):
+    base = tiny_llama()
+    base.save_pretrained(tmp_path / "base")
+    rows = [{"input_ids": [(i + j) % 11 + 3 for j in range(16)]} for i in range(24)]
+    return tmp_path / "base", _jsonl(tmp_path / "train.jsonl", rows)
+
+
+def test_more_train_and_search(tiny_base, tmp_path, capsys):
+    base, data = tiny_base
+    code, out = run(
+        ["more", "train", "--base-model", base, "--data", data, "--eval-data", data, "--nblocks", "2",
+         "--targets", "q_proj,v_proj", "--steps", "4", "--no-progress", "--out", tmp_path / "more"],
+        capsys,
+    )  # fmt: skip
+    res = last_json(out)
+    assert code == 0 and res["trainable_params"] == 2 * (2 * (64 + 64) + 2 * (64 + 32))  # 2 layers, k*r*(n+m)
+    cfg = json.loads((tmp_path / "more" / "final" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "MORE" and cfg["nblocks"] == 2
+    code, out = run(
+        ["more", "train", "--base-model", base, "--data", data, "--method", "lora", "--lora-rank", "2",
+         "--targets", "q_proj", "--steps", "2", "--no-progress", "--out", tmp_path / "lora"],
+        capsys,
+    )  # fmt: skip
+    assert last_json(out)["trainable_params"] == 2 * 2 * (64 + 64)
+    code, out = run(
+        ["more", "search", "--base-model", base, "--data", data, "--budget", "0.5", "--nblocks", "1,2",
+         "--block-ranks", "1", "--target-sets", "q_proj,v_proj", "--steps", "2", "--no-progress",
+         "--out", tmp_path / "search"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0 and "| rank | nblocks |" in out
+    assert (tmp_path / "search" / "table.md").read_text().count("\n") == 4  # header, rule, 2 rows
+
+
+def test_more_train_text_rows_need_a_tokenizer(tiny_base, tmp_path, capsys):
+    base, _ = tiny_base
+    data = _jsonl(tmp_path / "text.jsonl", [{"prompt": "1+1=", "answer": "2"}])
+    with pytest.raises(SystemExit) as exit_:
+        main(["more", "train", "--base-model", str(base), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 1 and "give a tokenizer" in capsys.readouterr().err
+
+
+def test_push_and_pull_through_hub_tools(hub, tiny_base, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    base, data = tiny_base
+    run(["more", "train", "--base-model", base, "--data", data, "--targets", "q_proj", "--nblocks", "2",
+         "--steps", "2", "--no-progress", "--out", tmp_path / "run"], capsys)  # fmt: skip
+    code, out = run(["push", tmp_path / "run" / "final", "me/cli-adapter", "--base-model", base], capsys)
+    assert code == 0 and "/me/cli-adapter/commit/" in last_json(out)["url"]
+    code, out = run(["pull", "me/cli-adapter", "--base-model", base, "--out", tmp_path / "pulled"], capsys)
+    assert code == 0 and last_json(out)["loaded"] == "PeftModelForCausalLM"
+    a = load_file(tmp_path / "run" / "final" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "pulled" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit) as exit_:
+        main(["pull", "me/does-not-exist", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 1 and "me/does-not-exist" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_as_a_subprocess():
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run(
+        [sys.executable, "-m", "mad_models", "mad", "eval", "--help"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0 and "accuracy of a saved model" in out.stdout
