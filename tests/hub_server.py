@@ -295,13 +295,22 @@ class _Handler(BaseHTTPRequestHandler):
         url = f"http://{self.headers['Host']}/{prefix}{repo_id}/commit/{commit.oid}"
         self._json(200, {"commitUrl": url, "commitOid": commit.oid, "pullRequestUrl": None})
 
-    def _info(self, repo_type, repo_id, revision, user):
-        repo = self._repo_for_read(repo_type, repo_id, user)
+    def _commit_for_read(self, repo_type, repo_id, revision, user, head=False) -> tuple[Repo, Commit] | None:
+        """The repo and the commit `revision` names, or None after answering the error."""
+        repo = self._repo_for_read(repo_type, repo_id, user, head=head)
         if repo is None:
-            return
+            return None
         commit = repo.resolve(revision)
         if commit is None:
-            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
+            return None
+        return repo, commit
+
+    def _info(self, repo_type, repo_id, revision, user):
+        found = self._commit_for_read(repo_type, repo_id, revision, user)
+        if found is None:
+            return
+        repo, commit = found
         info = {
             "id": repo_id,
             "author": repo_id.split("/")[0],
@@ -319,12 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, info)
 
     def _tree(self, repo_type, repo_id, revision, sub, user, query):
-        repo = self._repo_for_read(repo_type, repo_id, user)
-        if repo is None:
+        found = self._commit_for_read(repo_type, repo_id, revision, user)
+        if found is None:
             return
-        commit = repo.resolve(revision)
-        if commit is None:
-            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        commit = found[1]
         recursive = query.get("recursive", ["False"])[0].lower() == "true"
         prefix = sub.rstrip("/") + "/" if sub else ""
         entries, folders = [], set()
@@ -345,12 +352,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, entries)
 
     def _resolve(self, repo_type, repo_id, revision, path, user, head):
-        repo = self._repo_for_read(repo_type, repo_id, user, head=head)
-        if repo is None:
+        found = self._commit_for_read(repo_type, repo_id, revision, user, head=head)
+        if found is None:
             return
-        commit = repo.resolve(revision)
-        if commit is None:
-            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
+        commit = found[1]
         if path not in commit.files:
             self.send_response(404)
             for k, v in {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit.oid}.items():

@@ -32,6 +32,7 @@ from tests.hub_server import READ_TOKEN, WRITE_TOKEN, hub_fixture  # noqa: F401 
 from tests.tiny import tiny_llama
 
 IDS = torch.tensor([[1, 5, 9, 2, 7, 3]])
+ADAPTER_FILES = [".gitattributes", "README.md", "adapter_config.json", "adapter_model.safetensors"]
 
 
 def more_model(seed: int = 0, base=None) -> PeftModel:
@@ -81,12 +82,7 @@ def test_more_adapter_round_trip_is_exact_and_card_parses_back(hub, tmp_path, mo
     assert repo.private and len(repo.commits) == 2  # creation + exactly one commit for the push
     assert url.oid == repo.branches["main"] and url.startswith(hub.url)
     files = hub.files("me/tiny-more")
-    assert sorted(files) == [
-        ".gitattributes",
-        "README.md",
-        "adapter_config.json",
-        "adapter_model.safetensors",
-    ]
+    assert sorted(files) == ADAPTER_FILES
     assert json.loads(files["adapter_config.json"])["peft_type"] == "MORE"
 
     pulled = pull("me/tiny-more", base_model=tiny_llama())
@@ -292,12 +288,7 @@ def test_lora_adapter_with_a_custom_name(hub, monkeypatch):
     model = get_peft_model(base, cfg, adapter_name="arith").eval()
     push_adapter(model, "me/lora-arith", license="mit")
     files = hub.files("me/lora-arith")
-    assert sorted(files) == [
-        ".gitattributes",
-        "README.md",
-        "adapter_config.json",
-        "adapter_model.safetensors",
-    ]
+    assert sorted(files) == ADAPTER_FILES
     card = ModelCard(files["README.md"].decode())
     assert card.data.license == "mit" and card.data.tags == ["mad-models", "lora"]
     pulled = pull("me/lora-arith", base_model=tiny_llama())
