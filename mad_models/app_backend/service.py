@@ -129,9 +129,9 @@ class AppService:
             ):
                 col["token_ids"].append(tok)
                 col["text"] = decode(col["token_ids"], loaded.tokenizer)
-                col["stats"] = stats.line()
+                col["stats"] = "generating · " + stats.line()
                 yield cols
-            col["stats"] = stats.line()
+            col["stats"] = "done · " + stats.line()
             col["tokens_per_s"], col["latency_s"] = stats.tokens_per_s, stats.total_s
             yield cols
 
