@@ -316,3 +316,18 @@ def test_base_loaded_from_the_smollm2_gguf_is_named_by_its_hub_id(hub, monkeypat
     assert card.data.base_model == SMOLLM2_HUB_ID  # not the package folder
     assert card.data.license == "apache-2.0"  # the GGUF's general.license
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == SMOLLM2_HUB_ID
+
+
+def test_remote_code_is_never_run(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    folder = tmp_path / "custom"
+    tiny_llama().save_pretrained(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="evil-net", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
+    commit_folder(folder, "me/custom-code", commit_message="custom code")
+    with pytest.raises(
+        RepoContentError, match=r"'me/custom-code' has model_type 'evil-net'.*never runs code"
+    ):
+        pull("me/custom-code")
