@@ -115,7 +115,7 @@ def monarch_param_count(
     """Number of numbers in the two factors.
 
     ``padded=True`` counts what is stored, ``k*(k*r)*p + k*s*(k*r)``; ``padded=False`` counts only the
-    entries that touch real inputs and outputs, ``k*r*(n + m)``. They agree when ``k`` divides ``n`` and ``m``.
+    entries that touch real inputs and outputs, ``k*r*(n+m)``. They agree when ``k`` divides ``n`` and ``m``.
 
     Example:
         >>> monarch_param_count(768, 768, 4, 1)
@@ -234,7 +234,7 @@ def monarch_linear(
 
     Args:
         x: ``(..., n)``.
-        residual: optional ``(..., m)`` tensor to add to (e.g. the frozen layer's output), same dtype as ``x``.
+        residual: optional ``(..., m)`` tensor to add to (e.g. the frozen layer's output), dtype of ``x``.
     """
     n = x.shape[-1]
     a, b = monarch_factors_to_dense_pair(blkdiag1, blkdiag2, n, out_features)

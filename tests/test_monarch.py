@@ -65,7 +65,9 @@ def test_multiply_equals_dense_product(n, m, k, r):
     assert y.shape == (3, 5, m)
     torch.testing.assert_close(y, x @ dense.T, rtol=1e-10, atol=1e-10)
     # a 1-D input and the fast folded path give the same numbers
-    torch.testing.assert_close(monarch_multiply(x[0, 0], b1, b2, m), x[0, 0] @ dense.T, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        monarch_multiply(x[0, 0], b1, b2, m), x[0, 0] @ dense.T, rtol=1e-10, atol=1e-10
+    )
     torch.testing.assert_close(monarch_linear(x, b1, b2, m), y, rtol=1e-10, atol=1e-10)
     res = torch.randn(3, 5, m, dtype=torch.float64)
     torch.testing.assert_close(monarch_linear(x, b1, b2, m, residual=res, alpha=0.5), res + 0.5 * y)
@@ -73,10 +75,14 @@ def test_multiply_equals_dense_product(n, m, k, r):
     torch.testing.assert_close(b @ a, dense, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("n,m,k,r", [(8, 8, 2, 1), (12, 10, 3, 1), (10, 7, 3, 1), (16, 24, 2, 2), (13, 40, 3, 1)])
+@pytest.mark.parametrize(
+    "n,m,k,r", [(8, 8, 2, 1), (12, 10, 3, 1), (10, 7, 3, 1), (16, 24, 2, 2), (13, 40, 3, 1)]
+)
 def test_permutation_is_exactly_the_specs(n, m, k, r):
     b1, b2 = random_factors(n, m, k, r)
-    torch.testing.assert_close(monarch_to_dense(b1, b2, n, m), spec_dense(b1, b2, n, m), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        monarch_to_dense(b1, b2, n, m), spec_dense(b1, b2, n, m), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("n,m,k,r", SHAPES)
@@ -86,7 +92,9 @@ def test_every_output_depends_on_every_input(n, m, k, r):
     # no zero block: each (output t, input i) pair is connected
     assert (dense.abs() > 1e-12).all()
     # and the Jacobian of the product says the same
-    jac = torch.autograd.functional.jacobian(lambda v: monarch_multiply(v, b1, b2, m), torch.randn(n, dtype=b1.dtype))
+    jac = torch.autograd.functional.jacobian(
+        lambda v: monarch_multiply(v, b1, b2, m), torch.randn(n, dtype=b1.dtype)
+    )
     assert (jac.abs() > 1e-12).all()
     # rank reaches min(m, n, k*k*r) (when padding leaves every block real), beyond LoRA's k*r
     p, s = math.ceil(n / k), math.ceil(m / k)

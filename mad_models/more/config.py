@@ -1,0 +1,137 @@
+"""MoReConfig: the PEFT config of Monarch Rectangular (MoRe) adapters."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+from peft.config import PeftConfig
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
+
+from ._peft_type import ensure_peft_type
+
+
+@dataclass
+class MoReConfig(PeftConfig):
+    """Configuration of a MoRe adapter ("MoRe Fine-Tuning with 10x Fewer Parameters", 2024):
+    ``y = W x + b + scale * M x`` with a rectangular Monarch matrix ``M`` of two block-diagonal factors.
+
+    Each adapted ``n -> m`` layer gets ``nblocks * block_rank * (n + m)`` trainable numbers (plus zero
+    padding when ``nblocks`` does not divide ``n`` or ``m``), the count of LoRA at rank
+    ``nblocks * block_rank``, but ``M`` can reach rank ``min(m, n, nblocks**2 * block_rank)``.
+    ``nblocks=1`` is exactly LoRA at rank ``block_rank``.
+
+    Args:
+        nblocks: number of blocks ``k`` in each factor (>= 1). The paper's default is 4.
+        block_rank: rank ``r`` between every pair of blocks (>= 1); each block is ``k*r`` wide. The paper's
+            ``blk_r=4`` with 4 blocks is ``block_rank=1``.
+        target_modules: module names (list: exact name or suffix match; str: regex) to adapt, or
+            ``"all-linear"``. ``None`` uses LoRA's default targets for known architectures.
+        exclude_modules: module names or regex not to adapt.
+        dropout: dropout on the adapter's input.
+        scale: multiplier of the adapter's output (``alpha / (k*r)`` in LoRA's spirit).
+        init_weights: ``True`` (default): ``blkdiag1`` Kaiming-uniform per block, ``blkdiag2`` zeros, so the
+            adapted model starts equal to the base. ``False``: both random (tests, debugging).
+        modules_to_save: other modules to train and save fully (e.g. a classifier head).
+        layers_to_transform / layers_pattern: restrict to some layer indices, as in LoRA.
+
+    Example:
+        >>> import mad_models, peft
+        >>> from mad_models.more import MoReConfig
+        >>> cfg = MoReConfig(nblocks=4, block_rank=1, target_modules=["q_proj", "k_proj", "v_proj"])
+        >>> # peft_model = peft.get_peft_model(base_model, cfg)
+    """
+
+    nblocks: int = field(default=4, metadata={"help": "Number of blocks k in each Monarch factor."})
+    block_rank: int = field(
+        default=1, metadata={"help": "Rank r between each pair of blocks (block width k*r)."}
+    )
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Module names or regex to adapt, or 'all-linear'."},
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Module names or regex to exclude."}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    scale: float = field(default=1.0, metadata={"help": "Multiplier of the adapter output."})
+    init_weights: bool = field(
+        default=True,
+        metadata={"help": "True: start equal to the base model (blkdiag2 = 0). False: random factors."},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Extra modules to train and save, e.g. a classifier head."}
+    )
+    layers_to_transform: list[int] | int | None = field(
+        default=None, metadata={"help": "Only adapt these layer indices."}
+    )
+    layers_pattern: list[str] | str | None = field(
+        default=None, metadata={"help": "Name of the layer list, used with layers_to_transform."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = ensure_peft_type()
+        for name in ("nblocks", "block_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"MoReConfig.{name} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"MoReConfig.{name} must be >= 1, got {value}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"MoReConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not math.isfinite(float(self.scale)):
+            raise ValueError(f"MoReConfig.scale must be a finite number, got {self.scale}")
+        if not isinstance(self.init_weights, bool):
+            raise TypeError(f"MoReConfig.init_weights must be True or False, got {self.init_weights!r}")
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, list):
+            self.exclude_modules = set(self.exclude_modules)
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError("MoReConfig.layers_pattern only makes sense together with layers_to_transform")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs):
+        """Load the config as PEFT does, and check a local ``adapter_model.safetensors`` next to it.
+
+        ``PeftModel.from_pretrained`` and ``load_adapter`` call this before reading the weights, so a
+        truncated or corrupt file fails here with its path and sizes instead of deep inside safetensors.
+        """
+        config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        folder = (
+            os.path.join(pretrained_model_name_or_path, subfolder)
+            if subfolder
+            else pretrained_model_name_or_path
+        )
+        weights = os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
+        if os.path.isfile(weights):
+            check_safetensors_file(weights)
+        return config
+
+
+def check_safetensors_file(path: str) -> None:
+    """Raise ``ValueError`` if ``path`` is not a complete safetensors file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is truncated or not a safetensors file: only {size} bytes")
+        header_len = int.from_bytes(head, "little")
+        if 8 + header_len > size:
+            raise ValueError(
+                f"{path} is truncated: its header claims {header_len} bytes, the file has only {size} bytes"
+            )
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError as err:
+            raise ValueError(f"{path} is corrupt: its safetensors header is not valid JSON ({err})") from err
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        raise ValueError(
+            f"{path} is truncated: it should be {expected} bytes for the tensors it lists, but it has "
+            f"{size}. Save the adapter again (save_pretrained) or re-download it."
+        )

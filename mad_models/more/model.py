@@ -1,0 +1,100 @@
+"""MoReModel: the PEFT tuner that swaps target layers for MoRe layers."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, get_quantization_kwargs
+from torch import nn
+
+from .config import MoReConfig
+from .layer import Linear, MoReLayer, is_supported_base_layer
+
+
+class MoReModel(BaseTuner):
+    """Adds Monarch Rectangular (MoRe) adapters to a model. Built by ``peft.get_peft_model`` from a
+    :class:`MoReConfig` once ``mad_models`` is imported.
+
+    Example:
+        >>> import mad_models, peft
+        >>> from mad_models.more import MoReConfig
+        >>> # model = peft.get_peft_model(base, MoReConfig(target_modules=["q_proj", "v_proj"]))
+        >>> # model.print_trainable_parameters(); model.save_pretrained("out")
+    """
+
+    prefix: str = "more_"
+    tuner_layer_cls = MoReLayer
+    # with target_modules=None, adapt what LoRA adapts by default on known architectures
+    target_module_mapping = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    def _create_and_replace(
+        self,
+        more_config: MoReConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **optional_kwargs,
+    ) -> None:
+        if current_key is None:
+            raise ValueError("Current Key shouldn't be `None`")
+        try:
+            if isinstance(target, MoReLayer):
+                target.update_layer(adapter_name, more_config)
+                return
+            new_module = self._create_new_module(
+                more_config, adapter_name, target, **get_quantization_kwargs(self)
+            )
+        except (ValueError, TypeError) as err:
+            raise type(err)(
+                f"Cannot add MoRe adapter '{adapter_name}' to module '{current_key}': {err}"
+            ) from err
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)  # an additional adapter is not trainable until set_adapter
+        self._replace_module(parent, target_name, new_module, target)
+
+    @staticmethod
+    def _create_new_module(more_config: MoReConfig, adapter_name: str, target: nn.Module, **kwargs) -> Linear:
+        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        if not is_supported_base_layer(base):
+            raise TypeError(
+                f"unsupported module type {type(base).__module__}.{type(base).__name__}; MoRe adapts "
+                "torch.nn.Linear, transformers' Conv1D and bitsandbytes Linear4bit / Linear8bitLt layers. "
+                "Check target_modules."
+            )
+        return Linear(target, adapter_name, config=more_config, **kwargs)
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        if kwargs.get("adapter_names") is not None:
+            raise ValueError(
+                "MoRe does not support mixed-adapter batches (adapter_names); use set_adapter instead."
+            )
+        yield
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        state_dict = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        # torch's own size-mismatch error comes late and names no cause; say plainly that the base differs
+        own = model.state_dict()
+        mismatched, missing = [], []
+        for key, value in state_dict.items():
+            if f".{cls.prefix}blkdiag" not in key:
+                continue
+            if key not in own and key.removeprefix("base_model.model.") not in own:
+                missing.append(key)
+                continue
+            target = own[key] if key in own else own[key.removeprefix("base_model.model.")]
+            if tuple(target.shape) != tuple(value.shape):
+                mismatched.append(f"{key}: adapter {tuple(value.shape)} vs this model {tuple(target.shape)}")
+        if mismatched or missing:
+            lines = mismatched[:5] + [f"{k}: no such module in this model" for k in missing[:5]]
+            raise ValueError(
+                f"The MoRe adapter '{adapter_name}' was saved for a base model with other layer shapes "
+                f"(base_model_name_or_path={config.base_model_name_or_path!r}); {len(mismatched)} tensors "
+                f"differ "
+                f"in shape and {len(missing)} have no matching module, e.g.:\n  " + "\n  ".join(lines)
+            )
+        return state_dict
