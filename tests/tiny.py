@@ -127,3 +127,17 @@ def tiny_char_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
     )
+
+
+def tiny_word_tokenizer(vocab: int = VOCAB, shuffle_seed: int | None = None):
+    """A word-level tokenizer over tokens "t0".."t{vocab-1}"; `shuffle_seed` permutes the ids (same
+    tokens, different vocabulary), for tests that must tell tokenizers apart by content."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    ids = list(range(vocab))
+    if shuffle_seed is not None:
+        ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
+    tok = Tokenizer(models.WordLevel({f"t{i}": j for i, j in enumerate(ids)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
