@@ -266,3 +266,21 @@ def test_mixed_adapter_batches_are_refused():
     model = get_peft_model(tiny_llama(), MoReConfig(target_modules=["q_proj"]))
     with pytest.raises(ValueError, match="mixed-adapter batches"):
         model(torch.randint(0, VOCAB, (2, 5)), adapter_names=["default", "default"])
+
+
+def test_half_precision_base_and_all_linear(tmp_path):
+    ids = torch.randint(0, VOCAB, (2, 8))
+    base = tiny_llama().to(torch.bfloat16)
+    model = get_peft_model(base, MoReConfig(target_modules="all-linear", init_weights=False))
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, MoReLayer)}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # not lm_head
+    # PEFT keeps adapter weights in fp32 on a bf16 base; outputs stay bf16
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "more_" in n)
+    y = out(model, ids)
+    assert y.dtype == torch.bfloat16
+    model.save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(tiny_llama().to(torch.bfloat16), tmp_path, low_cpu_mem_usage=True)
+    assert torch.equal(out(loaded, ids), y)
+    merged = loaded.merge_and_unload()
+    assert merged.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(out(merged, ids).float(), y.float(), rtol=0, atol=0.1)  # bf16 rounding
