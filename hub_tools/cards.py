@@ -77,6 +77,69 @@ def is_hub_id(name: str | None) -> bool:
     return True
 
 
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)) and v and isinstance(v[0], Mapping):
+            for i, item in enumerate(v):
+                out.update(_flatten(item, f"{key}.{i}."))
+        else:
+            out[key] = v
+    return out
+
+
+def cost_tables(cost: Mapping[str, Any]) -> str:
+    """Markdown for ManticoreForCausalLM.cost_report(): totals, per component (against running it alone)
+    and per block. Falls back to one flat quantity/value table for any other report layout."""
+    try:
+        params, flops, alone = cost["params"], cost["flops_per_token"], cost["standalone"]
+        names = list(params["components"])
+        totals = _table(
+            ["", "parameters", "FLOPs per token"],
+            [
+                ["whole hybrid", params["total"], flops["total"]],
+                ["projectors", params["projectors"], flops["projectors"]],
+                ["mixture weights", params["mixture"], "-"],
+                ["LM heads", "-", flops["heads"]],
+            ],
+        )
+        per_comp = _table(
+            [
+                "component",
+                "params (in hybrid)",
+                "FLOPs/token (in hybrid)",
+                "params (alone)",
+                "FLOPs/token (alone)",
+                "hybrid FLOPs / its FLOPs",
+            ],
+            [
+                [
+                    n,
+                    params["components"][n],
+                    flops["components"][n],
+                    alone[n]["params"],
+                    alone[n]["flops_per_token"],
+                    cost["relative_flops"][n],
+                ]
+                for n in names
+            ],
+        )
+        per_block = _table(
+            ["block", *[f"{n} FLOPs/token" for n in names], "projector FLOPs/token", "total"],
+            [
+                [i, *[b["components"].get(n, 0) for n in names], b["projectors"], b["total"]]
+                for i, b in enumerate(flops["per_block"])
+            ],
+        )
+    except (KeyError, TypeError, AttributeError):
+        return _kv_table(_flatten(cost), ("quantity", "value"))
+    context = f"FLOPs counted for a context of {cost['context']} tokens." if "context" in cost else ""
+    return "\n\n".join(x for x in (context, totals, per_comp, per_block) if x)
+
+
 def _card(data: ModelCardData, body: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
 
@@ -236,7 +299,7 @@ def hybrid_card(
             "",
         ]
     if cost_report:
-        body += ["## Cost report", "", _kv_table(cost_report, ("quantity", "value")), ""]
+        body += ["## Cost report", "", cost_tables(cost_report), ""]
     if training:
         body += ["## How it was trained (search settings)", "", _kv_table(training), ""]
     body += ["## Usage", "", usage_snippet(repo_id)]

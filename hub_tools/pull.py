@@ -129,14 +129,19 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
 
 def _check_against_model(expected: torch.nn.Module, found: dict, where: str) -> None:
     """Compare file tensors with a model built from the config on the meta device (no memory, no init)."""
-    names = {}
-    for n, p in expected.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(n)
-    shapes = {k: list(v.shape) for k, v in expected.state_dict().items()}
+    state = dict(expected.state_dict(keep_vars=True))  # keep_vars: tied weights stay one object
+    try:  # save_pretrained renames some keys back to the checkpoint's original names (transformers 5)
+        from transformers.core_model_loading import revert_weight_conversion
+
+        state = revert_weight_conversion(expected, state)
+    except ImportError:
+        pass
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    groups: dict[int, list[str]] = {}
+    for k, v in state.items():
+        groups.setdefault(id(v), []).append(k)
     # tied weights (lm_head = embeddings) are saved once: a group is satisfied by any of its names
-    missing = [g[0] for g in names.values() if not any(n in found for n in g)]
-    param_names = {n for g in names.values() for n in g}
-    missing += [k for k in shapes if k not in param_names and k not in found]
+    missing = [g[0] for g in groups.values() if not any(n in found for n in g)]
     unexpected = [k for k in found if k not in shapes]
     wrong = [
         f"{k}: file {found[k][0]} vs config {shapes[k]}"

@@ -392,7 +392,7 @@ def push_space(
     Example:
         >>> url = push_space("demo/", "me/mad-models-demo")
     """
-    import gradio
+    from importlib.metadata import PackageNotFoundError, version
 
     src = Path(app_dir)
     if not src.is_dir():
@@ -410,10 +410,14 @@ def push_space(
                 (out / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / f, out / f)
         if not (out / "README.md").is_file():
+            try:  # the version the app was written against (importing gradio itself takes seconds)
+                sdk_version = version("gradio")
+            except PackageNotFoundError:
+                sdk_version = None
             card = space_card(
                 title or repo_id.split("/")[-1],
                 sdk="gradio",
-                sdk_version=gradio.__version__,
+                sdk_version=sdk_version,
                 app_file=app_file,
                 license=license,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 
@@ -276,6 +277,7 @@ def test_push_space_uploads_a_gradio_app(hub, tmp_path, monkeypatch):
     assert sorted(files) == [".gitattributes", "README.md", "app.py", "requirements.txt"]
     card = ModelCard(files["README.md"].decode())
     assert card.data.sdk == "gradio" and card.data.app_file == "app.py" and card.data.title == "MAD demo"
+    assert card.data.sdk_version == importlib.metadata.version("gradio")
     with pytest.raises(ValueError, match="has no app.py"):
         push_space(tmp_path, "me/demo2")
 
