@@ -419,6 +419,16 @@ class FakeHub:
         return self.repo(repo_id, repo_type).resolve(revision).files
 
 
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (a Hub that is down)."""
+    import socket
+
+    with socket.socket() as s:  # bind, learn the port, close: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 WRITE_TOKEN = "hf_fakehub_write_0123456789abcdef"
 READ_TOKEN = "hf_fakehub_read_0123456789abcdef"
 

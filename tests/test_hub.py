@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import re
 
 import pytest
@@ -29,7 +30,7 @@ from hub_tools import (
     push_space,
 )
 from mad_models.more import MoReConfig, adapter_report
-from tests.hub_server import READ_TOKEN, WRITE_TOKEN, hub_fixture  # noqa: F401  (the "hub" fixture)
+from tests.hub_server import READ_TOKEN, WRITE_TOKEN, closed_port_url, hub_fixture  # noqa: F401  (the "hub" fixture)
 from tests.tiny import tiny_llama
 
 IDS = torch.tensor([[1, 5, 9, 2, 7, 3]])
@@ -155,7 +156,7 @@ def test_failed_commit_leaves_the_repo_unchanged(hub, monkeypatch):
     assert_same_tensors(adapter_tensors(first), adapter_tensors(pull("me/atomic", base_model=tiny_llama())))
 
 
-def test_revisions_and_offline_cache(hub, monkeypatch):
+def test_revisions_and_offline_cache(hub, monkeypatch, caplog):
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
     m1, m2 = more_model(seed=1), more_model(seed=2)
     v1 = push_adapter(m1, "me/versions")
@@ -180,6 +181,14 @@ def test_revisions_and_offline_cache(hub, monkeypatch):
     assert len(hub.state.requests) == seen  # nothing went to the Hub
     with pytest.raises(HubUnreachableError, match=r"'me/never-pulled'.*HF_HUB_OFFLINE"):
         pull("me/never-pulled", base_model=tiny_llama())
+
+    # online, but the Hub is down: the cached copy serves, with a warning (as huggingface_hub does)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    down = closed_port_url()
+    with caplog.at_level(logging.WARNING, logger="hub_tools"):
+        cached = pull("me/versions", base_model=tiny_llama(), endpoint=down)
+    assert_same_tensors(adapter_tensors(m2), adapter_tensors(cached))
+    assert "unreachable; using the cached copy of me/versions" in caplog.text
 
 
 def test_pickle_weights_are_refused_and_never_downloaded(hub, tmp_path, monkeypatch):

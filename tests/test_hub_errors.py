@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import traceback
 
@@ -24,7 +23,7 @@ from hub_tools import (
     push_adapter,
 )
 from mad_models.more import MoReConfig
-from tests.hub_server import READ_TOKEN, WRITE_TOKEN, hub_fixture  # noqa: F401  (the "hub" fixture)
+from tests.hub_server import READ_TOKEN, WRITE_TOKEN, closed_port_url, hub_fixture  # noqa: F401  (the "hub" fixture)
 from tests.tiny import tiny_llama
 
 
@@ -32,13 +31,6 @@ from tests.tiny import tiny_llama
 def adapter():
     cfg = MoReConfig(nblocks=2, block_rank=1, target_modules=["q_proj"], init_weights=False)
     return get_peft_model(tiny_llama(), cfg).eval()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:  # bind, learn the port, close: nothing listens there afterwards
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def no_secret(err: BaseException, caplog) -> None:
