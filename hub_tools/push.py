@@ -101,14 +101,46 @@ def commit_folder(
     return info
 
 
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # scalar value types
+
+
 def _gguf_license(folder: Path) -> str | None:
-    """general.license from a GGUF file in `folder` (how the offline SmolLM2 states its license)."""
-    from gguf import GGUFReader
+    """general.license from a GGUF file in `folder` (how the offline SmolLM2 states its license).
+
+    Reads the key/value header only and stops at the key: the gguf package's reader parses the whole
+    file (vocabulary arrays, tensor index), which takes seconds.
+    """
+    import struct
 
     for path in sorted(folder.glob("*.gguf")):
-        field = GGUFReader(path).fields.get("general.license")
-        if field is not None:
-            return bytes(field.parts[field.data[0]]).decode()
+        with open(path, "rb") as f:
+            magic, _version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
+            if magic != b"GGUF":
+                continue
+
+            def text() -> str:
+                (n,) = struct.unpack("<Q", f.read(8))
+                return f.read(n).decode("utf-8", "replace")
+
+            def skip(kind: int) -> None:
+                if kind == 8:
+                    text()
+                elif kind == 9:
+                    sub, count = struct.unpack("<IQ", f.read(12))
+                    if sub in _GGUF_SIZES:
+                        f.seek(_GGUF_SIZES[sub] * count, 1)
+                    else:
+                        for _ in range(count):
+                            skip(sub)
+                else:
+                    f.seek(_GGUF_SIZES[kind], 1)
+
+            for _ in range(n_kv):
+                key = text()
+                (kind,) = struct.unpack("<I", f.read(4))
+                if key == "general.license" and kind == 8:
+                    return text()
+                skip(kind)
     return None
 
 
