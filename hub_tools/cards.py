@@ -154,7 +154,7 @@ def usage_snippet(repo_id: str, *, needs_base: bool = False) -> str:
     return (
         "```python\n"
         "import torch\n"
-        "from hub_tools import pull  # pip install mad-models\n\n"
+        "from hub_tools import pull  # ships with mad-models\n\n"
         f"{base_line}\n"
         "input_ids = torch.tensor([[1, 2, 3, 4]])\n"
         "with torch.no_grad():\n"
