@@ -109,7 +109,12 @@ def bench_shape(n: int, m: int, tokens: int, reps: int, use_compile: bool) -> li
     scale = more.scale["default"]
 
     def lora_path(layer):
-        a, b, drop, s = layer.lora_A["default"], layer.lora_B["default"], layer.lora_dropout["default"], layer.scaling
+        a, b, drop, s = (
+            layer.lora_A["default"],
+            layer.lora_B["default"],
+            layer.lora_dropout["default"],
+            layer.scaling,
+        )
         return lambda t: b(a(drop(t))) * s["default"]  # PEFT's LoRA forward expression
 
     adapters = {
@@ -152,8 +157,15 @@ def bench_shape(n: int, m: int, tokens: int, reps: int, use_compile: bool) -> li
 
 
 def print_table(rows: list[dict]) -> None:
-    head = "| layer (in x out) | method | params | adapter fwd+bwd ms | vs LoRA = | full layer fwd+bwd ms | vs LoRA = |"
-    print(head)
+    cols = [
+        "layer (in x out)",
+        "method",
+        "params",
+        "adapter fwd+bwd ms",
+        "vs LoRA =",
+        "full layer fwd+bwd ms",
+    ]
+    print("| " + " | ".join([*cols, "vs LoRA ="]) + " |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         full = f"{r['full_ms']:.1f}" if r["full_ms"] is not None else ""
@@ -165,10 +177,14 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="two shapes, batch 2 x 512, fewer repeats")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the MoRe path")
-    parser.add_argument("--reps", type=int, default=None, help="timed repeats per method (default 15, quick 5)")
+    parser.add_argument(
+        "--reps", type=int, default=None, help="timed repeats per method (default 15, quick 5)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:

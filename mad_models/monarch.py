@@ -41,6 +41,11 @@ __all__ = [
 ]
 
 
+# widest folded intermediate (k*k*r) for which monarch_linear folds the permutations into the factors;
+# measured on CPU (bench/more_vs_lora.py): folding wins clearly at 16-32, loses from about 64 on
+FOLD_MAX_WIDTH = 32
+
+
 @dataclass(frozen=True)
 class MonarchShapes:
     """Shapes of the two factors for one ``(in_features, out_features, nblocks, block_rank)``."""
@@ -226,19 +231,26 @@ def monarch_linear(
     """``residual + alpha * x @ M.T``, the fast path MoRe layers train with (same values as
     :func:`monarch_multiply` up to float rounding).
 
-    The permutations are folded into the two factors (:func:`monarch_factors_to_dense_pair`), so both
+    For narrow configurations (``k*k*r <= FOLD_MAX_WIDTH``, which includes the paper's default k=4, r=1)
+    the permutations are folded into the two factors (:func:`monarch_factors_to_dense_pair`), so both
     stages are plain matmuls on contiguous activations: no padding, no activation-sized permutation copy,
     and the scaled add into ``residual`` is fused into the second matmul (``addmm``). The folded factors
-    are ``k`` times the parameter count, tiny next to the activations; the extra FLOPs are cheaper on CPU
-    than the copies they save (see ``bench/more_vs_lora.py``).
+    hold ``k`` times the parameter count (tiny next to the activations) and cost ``k`` times LoRA's FLOPs,
+    which on CPU is cheaper than the copies they save. Wider configurations pay too many FLOPs that way
+    and use the two batched matmuls of :func:`monarch_multiply` (see ``bench/more_vs_lora.py``).
 
     Args:
         x: ``(..., n)``.
         residual: optional ``(..., m)`` tensor to add to (e.g. the frozen layer's output), dtype of ``x``.
     """
     n = x.shape[-1]
-    a, b = monarch_factors_to_dense_pair(blkdiag1, blkdiag2, n, out_features)
     lead = x.shape[:-1]
+    k, q = blkdiag1.shape[:2]
+    if k * q > FOLD_MAX_WIDTH:
+        y = monarch_multiply(x, blkdiag1, blkdiag2, out_features)
+        y = y * alpha if alpha != 1.0 else y
+        return y if residual is None else residual + y
+    a, b = monarch_factors_to_dense_pair(blkdiag1, blkdiag2, n, out_features)
     h = x.reshape(-1, n) @ a.T  # (T, k*k*r)
     if residual is None:
         y = h @ b.T if alpha == 1.0 else torch.mm(h, b.T) * alpha

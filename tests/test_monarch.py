@@ -71,6 +71,8 @@ def test_multiply_equals_dense_product(n, m, k, r):
     torch.testing.assert_close(monarch_linear(x, b1, b2, m), y, rtol=1e-10, atol=1e-10)
     res = torch.randn(3, 5, m, dtype=torch.float64)
     torch.testing.assert_close(monarch_linear(x, b1, b2, m, residual=res, alpha=0.5), res + 0.5 * y)
+    # both code paths of the layer's fast function (folded when k*k*r is small, bmm otherwise)
+    assert {k * k * r <= 32 for n, m, k, r in SHAPES} == {True, False}
     a, b = monarch_factors_to_dense_pair(b1, b2, n, m)
     torch.testing.assert_close(b @ a, dense, rtol=1e-10, atol=1e-10)
 

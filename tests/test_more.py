@@ -29,16 +29,20 @@ def out(model, ids):
         return model(ids).logits
 
 
-def train_steps(model, ids, steps=3):
+def train_steps(model, ids, steps=3, lr=1e-2, lm_loss=False):
+    """Adam on the trainable parameters; returns the losses. The default loss is any loss that moves the
+    adapter (squared logits, works for every head); ``lm_loss`` uses next-token prediction on ``ids``."""
     model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
     for _ in range(steps):
-        logits = model(ids).logits
-        loss = logits.float().pow(2).mean()  # any loss that moves the adapter
+        loss = model(ids, labels=ids).loss if lm_loss else model(ids).logits.float().pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        losses.append(loss.item())
     model.eval()
+    return losses
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -273,7 +277,15 @@ def test_half_precision_base_and_all_linear(tmp_path):
     base = tiny_llama().to(torch.bfloat16)
     model = get_peft_model(base, MoReConfig(target_modules="all-linear", init_weights=False))
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, MoReLayer)}
-    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # not lm_head
+    assert names == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }  # not lm_head
     # PEFT keeps adapter weights in fp32 on a bf16 base; outputs stay bf16
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "more_" in n)
     y = out(model, ids)

@@ -10,6 +10,7 @@ from peft import PeftModel, get_peft_model
 import mad_models  # noqa: F401
 from mad_models.loading import load_causal_lm
 from mad_models.more import MoReConfig, MoReLayer, adapter_report
+from tests.test_more import train_steps
 from tests.tiny import VOCAB, tiny_llama
 
 LAYER = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}
@@ -49,16 +50,7 @@ def test_more_on_quantized_base(quant, tiny_dir, tmp_path):
 
     # a few training steps lower the loss; the quantized weights do not move
     w_before = layers[0].get_base_layer().weight.data.clone()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    losses = []
-    for _ in range(5):
-        loss = model(ids, labels=ids).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
+    losses = train_steps(model, ids, steps=5, lm_loss=True)
     assert losses[-1] < losses[0]
     assert torch.equal(layers[0].get_base_layer().weight.data, w_before)
     trained = logits(model, ids)

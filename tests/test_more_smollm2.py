@@ -7,6 +7,7 @@ from peft import get_peft_model
 import mad_models  # noqa: F401
 from mad_models.loading import load_smollm2
 from mad_models.more import MoReConfig, adapter_report
+from tests.test_more import train_steps
 
 
 @pytest.mark.slow
@@ -28,13 +29,5 @@ def test_more_finetunes_smollm2():
         fresh = peft_model(ids).logits
         with peft_model.disable_adapter():
             assert torch.equal(fresh, peft_model(ids).logits)
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-3)
-    peft_model.train()
-    losses = []
-    for _ in range(6):
-        loss = peft_model(ids, labels=ids).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_steps(peft_model, ids, steps=6, lr=5e-3, lm_loss=True)
     assert losses[-1] < losses[0] - 0.1, losses
