@@ -16,10 +16,12 @@ from peft import LoraConfig, get_peft_model
 from tiny import tiny_char_tokenizer, tiny_llama, tiny_mamba, tiny_neox
 
 import mad_models  # noqa: F401
+from mad_models.hybrid import ManticoreForCausalLM
 from mad_models.more import MoReConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MAD_VOCAB = 32
+HYBRID_MIXTURE = [[0.7, 0.3], [0.2, 0.8]]
 MAD_TASKS = {
     "in_context_recall": {"seq_len": 32},
     "selective_copying": {"seq_len": 32, "num_tokens_to_copy": 4},
@@ -43,8 +45,12 @@ def build_tiny_assets(root: Path) -> dict:
     for name, cfg in adapters.items():
         torch.manual_seed(1)
         get_peft_model(tiny_llama(seed=0, vocab=128), cfg).save_pretrained(root / f"language/{name}")
-    tiny_neox(seed=0, vocab=MAD_VOCAB).save_pretrained(root / "mad/attention")
-    tiny_mamba(seed=0, vocab=MAD_VOCAB).save_pretrained(root / "mad/mamba")
+    attention, mamba = tiny_neox(seed=0, vocab=MAD_VOCAB), tiny_mamba(seed=0, vocab=MAD_VOCAB)
+    attention.save_pretrained(root / "mad/attention")
+    mamba.save_pretrained(root / "mad/mamba")
+    hybrid = ManticoreForCausalLM.from_components([attention, mamba], n_blocks=2, mixture=HYBRID_MIXTURE)
+    hybrid.save_pretrained(root / "mad/hybrid")
+    hybrid.prune(threshold=0.5).save_pretrained(root / "mad/hybrid-pruned")
     mad_meta = {"mad_tasks": MAD_TASKS}
     registry = {
         "models": [
@@ -78,6 +84,20 @@ def build_tiny_assets(root: Path) -> dict:
                 "meta": mad_meta,
             },
             {"name": "mad/mamba", "kind": "causal_lm", "path": "mad/mamba", "group": "mad", "meta": mad_meta},
+            {
+                "name": "mad/hybrid",
+                "kind": "causal_lm",
+                "path": "mad/hybrid",
+                "group": "mad",
+                "meta": mad_meta,
+            },
+            {
+                "name": "mad/hybrid-pruned",
+                "kind": "causal_lm",
+                "path": "mad/hybrid-pruned",
+                "group": "mad",
+                "meta": mad_meta,
+            },
         ]
     }
     (root / "registry.json").write_text(json.dumps(registry, indent=1))

@@ -215,3 +215,44 @@ def test_app_without_assets_starts_and_explains(tmp_path):
             client.predict(None, 0.25, api_name="/mixture")
     finally:
         stop(proc)
+
+
+def test_hybrid_mixtures_heatmap_is_the_models_weights(client, assets):
+    heat, weights, cost, pruned_cost, summary = client.predict("mad/hybrid", 0.25, api_name="/mixture")
+    model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid")
+    expected = model.mixture_weights().tolist()
+    assert weights["headers"][0] == "block" and len(weights["headers"]) == 3
+    got = [row[1:] for row in weights["data"]]
+    assert got == expected  # the same float32 values, exactly
+    assert torch.allclose(torch.tensor(expected), torch.tensor([[0.7, 0.3], [0.2, 0.8]]))
+    # the heatmap cells carry the same numbers
+    for b, row in enumerate(expected):
+        for k, w in enumerate(row):
+            assert f"data-block='{b}' data-comp='{k}'" in heat and f"{w:.3f}" in heat
+    # at 0.25 only block 1's 0.2 is below the threshold: block 1 drops component 0
+    kept = model.prune(threshold=0.25).config.kept()
+    assert kept == [[0, 1], [1]]
+    assert f"keeps {sum(map(len, kept))} of 4" in summary
+    assert "line-through" in heat  # the dropped cell is struck through
+    assert cost["data"] and pruned_cost["data"]
+    _, _, _, _, summary_all = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    assert "keeps 2 of 4" in summary_all
+    with pytest.raises(
+        AppError, match="mad/attention is not in the list of choices"
+    ):  # gradio checks choices
+        client.predict("mad/attention", 0.25, api_name="/mixture")
+    with pytest.raises(
+        AppError, match="Value 1.5 is greater than maximum value 0.95"
+    ):  # gradio's slider check
+        client.predict("mad/hybrid", 1.5, api_name="/mixture")
+
+
+def test_compare_hybrid_and_pruned_hybrid(client, assets):
+    cols = compare(client, "1 17 2 18", ["mad/hybrid", "mad/hybrid-pruned"], max_new=6)
+    model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid").eval()
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([[1, 17, 2, 18]]), max_new_tokens=6, do_sample=False)[
+            0, 4:
+        ].tolist()
+    assert cols[0]["token_ids"] == ref
+    assert len(cols[1]["token_ids"]) == 6
