@@ -187,8 +187,13 @@ def load_entry(
     get_base: Callable[[str], Loaded],
     device: str,
     dtype: Any,
+    quant: str = "none",
 ) -> tuple[Any, Any]:
-    """Build (model, tokenizer) for one entry. Only safetensors are read; no remote code."""
+    """Build (model, tokenizer) for one entry. Only safetensors are read; no remote code.
+
+    ``quant`` ("4bit"/"8bit", CUDA) quantizes the SmolLM2 base with bitsandbytes; adapters on it are
+    then served unmerged (merging into a quantized base would re-quantize).
+    """
     import torch  # noqa: F401  (heavy imports stay out of app start-up)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,7 +202,10 @@ def load_entry(
     if entry.kind == "smollm2":
         from mad_models.loading import load_smollm2
 
-        model, tok = load_smollm2()
+        if quant != "none":
+            model, tok = load_smollm2(device=device, quantization=quant)
+            return model.eval(), tok
+        model, tok = load_smollm2(device=device)
         return model.to(device=device, dtype=dtype).eval(), tok
     if entry.kind == "causal_lm":
         _refuse_pickles(entry.path)
@@ -219,6 +227,8 @@ def load_entry(
         raise IncompatibleModelError(
             f"{entry.name}: the adapter in {entry.path} does not fit base {entry.base!r}: {_first_line(e)}"
         ) from e
+    if quant != "none":
+        return peft_model.eval(), base.tokenizer
     return peft_model.merge_and_unload().eval(), base.tokenizer
 
 

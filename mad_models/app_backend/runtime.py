@@ -37,14 +37,16 @@ def pick_runtime() -> Runtime:
     """
     import torch
 
-    device = os.environ.get("MAD_MODELS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"MAD_MODELS_DEVICE must be 'cpu' or 'cuda', got {device!r}")
+    from mad_models.loading import pick_device
+
+    dev, dtype, _ = pick_device(
+        os.environ.get("MAD_MODELS_DEVICE") or None
+    )  # bf16 (fp16 if unsupported) on GPU
+    device = dev.type
     quant = os.environ.get("MAD_MODELS_QUANT", "none")
     if quant not in QUANT_CHOICES:
         raise ValueError(f"MAD_MODELS_QUANT must be one of {QUANT_CHOICES}, got {quant!r}")
     if device == "cpu":
         quant = "none"  # bitsandbytes on CPU is slower than fp32 here; quantization is a GPU memory saver
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cache_mb = int(os.environ.get("MAD_MODELS_CACHE_MB", "3000"))
     return Runtime(device, dtype, quant, torch.get_num_threads(), cache_mb * 2**20)

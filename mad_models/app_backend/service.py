@@ -56,7 +56,8 @@ class AppService:
     def _load(self, name: str, get_base: Callable[[str], Loaded]) -> tuple[Any, Any]:
         if name in self.pulled:
             return self._pull(**self.pulled[name], get_base=get_base)
-        return load_entry(self.registry[name], get_base, self.runtime.device, self.runtime.dtype)
+        rt = self.runtime
+        return load_entry(self.registry[name], get_base, rt.device, rt.dtype, rt.quant)
 
     def get(self, name: str, progress: ProgressFn | None = None) -> Loaded:
         if name not in self.registry.entries and name not in self.pulled:
