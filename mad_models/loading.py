@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from typing import Literal
 
 import torch
@@ -84,6 +85,18 @@ def load_causal_lm(
         kwargs["use_safetensors"] = True
     if quantization is None:
         return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(device)
+    if gguf_file is not None:
+        # transformers refuses to quantize a GGUF load: dequantize it, write safetensors, quantize that
+        full = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        full.hf_quantizer = None  # the weights are plain tensors now; only the marker blocks saving
+        if hasattr(full.config, "quantization_config"):
+            del full.config.quantization_config
+        with tempfile.TemporaryDirectory(prefix="mad_models_gguf_") as tmp:
+            full.save_pretrained(tmp)
+            del full
+            model = load_causal_lm(tmp, device=device, quantization=quantization)
+        model.config._name_or_path = str(name_or_path)
+        return model
     kwargs.update(quantization_config=_bnb_config(quantization, dtype), device_map={"": device})
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
