@@ -78,7 +78,9 @@ def test_discretized_hybrid_is_the_plain_stitched_model(pair, hybrid, tmp_path):
     with torch.no_grad():
         assert torch.equal(again(x).logits, small(x).logits)
     kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
-    assert torch.equal(again.generate(x, use_cache=True, **kwargs), again.generate(x, use_cache=False, **kwargs))
+    assert torch.equal(
+        again.generate(x, use_cache=True, **kwargs), again.generate(x, use_cache=False, **kwargs)
+    )
 
 
 def test_threshold_keeps_heavy_components_and_drops_unused_ones(pair, hybrid):
@@ -139,7 +141,9 @@ def test_cost_report(pair, hybrid):
     assert flops["total"] == pytest.approx(sum(b["total"] for b in flops["per_block"]) + flops["heads"])
     # attention cost grows with the context, the SSM's does not
     longer = hybrid.cost_report(context=512)["flops_per_token"]["components"]
-    assert longer[names[0]] > flops["components"][names[0]] and longer[names[1]] == flops["components"][names[1]]
+    assert (
+        longer[names[0]] > flops["components"][names[0]] and longer[names[1]] == flops["components"][names[1]]
+    )
 
     hybrid.set_mixture([[0.9, 0.1], [0.2, 0.8]])
     assert hybrid.discretize().cost_report(context=256)["flops_per_token"]["total"] < flops["total"]

@@ -61,7 +61,9 @@ def test_model_objects_compare_explicit_tokenizers_not_names():
         ManticoreForCausalLM.from_components([neox, mamba], n_blocks=2, tokenizers=same_name_other_vocab)
     other_names_same_vocab = [tiny_word_tokenizer(), tiny_word_tokenizer()]
     other_names_same_vocab[1].name_or_path = "state-spaces/mamba-130m-hf"
-    hybrid = ManticoreForCausalLM.from_components([neox, mamba], n_blocks=2, tokenizers=other_names_same_vocab)
+    hybrid = ManticoreForCausalLM.from_components(
+        [neox, mamba], n_blocks=2, tokenizers=other_names_same_vocab
+    )
     assert hybrid.config.fresh_embeddings == [False, False]
 
 
