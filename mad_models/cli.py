@@ -371,19 +371,7 @@ def cmd_hybrid_prune(a) -> None:
     hybrid = _load_model(a.model)
     if a.argmax == (a.threshold is not None):
         raise CLIError("give exactly one of --threshold T or --argmax")
-    import inspect
-
-    params = inspect.signature(hybrid.prune).parameters
-    if a.argmax:
-        if "argmax" in params:
-            small = hybrid.prune(argmax=True)
-        elif "keep" in params:
-            small = hybrid.prune(keep="argmax")
-        else:
-            raise CLIError("this hybrid's prune() has no argmax option; use --threshold")
-    else:
-        small = hybrid.prune(threshold=a.threshold)
-    small = small if small is not None else hybrid
+    small = hybrid.discretize() if a.argmax else hybrid.prune(threshold=a.threshold)
     _save_with_tokenizer(small, a.model, a.out)
     _print({"saved": a.out, "mixture": small.mixture_weights().tolist(), **_cost(small)})
 

@@ -26,8 +26,15 @@ def mixture_ids(model: torch.nn.Module) -> set[int]:
     return {id(p) for p in model.mixture_parameters()}
 
 
+def expected_mixture(model: torch.nn.Module) -> torch.Tensor:
+    """Mixture weights without Gumbel noise (DASH samples in ``mixture_weights()`` while training)."""
+    mixture = getattr(model, "mixture", None)
+    with torch.no_grad():
+        if mixture is not None and hasattr(mixture, "expected_weights"):
+            return mixture.expected_weights().detach().cpu()
+        return model.mixture_weights().detach().cpu()
+
+
 def mixture_log(model: torch.nn.Module) -> dict:
     """The current mixture weights (n_blocks x K) for the JSONL log."""
-    with torch.no_grad():
-        w = model.mixture_weights()
-    return {"mixture": [[round(float(x), 5) for x in row] for row in w]}
+    return {"mixture": [[round(float(x), 5) for x in row] for row in expected_mixture(model)]}

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from mad_models.training._hybrid import check_hybrid
+from mad_models.training._hybrid import check_hybrid, expected_mixture
 from mad_models.training.loop import TrainArgs, Trainer, adamw, cosine_scheduler
 
 
@@ -28,8 +28,7 @@ def retrain(
     """
     check_hybrid(hybrid)
     if weights is None:
-        with torch.no_grad():
-            weights = hybrid.mixture_weights().detach().clone()
+        weights = expected_mixture(hybrid)
     hybrid.set_mixture(weights, mode="fixed")
     for p in hybrid.mixture_parameters():
         p.requires_grad_(False)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
-from mad_models.training._hybrid import check_hybrid, mixture_ids, mixture_log
+from mad_models.training._hybrid import check_hybrid, expected_mixture, mixture_ids, mixture_log
 from mad_models.training.loop import TrainArgs, Trainer, cosine_scheduler, loss_and_counts
 
 METHODS = {"darts": "softmax", "dash": "gumbel", "gaea": "simplex"}
@@ -27,8 +27,7 @@ MODES = ("alternating", "simultaneous")
 
 def _start_weights(hybrid) -> torch.Tensor:
     """Uniform over the components each block still has (the reference starts from zero logits)."""
-    with torch.no_grad():
-        alive = (hybrid.mixture_weights() > 0).float()
+    alive = (expected_mixture(hybrid) > 0).float()
     return alive / alive.sum(-1, keepdim=True)
 
 
