@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import tiny_char_tokenizer, tiny_llama
 
 from mad_models.app_backend.registry import Registry
@@ -14,6 +15,15 @@ from mad_models.assets import MAD_MIX, build, main
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "assets"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models gain nothing from a second thread, and lose a lot when the cores are busy
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def tiny_base():

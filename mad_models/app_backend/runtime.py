@@ -29,7 +29,8 @@ class Runtime:
 def pick_runtime() -> Runtime:
     """CUDA with bf16 when present (optionally a 4/8-bit base via $MAD_MODELS_QUANT), CPU fp32 otherwise.
 
-    $MAD_MODELS_DEVICE forces a device; $MAD_MODELS_CACHE_MB sets the cache bound (default 3000).
+    $MAD_MODELS_DEVICE forces a device; $MAD_MODELS_CACHE_MB sets the cache bound (default 3000);
+    $MAD_MODELS_THREADS sets torch's CPU threads (1 is faster for tiny models on a busy machine).
 
     Example:
         >>> pick_runtime().device in ("cpu", "cuda")
@@ -49,4 +50,6 @@ def pick_runtime() -> Runtime:
     if device == "cpu":
         quant = "none"  # bitsandbytes on CPU is slower than fp32 here; quantization is a GPU memory saver
     cache_mb = int(os.environ.get("MAD_MODELS_CACHE_MB", "3000"))
+    if os.environ.get("MAD_MODELS_THREADS"):
+        torch.set_num_threads(int(os.environ["MAD_MODELS_THREADS"]))
     return Runtime(device, dtype, quant, torch.get_num_threads(), cache_mb * 2**20)
