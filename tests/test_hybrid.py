@@ -244,3 +244,14 @@ def test_bad_components_and_inputs(models):
         hybrid(inputs_embeds=torch.zeros(1, 3, 64))
     with pytest.raises(ValueError, match="ManticoreCache"):
         hybrid(ids(), past_key_values=object())
+
+
+def test_loads_in_bfloat16(models, tmp_path):
+    hybrid = ManticoreForCausalLM.from_components([models["gpt_neox"], models["mamba"]], n_blocks=2).eval()
+    hybrid.save_pretrained(tmp_path)
+    half = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and half.proj_out["c1_b0"].weight.dtype == torch.bfloat16
+    x = ids()
+    with torch.no_grad():
+        torch.testing.assert_close(half(x).logits.float(), hybrid(x).logits, atol=0.05, rtol=0.05)
+    assert half.generate(x, max_new_tokens=3, do_sample=False, pad_token_id=0).shape == (2, 12)

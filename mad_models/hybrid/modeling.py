@@ -543,6 +543,9 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 z = adapter.run_layers(x, start, end, ctx[m])
                 if end == adapter.num_layers:
                     z = adapter.final_norm(z)
+                z = z.to(
+                    h.dtype
+                )  # Mamba keeps an fp32 residual inside its layers; blocks meet in the model dtype
                 y = _pad(z, D)  # (B, T, D)
                 if key in self.proj_out:
                     y = (1 - a) * self.proj_out[key](z) + a * y

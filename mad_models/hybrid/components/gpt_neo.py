@@ -7,21 +7,14 @@ from typing import Any
 import torch
 from transformers import GPTNeoForCausalLM
 
-from mad_models.hybrid.components._attention import AttentionComponent
+from mad_models.hybrid.components._attention import LearnedPositionsComponent
 from mad_models.hybrid.components.base import register_family
 
 
 @register_family
-class GPTNeoComponent(AttentionComponent):
+class GPTNeoComponent(LearnedPositionsComponent):
     model_types = ("gpt_neo",)
     model_class = GPTNeoForCausalLM
-    embed_path = "transformer.wte"
-    layers_path = "transformer.h"
-    norm_path = "transformer.ln_f"
-
-    def enter(self, x: torch.Tensor, ctx: dict[str, Any]) -> torch.Tensor:
-        t = self.model.transformer
-        return t.drop(x + t.wpe(ctx["position_ids"]))
 
     def run_layers(self, x: torch.Tensor, start: int, end: int, ctx: dict[str, Any]) -> torch.Tensor:
         for block in self.layer_modules(start, end):
