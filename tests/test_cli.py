@@ -208,3 +208,49 @@ def test_python_dash_m_runs_as_a_subprocess():
         [sys.executable, "-m", "mad_models", "mad", "eval", "--help"], capture_output=True, text=True, env=env
     )
     assert out.returncode == 0 and "accuracy of a saved model" in out.stdout
+
+
+@pytest.fixture
+def component_dirs(tmp_path):
+    from tests.tiny import tiny_mamba, tiny_neox
+
+    tiny_neox(hidden=32, layers=2).save_pretrained(tmp_path / "neox")
+    tiny_mamba(hidden=24, layers=2).save_pretrained(tmp_path / "mamba")
+    return tmp_path / "neox", tmp_path / "mamba"
+
+
+def test_hybrid_build_pretrain_search_prune(component_dirs, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    neox, mamba = component_dirs
+    code, out = run(["hybrid", "build", "--components", neox, mamba, "--n-blocks", "2",
+                     "--mixture", "0.6,0.4;0.3,0.7", "--out", tmp_path / "h"], capsys)  # fmt: skip
+    assert code == 0 and torch.allclose(
+        torch.tensor(last_json(out)["mixture"]), torch.tensor([[0.6, 0.4], [0.3, 0.7]])
+    )
+    rows = [{"input_ids": [(i * 3 + j) % 13 + 2 for j in range(12)]} for i in range(16)]
+    data = _jsonl(tmp_path / "text.jsonl", rows)
+    code, out = run(["hybrid", "pretrain-projectors", "--model", tmp_path / "h", "--data", data,
+                     "--steps", "2", "--batch-size", "4", "--no-progress",
+                     "--out", tmp_path / "p"], capsys)  # fmt: skip
+    assert code == 0 and last_json(out)["step"] == 2 and (tmp_path / "p" / "final" / "config.json").exists()
+    code, out = run(["hybrid", "search", "--model", tmp_path / "p" / "final", "--task", "in_context_recall",
+                     "--set", "seq_len=16", "--num-train", "16", "--num-test", "8", "--steps", "2",
+                     "--batch-size", "8", "--arch-lr", "0.1", "--retrain-steps", "1", "--no-progress",
+                     "--out", tmp_path / "s"], capsys)  # fmt: skip
+    res = last_json(out)
+    assert code == 0 and res["search"]["step"] == 2 and res["retrain"]["step"] == 1
+    assert 0 <= res["search"]["eval_accuracy"] <= 1 and len(res["search"]["mixture"]) == 2
+    searched = AutoModelForCausalLM.from_pretrained(tmp_path / "s" / "retrain" / "final")
+    assert searched.config.mixture_mode == "fixed"
+    code, out = run(["hybrid", "prune", "--model", tmp_path / "h", "--threshold", "0.5",
+                     "--out", tmp_path / "pruned"], capsys)  # fmt: skip
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned")
+    assert code == 0 and pruned.mixture_weights().detach().tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in searched.parameters())
+    with pytest.raises(SystemExit) as exit_:
+        main(["hybrid", "prune", "--model", str(tmp_path / "h"), "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "exactly one of --threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["hybrid", "search", "--model", str(tmp_path / "h"), "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "exactly one of --data" in capsys.readouterr().err
