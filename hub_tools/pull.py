@@ -28,7 +28,8 @@ from hub_tools.errors import (
     hub_timeout,
     resolve_endpoint,
 )
-from hub_tools.push import DEFAULT_TIMEOUT, embedding_targeted
+from hub_tools.push import DEFAULT_TIMEOUT
+from mad_models.more.report import embedding_targeted
 
 logger = logging.getLogger(__name__)
 

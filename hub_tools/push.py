@@ -22,6 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hub_tools.cards import EvalLike, adapter_card, hybrid_card, is_hub_id, space_card
 from hub_tools.errors import hub_errors, hub_timeout, resolve_endpoint
+from mad_models.more.report import embedding_targeted
 
 logger = logging.getLogger(__name__)
 
@@ -193,19 +194,6 @@ def _adapter_report(model) -> dict[str, Any] | None:
     except ImportError:
         return None
     return adapter_report(model).to_dict()
-
-
-def embedding_targeted(peft_config) -> bool:
-    """Whether the adapter targets embedding layers, which must then be saved with it.
-
-    peft's save_embedding_layers="auto" would answer this by asking huggingface.co about the base config,
-    which hangs offline or behind a private HF_ENDPOINT; the target list alone tells us.
-    """
-    from peft.utils.constants import EMBEDDING_LAYER_NAMES
-
-    targets = peft_config.target_modules
-    targets = [targets] if isinstance(targets, str) else list(targets or [])
-    return any(t in EMBEDDING_LAYER_NAMES for t in targets)
 
 
 def push_adapter(

@@ -162,7 +162,9 @@ def adapter_report(peft_model: nn.Module, adapter_name: str | None = None) -> Ad
             )
 
     # everything the adapter saves, as save_pretrained selects it
-    state_dict = get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
+    state_dict = get_peft_model_state_dict(
+        peft_model, adapter_name=adapter_name, save_embedding_layers=embedding_targeted(config)
+    )
     trainable = sum(t.numel() for t in state_dict.values())
     not_base = _non_base_param_ids(base)
     base_params = sum(_numel(p) for p in base.parameters() if id(p) not in not_base)
@@ -180,6 +182,19 @@ def adapter_report(peft_model: nn.Module, adapter_name: str | None = None) -> Ad
         lora_rank_equivalent=sum(m["params"] for m in tuned) / span if span else 0.0,
         padding_params=sum(m["padding_params"] for m in modules),
     )
+
+
+def embedding_targeted(peft_config) -> bool:
+    """Whether the adapter targets embedding layers, which must then be saved with it.
+
+    peft's save_embedding_layers="auto" would answer this by asking huggingface.co about the base config,
+    which hangs offline or behind a private HF_ENDPOINT; the target list alone tells us.
+    """
+    from peft.utils.constants import EMBEDDING_LAYER_NAMES
+
+    targets = peft_config.target_modules
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
+    return any(t in EMBEDDING_LAYER_NAMES for t in targets)
 
 
 def _adapter_params(layer: BaseTunerLayer, adapter_name: str | None = None) -> list[torch.Tensor]:
