@@ -25,6 +25,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import random
 import shutil
 import sys
@@ -228,6 +229,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
                 description=f"tiny {arch} trained on the MAD mix",
                 meta={**meta_common, "build_key": key, "accuracy": acc},
             ),
+            out,
         )
         print(
             f"[assets] {name}: mean accuracy {acc['mean']:.3f} "
@@ -246,6 +248,8 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
         from mad_models.training import TrainArgs
 
         parts = [copy.deepcopy(comps["mad/attention"]).train(), copy.deepcopy(comps["mad/mamba"]).train()]
+        for part, part_name in zip(parts, ("mad/attention", "mad/mamba"), strict=True):
+            part.config._name_or_path = part_name  # the hybrid's component_names (cards, app labels)
         hybrid = ManticoreForCausalLM.from_components(parts, n_blocks=p.layers)
         args = TrainArgs(
             str(work / f"hybrid-{key}"),
@@ -286,6 +290,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
                 description="Manticore hybrid (attention + Mamba), searched mixture",
                 meta={**meta_common, "build_key": key, "accuracy": _acc_of(target)},
             ),
+            out,
         )
 
     name = "mad/hybrid-pruned"
@@ -312,6 +317,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
                 description=f"the hybrid pruned at {p.prune_threshold}",
                 meta={**meta_common, "build_key": key, "accuracy": _acc_of(target)},
             ),
+            out,
         )
 
 
@@ -328,7 +334,7 @@ def _save_hybrid(hybrid, target: Path, name: str, settings: dict, p: Profile) ->
         components=[
             {"name_or_path": None, "revision": None, "family": c["model_type"]} for c in cfg.components
         ],
-        component_names=["mad/attention", "mad/mamba"],
+        component_names=list(cfg.component_names),
         mixture_weights=weights,
         cost_report=cost,
         license="apache-2.0",
@@ -430,7 +436,7 @@ def build_language(
     from mad_models.training.finetune import finetune_adapter
     from mad_models.training.text import prompt_answer_examples
 
-    _register(registry, base_entry)
+    _register(registry, base_entry, out)
     configs = adapter_configs()
     keys = {
         d: build_key(step=d, cfg=cfg.to_dict(), profile=asdict(p), base=base_name)
@@ -514,6 +520,7 @@ def build_language(
                     "trainable_params": rep.trainable_params,
                 },
             ),
+            out,
         )
         print(f"[assets] {label}: {rep.trainable_params:,} params, exact match {em:.3f} (base {base_em:.3f})")
 
@@ -535,8 +542,10 @@ def registry_key(registry: dict, name: str) -> str | None:
     return entry.get("meta", {}).get("build_key") if entry else None
 
 
-def _register(registry: dict, entry: dict) -> None:
+def _register(registry: dict, entry: dict, out: Path) -> None:
+    """Record a finished asset and write registry.json at once, so an interrupted build keeps it."""
     registry["models"] = [m for m in registry["models"] if m["name"] != entry["name"]] + [entry]
+    _write_registry(out, registry)
 
 
 ORDER = [
@@ -632,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the build never needs the network
     t0 = time.perf_counter()
     reg = build(args.out, args.work, args.profile, args.only)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())

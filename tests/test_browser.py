@@ -76,6 +76,13 @@ def test_compare_in_the_browser(app_url, page):
     assert "mad/attention" in table and "mad/mamba" in table
     page.screenshot(path=str(ARTIFACTS / "app-mad.png"), full_page=True)
 
+    # Hybrid mixtures: the heatmap cells in the DOM are the tiny hybrid's fixed mixture
+    page.get_by_role("tab", name="Hybrid mixtures").click()
+    page.locator("#run-mixture").click()
+    page.locator("#heatmap td.mix-cell").first.wait_for(timeout=60_000)
+    assert page.locator("#heatmap td.mix-cell").all_inner_texts() == ["0.700", "0.300", "0.200", "0.800"]
+    page.screenshot(path=str(ARTIFACTS / "app-hybrid.png"), full_page=True)
+
     page.get_by_role("tab", name="Load").click()
     page.locator("#load-source textarea").fill("nobody-here/no-such-repo")
     page.locator("#run-load").click()

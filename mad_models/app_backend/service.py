@@ -213,15 +213,18 @@ class AppService:
             raise IncompatibleModelError(
                 f"{name!r} is not a Manticore hybrid (model type {model.config.model_type!r})."
             )
+        from mad_models.hybrid.prune import choose_blocks
+
         weights = model.mixture_weights().detach().float().cpu()  # (n_blocks, K)
-        components = component_labels(model)
+        # the rule prune() applies, in this model's component indices (a pruned model renumbers them)
+        kept = choose_blocks(weights, model.config.kept(), threshold)
         pruned = model.prune(threshold=threshold)
         return {
-            "components": components,
+            "components": component_labels(model),
             "weights": weights.tolist(),
             "cost": model.cost_report(),
             "pruned_cost": pruned.cost_report(),
-            "kept": kept_matrix(pruned, weights.shape),
+            "kept": [[k in kept[b] for k in range(weights.shape[1])] for b in range(weights.shape[0])],
             "threshold": threshold,
         }
 
@@ -366,18 +369,10 @@ def _hub_message(source: str, base: str | None, e: Exception) -> str:
 
 
 def component_labels(model: Any) -> list[str]:
-    """Readable names of a hybrid's components, e.g. ['gpt_neox', 'mamba']."""
+    """Readable names of a hybrid's components, e.g. ['0: mad/attention', '1: mad/mamba']."""
     cfg = model.config
-    labels = []
-    for i in range(cfg.num_components):
-        labels.append(f"{i}: {cfg.component_config(i).model_type}")
-    return labels
-
-
-def kept_matrix(pruned: Any, shape: tuple[int, int]) -> list[list[bool]]:
-    """(n_blocks, K) booleans: which (block, component) pairs a pruned hybrid still runs."""
-    kept = pruned.config.kept()
-    return [[k in kept[b] for k in range(shape[1])] for b in range(shape[0])]
+    names = cfg.component_names or [None] * cfg.num_components
+    return [f"{i}: {n or cfg.component_config(i).model_type}" for i, n in enumerate(names)]
 
 
 def entry_summary(entry: ModelEntry) -> str:

@@ -1,0 +1,64 @@
+"""The app on the bundled assets (assets/, built by `python -m mad_models.assets build`), real SmolLM2 included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from app_fixture import launch_app, stop
+from gradio_client import Client
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+import mad_models  # noqa: F401
+from mad_models.assets import MAD_MIX, addition_prompt
+from mad_models.loading import load_smollm2
+from mad_models.mad import make_task, scored_counts
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    url, proc, seconds = launch_app(None, tmp_path_factory.mktemp("log") / "app.log")  # default: ./assets
+    print(f"app ready in {seconds:.1f} s on the bundled assets")
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        stop(proc)
+
+
+def test_bundled_hybrid_heatmap_and_mad_skills(client):
+    registry = json.loads((ASSETS / "registry.json").read_text())
+    assert {m["name"] for m in registry["models"]} >= {"mad/hybrid", "mad/hybrid-pruned", "SmolLM2 + MoRe"}
+    heat, weights, cost, pruned_cost, summary = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    hybrid = AutoModelForCausalLM.from_pretrained(ASSETS / "mad/hybrid").eval()
+    assert [row[1:] for row in weights["data"]] == hybrid.mixture_weights().tolist()
+    kept = hybrid.prune(threshold=0.5).config.kept()
+    assert kept == AutoModelForCausalLM.from_pretrained(ASSETS / "mad/hybrid-pruned").config.kept()
+    assert f"keeps {sum(map(len, kept))} of" in summary
+
+    acc, html = client.predict("selective_copying", ["mad/attention", "mad/hybrid"], 32, 5, api_name="/mad_skills")
+    rows = {r[0]: r[1] for r in acc["data"]}
+    x, y = make_task("selective_copying", split="test", seed=5, num_examples=32, **MAD_MIX["selective_copying"])
+    with torch.no_grad():
+        correct, total = scored_counts(hybrid(input_ids=x).logits, y)
+    assert 0.0 <= rows["mad/attention"] <= 1.0
+    assert rows["mad/hybrid"] == pytest.approx(correct / total)
+
+
+def test_bundled_more_adapter_merged_in_the_app_equals_unmerged(client):
+    cols = client.predict(
+        "What is 23 + 45? Answer with the number only.", ["SmolLM2-135M-Instruct", "SmolLM2 + MoRe"],
+        8, "greedy", 0, 0.8, 0, True, api_name="/compare",
+    )[16]
+    assert all(c["error"] is None and c["token_ids"] for c in cols)
+    base, tok = load_smollm2(device="cpu")
+    model = PeftModel.from_pretrained(base, ASSETS / "language/more").eval()
+    ids = tok(addition_prompt(tok, 23, 45), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ref = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=tok.eos_token_id)
+    assert cols[1]["token_ids"] == ref[0, ids.shape[1] :].tolist()
