@@ -133,3 +133,46 @@ def test_bad_model_or_task(tmp_path):
         build_model("rwkv", 16)
     with pytest.raises(ValueError, match="model vocab is 8"):
         train_mad(build_model("llama", 8, width=32), "compression", _args(tmp_path, max_steps=1))
+
+
+def test_two_processes_with_torchrun_shard_data_and_resume_exactly(tmp_path):
+    """The same CLI code under a 2-process CPU launch (gloo DDP through accelerate): checkpoints hold
+    each process's RNG state, and stop-and-resume matches the uninterrupted run."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mad_models",
+        "mad", "train", "--task", "compression", "--arch", "llama", "--width", "32", "--layers", "1",
+        "--set", "seq_len=16", "--num-train", "64", "--num-test", "16", "--steps", "6", "--batch-size", "8",
+        "--save-every", "3", "--log-every", "3", "--no-progress",
+    ]  # fmt: skip
+
+    def launch(out):
+        done = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    launch(tmp_path / "a")  # uninterrupted; keeps its step-3 checkpoint
+    # "interrupted" after step 3: only the step-3 checkpoint and the log up to it survive; then resume
+    step3 = "checkpoints/step-00000003"
+    shutil.copytree(tmp_path / "a" / step3, tmp_path / "b" / step3)
+    (tmp_path / "b" / "log.jsonl").write_text(
+        (tmp_path / "a" / "log.jsonl").read_text().splitlines()[0] + "\n"
+    )
+    launch(tmp_path / "b")
+    log = read_log(tmp_path / "a")
+    assert [r["epoch"] for r in log] == [0.75, 1.5]  # 64 / 8 / 2 processes = 4 batches per epoch each
+    ckpt = latest_checkpoint(tmp_path / "b" / "checkpoints")
+    assert ckpt.name == "step-00000006"
+    assert (ckpt / "rng-0.safetensors").exists() and (ckpt / "rng-1.safetensors").exists()
+    a, b = (
+        load_file(tmp_path / "a" / "final" / "model.safetensors"),
+        load_file(tmp_path / "b" / "final" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _strip(log) == _strip(read_log(tmp_path / "b"))
