@@ -223,7 +223,7 @@ def _check_adapter_loaded(model, folder: Path, where: str) -> None:
 
     found = _weights(folder, "adapter_model", where)
     state = get_peft_model_state_dict(
-        model, save_embedding_layers=embedding_targeted(model.peft_config["default"])
+        model, save_embedding_layers=embedding_targeted(model.peft_config["default"], model)
     )
     wanted = {k: list(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))

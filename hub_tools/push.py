@@ -245,7 +245,7 @@ def push_adapter(
             out,
             selected_adapters=[name],
             safe_serialization=True,
-            save_embedding_layers=embedding_targeted(config),
+            save_embedding_layers=embedding_targeted(config, model),
         )
         if name != "default":  # peft writes non-default adapters to a sub-folder
             for f in (out / name).iterdir():

@@ -98,3 +98,15 @@ def test_report_for_a_second_adapter_and_bad_names():
         adapter_report(model, "nope")
     with pytest.raises(TypeError, match="needs a peft.PeftModel"):
         adapter_report(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    "targets", [["q_proj", "embed_tokens"], r".*\.(q_proj|embed_tokens)", r"model\.embed_tokens"]
+)
+def test_bytes_on_disk_when_embeddings_are_targeted(targets, tmp_path):
+    # peft saves the base embedding layers next to the adapter when target_modules names them, as a list or
+    # as a regex; the report must count the same file
+    model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=targets))
+    with pytest.warns(UserWarning, match="save_embedding_layers"):
+        model.save_pretrained(tmp_path)
+    assert adapter_report(model).bytes_on_disk == (tmp_path / "adapter_model.safetensors").stat().st_size

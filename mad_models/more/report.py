@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -163,7 +164,7 @@ def adapter_report(peft_model: nn.Module, adapter_name: str | None = None) -> Ad
 
     # everything the adapter saves, as save_pretrained selects it
     state_dict = get_peft_model_state_dict(
-        peft_model, adapter_name=adapter_name, save_embedding_layers=embedding_targeted(config)
+        peft_model, adapter_name=adapter_name, save_embedding_layers=embedding_targeted(config, peft_model)
     )
     trainable = sum(t.numel() for t in state_dict.values())
     not_base = _non_base_param_ids(base)
@@ -184,17 +185,33 @@ def adapter_report(peft_model: nn.Module, adapter_name: str | None = None) -> Ad
     )
 
 
-def embedding_targeted(peft_config) -> bool:
-    """Whether the adapter targets embedding layers, which must then be saved with it.
+def embedding_targeted(peft_config: Any, model: nn.Module) -> bool:
+    """Whether ``save_pretrained`` saves the base embedding layers with this adapter (they are targeted).
 
-    peft's save_embedding_layers="auto" would answer this by asking huggingface.co about the base config,
-    which hangs offline or behind a private HF_ENDPOINT; the target list alone tells us.
+    This is peft's ``save_embedding_layers="auto"`` rule without its last step, which asks huggingface.co
+    whether the vocabulary was resized and hangs offline or behind a private HF_ENDPOINT: a list of targets
+    names an embedding layer, or a regex matches one of ``model``'s (a PeftModel or its base) embedding
+    modules. Adapters that train single tokens (``trainable_token_indices``) never save them.
+
+    Example:
+        >>> # embedding_targeted(LoraConfig(target_modules=r".*\\.embed_tokens"), llama) -> True
     """
-    from peft.utils.constants import EMBEDDING_LAYER_NAMES
+    from peft.utils.constants import EMBEDDING_LAYER_NAMES, INCLUDE_LINEAR_LAYERS_SHORTHAND
+    from peft.utils.other import match_target_against_key
 
-    targets = peft_config.target_modules
-    targets = [targets] if isinstance(targets, str) else list(targets or [])
-    return any(t in EMBEDDING_LAYER_NAMES for t in targets)
+    if getattr(peft_config, "trainable_token_indices", None) is not None:
+        return False
+    targets = getattr(peft_config, "target_modules", None)
+    if not targets or targets == INCLUDE_LINEAR_LAYERS_SHORTHAND:
+        return False
+    if not isinstance(targets, str):
+        return any(name in targets for name in EMBEDDING_LAYER_NAMES)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return any(
+        match_target_against_key(targets, key)
+        for key, _ in base.named_modules()
+        if any(re.match(rf"(.*\.)?{name}$", key) for name in EMBEDDING_LAYER_NAMES)
+    )
 
 
 def _adapter_params(layer: BaseTunerLayer, adapter_name: str | None = None) -> list[torch.Tensor]:
