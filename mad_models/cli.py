@@ -204,6 +204,20 @@ def _text_data(a, model_dir: str | None):
     return load_jsonl(a.data, _tokenizer(a.tokenizer, model_dir), block_size=a.block_size)
 
 
+def _add_adapter_data(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="training JSONL")
+    g.add_argument("--eval-data", help="validation JSONL")
+    g.add_argument("--tokenizer", help="tokenizer dir (default: the base model's)")
+    g.add_argument("--block-size", type=_positive_int, default=256, help="tokens per block for text rows")
+
+
+def _add_hub_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-model", help="for adapters: the base ('smollm2', a dir or a hub id)")
+    p.add_argument("--revision", help="branch (push) or branch / tag / commit (pull)")
+    p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+
+
 def _add_text_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("text data")
     g.add_argument("--data", help="JSONL: input_ids(+labels) rows, prompt/answer rows, or text rows")
@@ -477,11 +491,16 @@ def _hub():
     return hub_tools
 
 
+def _hub_base(a):
+    """The adapter base for push / pull: a loaded SmolLM2 for 'smollm2', else the dir or id as given."""
+    if a.base_model and a.base_model.lower() == "smollm2":
+        return _load_base(a.base_model)[0]
+    return a.base_model
+
+
 def cmd_push(a) -> None:
     hub = _hub()
-    base = None
-    if a.base_model:
-        base = _load_base(a.base_model)[0] if a.base_model.lower() == "smollm2" else a.base_model
+    base = _hub_base(a)
     kwargs = dict(private=a.private or None, commit_message=a.message, revision=a.revision)
     if a.endpoint:
         kwargs["endpoint"] = a.endpoint
@@ -491,9 +510,7 @@ def cmd_push(a) -> None:
 
 def cmd_pull(a) -> None:
     hub = _hub()
-    base = None
-    if a.base_model:
-        base = _load_base(a.base_model)[0] if a.base_model.lower() == "smollm2" else a.base_model
+    base = _hub_base(a)
     kwargs = {"endpoint": a.endpoint} if a.endpoint else {}
     model = hub.pull(a.repo_id, a.revision, base_model=base, **kwargs)
     model.save_pretrained(a.out)
@@ -653,20 +670,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-alpha", type=_positive_int, default=None)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--targets", help="comma-separated module names, e.g. q_proj,v_proj")
-    p.add_argument("--data", required=True, help="training JSONL")
-    p.add_argument("--eval-data", help="validation JSONL")
-    p.add_argument("--tokenizer")
-    p.add_argument("--block-size", type=_positive_int, default=256)
+    _add_adapter_data(p)
     _add_train(p, lr=1e-3, batch_size=8)
 
     p = sub(
         more, "search", "rank MoRe configurations under a parameter budget", "more search", cmd_more_search
     )
-    p.add_argument("--base-model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--eval-data")
-    p.add_argument("--tokenizer")
-    p.add_argument("--block-size", type=_positive_int, default=256)
+    p.add_argument("--base-model", required=True, help="'smollm2' (offline) or a local model dir")
+    _add_adapter_data(p)
     p.add_argument("--budget", type=_budget, required=True)
     p.add_argument("--lora-rank", type=_positive_int, default=8)
     p.add_argument("--nblocks", type=_int_list, default=[1, 2, 4, 8, 16])
@@ -681,32 +692,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     # hub
-    p = groups.add_parser(
-        "push",
-        help="push a saved adapter or hybrid to the Hub (one commit)",
-        epilog=EXAMPLES["push"],
-        formatter_class=FMT,
-    )
-    p.set_defaults(func=cmd_push)
+    p = sub(groups, "push", "push a saved adapter or hybrid to the Hub (one commit)", "push", cmd_push)
     p.add_argument("dir", help="a directory written by save_pretrained")
     p.add_argument("repo_id")
-    p.add_argument("--base-model", help="for adapters: the base ('smollm2', a dir or a hub id)")
+    _add_hub_common(p)
     p.add_argument("--private", action="store_true")
     p.add_argument("--message", help="commit message")
-    p.add_argument("--revision", help="branch to push to")
-    p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
 
-    p = groups.add_parser(
-        "pull",
-        help="download an adapter or hybrid (safetensors only)",
-        epilog=EXAMPLES["pull"],
-        formatter_class=FMT,
-    )
-    p.set_defaults(func=cmd_pull)
+    p = sub(groups, "pull", "download an adapter or hybrid (safetensors only)", "pull", cmd_pull)
     p.add_argument("repo_id", help="repo id or local directory")
-    p.add_argument("--revision")
-    p.add_argument("--base-model", help="for adapters: the base ('smollm2', a dir or a hub id)")
-    p.add_argument("--endpoint")
+    _add_hub_common(p)
     p.add_argument("--out", required=True, help="where to save the loaded model")
     return root
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mad_models.training.loop import TrainArgs, Trainer, adamw, cosine_scheduler, loss_and_counts
+from mad_models.training.loop import TrainArgs, adamw, loss_and_counts, train_with
 from mad_models.training.text import pad_collate
 
 
@@ -62,14 +62,6 @@ def finetune_adapter(
         def eval_fn(m):
             return dataset_metrics(m, eval_data, args.batch_size, collate)
 
-    trainer = Trainer(
-        model,
-        train_data,
-        args,
-        optimizers={"adapter": opt},
-        make_schedulers=lambda opts, total: {"adapter": cosine_scheduler(opts["adapter"], args, total)},
-        eval_fn=eval_fn,
-        collate_fn=collate,
-        job="finetune",
+    return train_with(
+        model, train_data, args, opt, job="finetune", name="adapter", eval_fn=eval_fn, collate_fn=collate
     )
-    return trainer.train()

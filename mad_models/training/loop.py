@@ -359,6 +359,29 @@ def default_step(trainer: Trainer, batch: dict) -> dict[str, torch.Tensor]:
     return {"loss": loss, "correct": correct, "total": total}
 
 
+def train_with(
+    model: torch.nn.Module,
+    train_data: Dataset,
+    args: TrainArgs,
+    opt: torch.optim.Optimizer,
+    *,
+    job: str,
+    name: str = "model",
+    **trainer_kwargs,
+) -> dict:
+    """Run a single-optimiser job: ``opt`` with the cosine schedule, ``default_step``."""
+    trainer = Trainer(
+        model,
+        train_data,
+        args,
+        optimizers={name: opt},
+        make_schedulers=lambda opts, total: {name: cosine_scheduler(opts[name], args, total)},
+        job=job,
+        **trainer_kwargs,
+    )
+    return trainer.train()
+
+
 def read_log(output_dir: str | Path) -> list[dict]:
     """The JSONL log of a job as a list of dicts."""
     path = Path(output_dir) / "log.jsonl"

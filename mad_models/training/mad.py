@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mad_models.mad import MADDataset, evaluate
-from mad_models.training.loop import TrainArgs, Trainer, adamw, cosine_scheduler
+from mad_models.training.loop import TrainArgs, adamw, train_with
 
 
 def train_mad(
@@ -40,14 +40,5 @@ def train_mad(
     def eval_fn(m):
         return {"accuracy": evaluate(m, data=(test.inputs, test.targets), batch_size=args.batch_size)}
 
-    trainer = Trainer(
-        model,
-        train,
-        args,
-        optimizers={"model": opt},
-        make_schedulers=lambda opts, total: {"model": cosine_scheduler(opts["model"], args, total)},
-        eval_fn=eval_fn,
-        job="mad",
-        config={"task": task, "settings": settings, "num_train": len(train)},
-    )
-    return trainer.train()
+    config = {"task": task, "settings": settings, "num_train": len(train)}
+    return train_with(model, train, args, opt, job="mad", eval_fn=eval_fn, config=config)

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from mad_models.training._hybrid import check_hybrid, mixture_ids, mixture_log
 from mad_models.training.finetune import dataset_metrics
-from mad_models.training.loop import TrainArgs, Trainer, cosine_scheduler
+from mad_models.training.loop import TrainArgs, train_with
 from mad_models.training.text import pad_collate
 
 
@@ -49,15 +49,14 @@ def pretrain_projectors(
     ]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
     collate = collate_fn or pad_collate()
-    trainer = Trainer(
+    return train_with(
         hybrid,
         train_data,
         args,
-        optimizers={"projectors": opt},
-        make_schedulers=lambda opts, total: {"projectors": cosine_scheduler(opts["projectors"], args, total)},
+        opt,
+        job="pretrain_projectors",
+        name="projectors",
         eval_fn=(lambda m: dataset_metrics(m, eval_data, args.batch_size, collate)) if eval_data else None,
         collate_fn=collate,
-        job="pretrain_projectors",
         log_extra=mixture_log,
     )
-    return trainer.train()

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mad_models.training._hybrid import check_hybrid, expected_mixture
-from mad_models.training.loop import TrainArgs, Trainer, adamw, cosine_scheduler
+from mad_models.training.loop import TrainArgs, adamw, train_with
 
 
 def retrain(
@@ -33,14 +33,4 @@ def retrain(
     for p in hybrid.mixture_parameters():
         p.requires_grad_(False)
     opt = adamw(hybrid.parameters(), args.lr, args.weight_decay)
-    trainer = Trainer(
-        hybrid,
-        train_data,
-        args,
-        optimizers={"model": opt},
-        make_schedulers=lambda opts, total: {"model": cosine_scheduler(opts["model"], args, total)},
-        eval_fn=eval_fn,
-        collate_fn=collate_fn,
-        job="retrain",
-    )
-    return trainer.train()
+    return train_with(hybrid, train_data, args, opt, job="retrain", eval_fn=eval_fn, collate_fn=collate_fn)
