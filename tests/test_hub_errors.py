@@ -7,7 +7,6 @@ import time
 import traceback
 
 import pytest
-import torch
 from peft import get_peft_model
 
 import mad_models  # noqa: F401
@@ -123,6 +122,4 @@ def test_failed_commit_error_is_clear(hub, adapter, caplog, monkeypatch):
     with pytest.raises(HubError, match=r"'me/fails'.*failed with 500.*retry later") as e:
         push_adapter(adapter, "me/fails")
     no_secret(e.value, caplog)
-    assert torch.is_tensor(
-        adapter.base_model.model.model.embed_tokens.weight
-    )  # model untouched by the failure
+    assert "adapter_model.safetensors" not in hub.files("me/fails")  # the repo was created, nothing committed
