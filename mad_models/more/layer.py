@@ -39,7 +39,7 @@ class MoReLayer(BaseTunerLayer):
             kind = f"{type(base).__module__}.{type(base).__name__}"
             raise TypeError(
                 f"unsupported module type {kind}: MoRe adapts nn.Linear, transformers' Conv1D and quantized "
-                "linear layers (bitsandbytes Linear4bit / Linear8bitLt)."
+                "linear layers (bitsandbytes Linear4bit / Linear8bitLt). Check target_modules."
             )
         self.quantization_backend = resolve_quantization_backend(
             base, get_apply_tensor_subclass=kwargs.get("get_apply_tensor_subclass")

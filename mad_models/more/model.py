@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, get_quantization_kwargs
 from torch import nn
 
 from .config import MoReConfig
-from .layer import Linear, MoReLayer, is_supported_base_layer
+from .layer import Linear, MoReLayer
 
 
 class MoReModel(BaseTuner):
@@ -57,14 +57,7 @@ class MoReModel(BaseTuner):
 
     @staticmethod
     def _create_new_module(more_config: MoReConfig, adapter_name: str, target: nn.Module, **kwargs) -> Linear:
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if not is_supported_base_layer(base):
-            raise TypeError(
-                f"unsupported module type {type(base).__module__}.{type(base).__name__}; MoRe adapts "
-                "torch.nn.Linear, transformers' Conv1D and bitsandbytes Linear4bit / Linear8bitLt layers. "
-                "Check target_modules."
-            )
-        return Linear(target, adapter_name, config=more_config, **kwargs)
+        return Linear(target, adapter_name, config=more_config, **kwargs)  # refuses unsupported types
 
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
