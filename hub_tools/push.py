@@ -22,7 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hub_tools.cards import EvalLike, adapter_card, hybrid_card, is_hub_id, space_card
 from hub_tools.errors import hub_errors, hub_timeout, resolve_endpoint
-from mad_models.more.report import embedding_targeted
+from mad_models.more.report import adapter_report, embedding_targeted
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +188,6 @@ def _base_license(base_ids: Iterable[str], *, endpoint: str, token, timeout) -> 
     return found.pop() if len(found) == 1 else None
 
 
-def _adapter_report(model) -> dict[str, Any] | None:
-    try:
-        from mad_models.more import adapter_report
-    except ImportError:
-        return None
-    return adapter_report(model).to_dict()
-
-
 def push_adapter(
     model,
     repo_id: str,
@@ -256,9 +248,8 @@ def push_adapter(
             # record the Hub id so pull(repo_id) can fetch the base; a local path means nothing elsewhere
             adapter_cfg["base_model_name_or_path"] = base_id
             (out / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True))
-        report = _adapter_report(model)
-        if report is not None:
-            report["bytes_on_disk"] = (out / "adapter_model.safetensors").stat().st_size  # what we upload
+        report = adapter_report(model, name).to_dict()
+        report["bytes_on_disk"] = (out / "adapter_model.safetensors").stat().st_size  # what we upload
         if license is None and (base_id or local_base):
             sources = [local_base] if local_base and Path(local_base).is_dir() else [base_id]
             license = _base_license(sources, endpoint=endpoint, token=token, timeout=timeout)

@@ -342,3 +342,14 @@ def test_remote_code_is_never_run(hub, tmp_path, monkeypatch):
         RepoContentError, match=r"'me/custom-code' has model_type 'evil-net'.*never runs code"
     ):
         pull("me/custom-code")
+
+
+def test_card_describes_the_pushed_adapter_not_the_active_one(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    model = more_model()  # active adapter "default": q_proj and v_proj at k=4, r=1
+    model.add_adapter("wide", MoReConfig(nblocks=2, block_rank=2, target_modules=["k_proj"]))
+    push_adapter(model, "me/wide", adapter_name="wide")
+    card = ModelCard(hub.files("me/wide")["README.md"].decode())
+    wide = adapter_report(model, "wide")
+    assert wide.trainable_params != adapter_report(model).trainable_params
+    assert f"| trainable parameters | {wide.trainable_params:,} |" in card.text
