@@ -76,6 +76,7 @@ def build_app(svc: AppService) -> gr.Blocks:
     cpu = svc.runtime.device == "cpu"
     # CPU: two generations at a time share the cores; more would only slow every user down.
     limit = 2 if cpu else 4
+    on_models = dict(concurrency_limit=limit, concurrency_id="models")  # every event that runs a model
 
     with gr.Blocks(title="mad-models") as demo:
         gr.Markdown("# mad-models: MoRe adapters and Manticore hybrids, side by side")
@@ -172,8 +173,7 @@ def build_app(svc: AppService) -> gr.Blocks:
                     [prompt, models, max_new, mode, seed, temperature, top_k, chat],
                     outs + stats + [raw, cache_md],
                     api_name="compare",
-                    concurrency_limit=limit,
-                    concurrency_id="models",
+                    **on_models,
                 )
 
             # ---------------------------------------------------------------- Adapter sizes
@@ -210,8 +210,7 @@ def build_app(svc: AppService) -> gr.Blocks:
                     None,
                     [totals, by_type, bars],
                     api_name="adapter_sizes",
-                    concurrency_limit=limit,
-                    concurrency_id="models",
+                    **on_models,
                 )
 
             # ---------------------------------------------------------------- Hybrid mixtures
@@ -252,8 +251,7 @@ def build_app(svc: AppService) -> gr.Blocks:
                     [hybrid, threshold],
                     [heat, weights_df, cost_df, pruned_df, prune_md],
                     api_name="mixture",
-                    concurrency_limit=limit,
-                    concurrency_id="models",
+                    **on_models,
                 )
 
             # ---------------------------------------------------------------- MAD skills
@@ -282,8 +280,7 @@ def build_app(svc: AppService) -> gr.Blocks:
                     [task, mad_pick, n_seq, mad_seed],
                     [acc_df, example],
                     api_name="mad_skills",
-                    concurrency_limit=limit,
-                    concurrency_id="models",
+                    **on_models,
                 )
 
             # ---------------------------------------------------------------- Load

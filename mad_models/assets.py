@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -68,7 +69,7 @@ class Profile:
     mad_eval_examples: int = 256
     lm_train: int = 512
     lm_eval: int = 64
-    lm_steps: int = 150
+    lm_steps: int = 80
     lm_batch: int = 8
     lm_lr: float = 2e-3
     seed: int = 0
@@ -195,7 +196,6 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
     from mad_models.training import build_model
     from mad_models.training.search import search_mixtures
 
-    meta_common = {"mad_tasks": MAD_MIX}
     comps = {}
     for name, arch in (("mad/attention", "gpt_neox"), ("mad/mamba", "mamba")):
         key = build_key(step=name, arch=arch, profile=asdict(p), mix=MAD_MIX)
@@ -219,18 +219,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
             f"seed {p.seed}, using `mad_models.training.Trainer`."
         )
         (target / "README.md").write_text(mad_card(name, model, acc, how))
-        _register(
-            registry,
-            dict(
-                name=name,
-                kind="causal_lm",
-                path=name,
-                group="mad",
-                description=f"tiny {arch} trained on the MAD mix",
-                meta={**meta_common, "build_key": key, "accuracy": acc},
-            ),
-            out,
-        )
+        _register_mad(registry, name, f"tiny {arch} trained on the MAD mix", key, acc, out)
         print(
             f"[assets] {name}: mean accuracy {acc['mean']:.3f} "
             f"(train loss {res.get('loss', float('nan')):.3f}, {time.perf_counter() - t0:.0f} s)"
@@ -280,16 +269,12 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
             "components": "mad/attention + mad/mamba (trained on the MAD mix first)",
         }
         _save_hybrid(hybrid, target, name, settings, p)
-        _register(
+        _register_mad(
             registry,
-            dict(
-                name=name,
-                kind="causal_lm",
-                path=name,
-                group="mad",
-                description="Manticore hybrid (attention + Mamba), searched mixture",
-                meta={**meta_common, "build_key": key, "accuracy": _acc_of(target)},
-            ),
+            name,
+            "Manticore hybrid (attention + Mamba), searched mixture",
+            key,
+            _acc_of(target),
             out,
         )
 
@@ -307,18 +292,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
             "rule": "keep components with weight >= threshold in each block (argmax if none)",
         }
         _save_hybrid(pruned, target, name, settings, p)
-        _register(
-            registry,
-            dict(
-                name=name,
-                kind="causal_lm",
-                path=name,
-                group="mad",
-                description=f"the hybrid pruned at {p.prune_threshold}",
-                meta={**meta_common, "build_key": key, "accuracy": _acc_of(target)},
-            ),
-            out,
-        )
+        _register_mad(registry, name, f"the hybrid pruned at {p.prune_threshold}", key, _acc_of(target), out)
 
 
 def _save_hybrid(hybrid, target: Path, name: str, settings: dict, p: Profile) -> None:
@@ -388,6 +362,7 @@ def addition_prompt(tok, a: int, b: int) -> str:
 
 @torch.no_grad()
 def exact_match(model, tok, pairs: list[tuple[int, int]]) -> float:
+    """Share of questions whose greedy reply's first number is exactly a + b."""
     model.eval()
     right = 0
     for a, b in pairs:
@@ -399,7 +374,9 @@ def exact_match(model, tok, pairs: list[tuple[int, int]]) -> float:
             do_sample=False,
             pad_token_id=tok.pad_token_id or tok.eos_token_id,
         )
-        right += tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() == str(a + b)
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        first = re.search(r"-?\d+", text)  # the first number in the reply ("68", "68.", "The sum is 68")
+        right += first is not None and first.group() == str(a + b)
     return right / len(pairs)
 
 
@@ -447,7 +424,7 @@ def build_language(
         return
     print(f"[assets] loading {base_name} (not committed; loaded at run time too)")
     base, tok = base_loader()
-    base = base.float().eval()
+    base = base.eval()  # fp32 on CPU already (pick_device); GGUF-loaded models refuse .float()
     train_pairs = addition_items(p.lm_train, seed=p.seed)
     eval_pairs = addition_items(p.lm_eval, seed=p.seed + 1, exclude=set(train_pairs))
     prompts = [addition_prompt(tok, a, b) for a, b in train_pairs]
@@ -540,6 +517,12 @@ def _done(registry: dict, name: str, key: str, target: Path) -> bool:
 def registry_key(registry: dict, name: str) -> str | None:
     entry = next((m for m in registry["models"] if m["name"] == name), None)
     return entry.get("meta", {}).get("build_key") if entry else None
+
+
+def _register_mad(registry: dict, name: str, description: str, key: str, accuracy: dict, out: Path) -> None:
+    meta = {"mad_tasks": MAD_MIX, "build_key": key, "accuracy": accuracy}
+    entry = dict(name=name, kind="causal_lm", path=name, group="mad", description=description, meta=meta)
+    _register(registry, entry, out)
 
 
 def _register(registry: dict, entry: dict, out: Path) -> None:

@@ -205,8 +205,8 @@ def load_entry(
         if quant != "none":
             model, tok = load_smollm2(device=device, quantization=quant)
             return model.eval(), tok
-        model, tok = load_smollm2(device=device)
-        return model.to(device=device, dtype=dtype).eval(), tok
+        model, tok = load_smollm2(device=device)  # in pick_device's dtype; GGUF models refuse .to(dtype)
+        return model.eval(), tok
     if entry.kind == "causal_lm":
         _refuse_pickles(entry.path)
         try:
