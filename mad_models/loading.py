@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
@@ -42,6 +42,21 @@ def pick_device(prefer: str | torch.device | None = None) -> tuple[torch.device,
         return device, torch.float16, f"{torch.cuda.get_device_name(device)}: float16 (no bfloat16 support)"
     why = "requested" if prefer is not None else "no CUDA GPU found"
     return device, torch.float32, f"CPU ({why}): float32, since half precision is slow or unsupported on CPU"
+
+
+def offline_safe(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments with ``local_files_only`` also given to the adapter look-up.
+
+    transformers' Auto classes look for an ``adapter_config.json`` without passing ``local_files_only`` on,
+    so an offline load of a Hub id first asks huggingface.co (five retries, ~25 s without network).
+
+    Example:
+        >>> offline_safe({"local_files_only": True})["adapter_kwargs"]
+        {'local_files_only': True}
+    """
+    if kwargs.get("local_files_only"):
+        kwargs = {**kwargs, "adapter_kwargs": {"local_files_only": True, **kwargs.get("adapter_kwargs", {})}}
+    return kwargs
 
 
 def _bnb_config(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig:
@@ -78,11 +93,7 @@ def load_causal_lm(
     if quantization not in (None, "4bit", "8bit"):
         raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
     device, dtype, _ = pick_device(device)
-    kwargs: dict = dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only)
-    if local_files_only:
-        # the Auto classes look for an adapter_config.json without passing local_files_only on: say it again
-        # there, or an offline load of a Hub id asks huggingface.co (five retries, ~25 s) first
-        kwargs["adapter_kwargs"] = {"local_files_only": True}
+    kwargs = offline_safe(dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only))
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     else:

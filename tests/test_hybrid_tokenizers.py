@@ -76,3 +76,26 @@ def test_without_tokenizers_vocab_sizes_must_agree():
     assert hybrid.components[1].backbone.embeddings.weight.shape == (VOCAB, 48)
     assert small_vocab.backbone.embeddings.weight.shape == (100, 48)  # the caller's model is untouched
     assert hybrid(torch.randint(0, VOCAB, (1, 5))).logits.shape == (1, 5, VOCAB)
+
+
+def test_hub_ids_load_model_and_tokenizer_with_the_same_hub_options(tmp_path, monkeypatch):
+    # local_files_only / cache_dir given for the components hold for their tokenizers too: an offline build
+    # from a cache must not ask the Hub, and must find the tokenizers there
+    from huggingface_hub import constants, file_download
+
+    commit = "0" * 40
+    for name, model in (("tiny-neox", tiny_neox(seed=1)), ("tiny-mamba", tiny_mamba(seed=2))):
+        repo = tmp_path / f"models--org--{name}"
+        save_component(repo / "snapshots" / commit, model, tiny_word_tokenizer())
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+
+    def no_network(url, *args, **kwargs):
+        raise AssertionError(f"network request to {url}")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(file_download, "get_hf_file_metadata", no_network)
+    hybrid = ManticoreForCausalLM.from_components(
+        ["org/tiny-neox", "org/tiny-mamba"], n_blocks=2, cache_dir=tmp_path, local_files_only=True
+    )
+    assert hybrid.config.tokenizer_fingerprint == tokenizer_fingerprint(tiny_word_tokenizer())

@@ -45,10 +45,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from mad_models.hybrid.components import Component, family_for
 from mad_models.hybrid.configuration import ManticoreConfig
 from mad_models.hybrid.mixture import BlockMixture
+from mad_models.loading import offline_safe
 
 logger = logging.getLogger(__name__)
 
 # config keys that describe where a config came from rather than the architecture
+_HUB_KWARGS = ("cache_dir", "local_files_only", "token", "force_download", "proxies", "subfolder")
 _PROVENANCE_KEYS = ("_name_or_path", "_commit_hash", "transformers_version", "_attn_implementation_autoset")
 
 
@@ -359,13 +361,15 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         if len(revisions) != k or len(tokenizers) != k:
             raise ValueError(f"revisions and tokenizers must have one entry per component ({k})")
 
+        # where and how to fetch: the tokenizers come from the same place as the models
+        hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS}
         models, names, revs, toks = [], [], [], []
         for src, rev, tok in zip(sources, revisions, tokenizers, strict=True):
             if isinstance(src, str):
-                model = AutoModelForCausalLM.from_pretrained(src, revision=rev, **load_kwargs)
+                model = AutoModelForCausalLM.from_pretrained(src, revision=rev, **offline_safe(load_kwargs))
                 if tok is None:
                     try:
-                        tok = AutoTokenizer.from_pretrained(src, revision=rev)
+                        tok = AutoTokenizer.from_pretrained(src, revision=rev, **hub_kwargs)
                     except (OSError, ValueError) as err:
                         logger.warning("no tokenizer found for %s (%s)", src, err)
                 name = src
