@@ -29,5 +29,5 @@ def test_more_finetunes_smollm2():
         fresh = peft_model(ids).logits
         with peft_model.disable_adapter():
             assert torch.equal(fresh, peft_model(ids).logits)
-    losses = train_steps(peft_model, ids, steps=6, lr=5e-3, lm_loss=True)
+    losses = train_steps(peft_model, ids, steps=3, lr=5e-3, lm_loss=True)
     assert losses[-1] < losses[0] - 0.1, losses
