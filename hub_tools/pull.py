@@ -21,7 +21,6 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 
 from hub_tools.errors import (
-    HubUnreachableError,
     RepoContentError,
     UnsafeWeightsError,
     hub_errors,
@@ -314,4 +313,4 @@ def pull(
     )
 
 
-__all__ = ["pull", "HubUnreachableError"]
+__all__ = ["pull"]

@@ -169,6 +169,11 @@ def monarch_multiply(
 
     Returns:
         ``(..., m)`` tensor.
+
+    Example:
+        >>> b1, b2 = torch.randn(4, 4, 16), torch.randn(4, 8, 4)  # n=64, m=32, k=4, r=1
+        >>> monarch_multiply(torch.randn(2, 3, 64), b1, b2, out_features=32).shape
+        torch.Size([2, 3, 32])
     """
     n = x.shape[-1]
     k, q, p, s = _check_factors(blkdiag1, blkdiag2, n, out_features)
@@ -242,6 +247,13 @@ def monarch_linear(
     Args:
         x: ``(..., n)``.
         residual: optional ``(..., m)`` tensor to add to (e.g. the frozen layer's output), dtype of ``x``.
+
+    Example:
+        >>> b1, b2 = torch.randn(4, 4, 16), torch.randn(4, 8, 4)
+        >>> x, base = torch.randn(5, 64), torch.randn(5, 32)
+        >>> y = monarch_linear(x, b1, b2, 32, residual=base, alpha=2.0)  # base + 2 * M x
+        >>> torch.allclose(y, base + 2 * monarch_multiply(x, b1, b2, 32), atol=1e-5)
+        True
     """
     n = x.shape[-1]
     lead = x.shape[:-1]

@@ -278,6 +278,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         return [self.mixture.alphas]
 
     def projector_parameters(self) -> list[nn.Parameter]:
+        """Input and output projectors of every block (the weights projector pretraining trains)."""
         return list(self.proj_in.parameters()) + list(self.proj_out.parameters())
 
     def freeze_components(self, frozen: bool = True) -> None:
@@ -320,6 +321,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         return prune_hybrid(self, threshold=None)
 
     def new_cache(self) -> ManticoreCache:
+        """An empty cache for `forward(..., past_key_values=...)`: one per component, of its own kind."""
         return ManticoreCache([a.new_cache() for a in self._adapters])
 
     # ---- construction from pretrained components -------------------------------------------------
@@ -547,9 +549,8 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 z = adapter.run_layers(x, start, end, ctx[m])
                 if end == adapter.num_layers:
                     z = adapter.final_norm(z)
-                z = z.to(
-                    h.dtype
-                )  # Mamba keeps an fp32 residual inside its layers; blocks meet in the model dtype
+                # Mamba keeps an fp32 residual inside its layers; blocks meet in the model dtype
+                z = z.to(h.dtype)
                 y = _pad(z, D)  # (B, T, D)
                 if key in self.proj_out:
                     y = (1 - a) * self.proj_out[key](z) + a * y
