@@ -30,7 +30,10 @@ SUBCOMMANDS = [
 
 
 def run(argv, capsys):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as err:  # show why, instead of a bare "SystemExit: 1"
+        raise AssertionError(f"mad-models {argv[:2]} exited {err.code}: {capsys.readouterr().err}") from err
     out = capsys.readouterr().out
     return code, out
 
