@@ -279,7 +279,7 @@ def pull(
     import mad_models  # noqa: F401  (registers MORE with peft and "manticore" with transformers)
 
     endpoint = resolve_endpoint(endpoint)
-    local = Path(repo_id_or_local_dir)
+    local = Path(repo_id_or_local_dir).expanduser()
     if local.is_dir():
         folder, where = local, str(local)
     elif isinstance(repo_id_or_local_dir, Path) or str(repo_id_or_local_dir).startswith((".", "/", "~")):

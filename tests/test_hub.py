@@ -353,3 +353,13 @@ def test_card_describes_the_pushed_adapter_not_the_active_one(hub, monkeypatch):
     wide = adapter_report(model, "wide")
     assert wide.trainable_params != adapter_report(model).trainable_params
     assert f"| trainable parameters | {wide.trainable_params:,} |" in card.text
+
+
+def test_pull_from_a_local_dir_under_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model = more_model()
+    model.save_pretrained(tmp_path / "my-adapter")
+    pulled = pull("~/my-adapter", base_model=tiny_llama())
+    assert_same_tensors(adapter_tensors(model), adapter_tensors(pulled))
+    with pytest.raises(ValueError, match="'~/missing' looks like a local path but is not a directory"):
+        pull("~/missing")
