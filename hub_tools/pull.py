@@ -10,6 +10,7 @@ Order of work in :func:`pull`:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from collections.abc import Iterable
@@ -38,7 +39,7 @@ NEVER_DOWNLOAD = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.ot"]
 
 
 def _is_pickle(name: str) -> bool:
-    return Path(name).suffix in {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+    return any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in PICKLE_PATTERNS)
 
 
 def _refuse_pickle_only(files: Iterable[str], where: str) -> None:
