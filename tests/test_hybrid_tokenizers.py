@@ -99,3 +99,11 @@ def test_hub_ids_load_model_and_tokenizer_with_the_same_hub_options(tmp_path, mo
         ["org/tiny-neox", "org/tiny-mamba"], n_blocks=2, cache_dir=tmp_path, local_files_only=True
     )
     assert hybrid.config.tokenizer_fingerprint == tokenizer_fingerprint(tiny_word_tokenizer())
+
+
+def test_components_load_from_safetensors_only(tmp_path):
+    neox = tiny_neox(seed=1)
+    neox.config.save_pretrained(tmp_path)
+    torch.save(neox.state_dict(), tmp_path / "pytorch_model.bin")  # a pickle checkpoint, never to be loaded
+    with pytest.raises(OSError, match="model.safetensors"):
+        ManticoreForCausalLM.from_components([str(tmp_path), tiny_mamba(seed=2)], n_blocks=2)

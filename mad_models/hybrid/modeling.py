@@ -348,7 +348,9 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         If the tokenizers differ, a ValueError is raised unless `fresh_embeddings=True`: then components whose
         tokenizer differs from the first component's get new (tied) embeddings sized to the first one's vocab.
 
-        Model objects are used as they are (not copied), except when they get fresh embeddings.
+        Model objects are used as they are (not copied), except when they get fresh embeddings. Ids and
+        directories load from safetensors only and never run code from the repo; `load_kwargs` (e.g.
+        `local_files_only`, `cache_dir`, `token`, `dtype`) go to `from_pretrained`.
 
         Example:
         ```python
@@ -368,7 +370,9 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         models, names, revs, toks = [], [], [], []
         for src, rev, tok in zip(sources, revisions, tokenizers, strict=True):
             if isinstance(src, str):
-                model = AutoModelForCausalLM.from_pretrained(src, revision=rev, **offline_safe(load_kwargs))
+                # safetensors only (a pickle runs code from the file), and never code from the repo
+                kwargs = {**offline_safe(load_kwargs), "use_safetensors": True, "trust_remote_code": False}
+                model = AutoModelForCausalLM.from_pretrained(src, revision=rev, **kwargs)
                 if tok is None:
                     try:
                         tok = AutoTokenizer.from_pretrained(src, revision=rev, **hub_kwargs)
