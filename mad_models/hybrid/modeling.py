@@ -366,7 +366,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             raise ValueError(f"revisions and tokenizers must have one entry per component ({k})")
 
         # where and how to fetch: the tokenizers come from the same place as the models
-        hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS}
+        hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS} | {"trust_remote_code": False}
         models, names, revs, toks = [], [], [], []
         for src, rev, tok in zip(sources, revisions, tokenizers, strict=True):
             if isinstance(src, str):
@@ -394,7 +394,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                     f"({family.model_class.__name__})"
                 )
             if isinstance(tok, str):
-                tok = AutoTokenizer.from_pretrained(tok)
+                tok = AutoTokenizer.from_pretrained(tok, trust_remote_code=False)
             models.append(model)
             names.append(name)
             revs.append(rev or getattr(model.config, "_commit_hash", None))
