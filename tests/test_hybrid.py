@@ -257,3 +257,13 @@ def test_loads_in_bfloat16(models, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(half(x).logits.float(), hybrid(x).logits, atol=0.05, rtol=0.05)
     assert half.generate(x, max_new_tokens=3, do_sample=False, pad_token_id=0).shape == (2, 12)
+
+
+def test_a_pickle_checkpoint_is_never_loaded(models, tmp_path):
+    hybrid = ManticoreForCausalLM.from_components([models["gpt_neox"], models["mamba"]], n_blocks=2)
+    hybrid.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(weights, tmp_path / "pytorch_model.bin")  # unpickling it could run code
+    with pytest.raises(OSError, match="model.safetensors"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)

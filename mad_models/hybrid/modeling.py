@@ -470,10 +470,11 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             )
         return [not s for s in same]
 
-    # ---- loading: a checkpoint with missing tensors is an error, not a random init -----------------
+    # ---- loading: safetensors only; a checkpoint with missing tensors is an error, not a random init ---
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> ManticoreForCausalLM:
         want_info = kwargs.pop("output_loading_info", False)
+        kwargs["use_safetensors"] = True  # never unpickle a pytorch_model.bin: that can run code
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys", []))
         mismatched = info.get("mismatched_keys", [])
