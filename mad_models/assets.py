@@ -453,6 +453,10 @@ def build_language(
         em = exact_match(model, tok, eval_pairs)
         if target.exists():
             shutil.rmtree(target)
+        # record the Hub id, not this machine's path to the GGUF copy, as the adapter's base
+        model.peft_config["default"].base_model_name_or_path = (
+            SMOLLM2_HUB_ID if base_name == SMOLLM2 else base_name
+        )
         model.save_pretrained(target)
         rep = adapter_report(model)
         training = {

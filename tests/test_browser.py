@@ -48,7 +48,7 @@ def page():
 def test_compare_in_the_browser(app_url, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(app_url)
-    page.get_by_text("Device:").wait_for(timeout=30_000)
+    page.get_by_text("Device:").wait_for(timeout=60_000)
     assert "cpu" in page.locator("#runtime").inner_text()
     prompt = page.locator("#prompt textarea")
     prompt.fill("Hello there")
@@ -87,7 +87,7 @@ def test_compare_in_the_browser(app_url, page):
     page.locator("#load-source textarea").fill("nobody-here/no-such-repo")
     page.locator("#run-load").click()
     toast = page.get_by_test_id("toast-body").filter(has_text="nobody-here/no-such-repo")
-    toast.first.wait_for(timeout=30_000)  # an error toast names the repo; no stack trace on the page
+    toast.first.wait_for(timeout=60_000)  # an error toast names the repo; no stack trace on the page
     assert "Traceback" not in page.content()
     page.screenshot(path=str(ARTIFACTS / "app-load-error.png"), full_page=True)
     assert (ARTIFACTS / "app-compare.png").stat().st_size > 10_000
