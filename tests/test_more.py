@@ -296,3 +296,14 @@ def test_half_precision_base_and_all_linear(tmp_path):
     merged = loaded.merge_and_unload()
     assert merged.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
     torch.testing.assert_close(out(merged, ids).float(), y.float(), rtol=0, atol=0.1)  # bf16 rounding
+
+
+def test_a_pickled_adapter_is_never_loaded(tmp_path):
+    from safetensors.torch import load_file
+
+    get_peft_model(tiny_llama(), MoReConfig(target_modules=["q_proj"])).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    os.remove(tmp_path / "adapter_model.safetensors")
+    torch.save(weights, tmp_path / "adapter_model.bin")  # peft would unpickle this
+    with pytest.raises(ValueError, match="adapter_model.bin.*safetensors"):
+        PeftModel.from_pretrained(tiny_llama(), tmp_path)

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from peft.config import PeftConfig
-from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from peft.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 
 from ._peft_type import ensure_peft_type
 
@@ -109,6 +109,11 @@ class MoReConfig(PeftConfig):
         weights = os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
         if os.path.isfile(weights):
             check_safetensors_file(weights)
+        elif os.path.isfile(pickle := os.path.join(folder, WEIGHTS_NAME)):
+            raise ValueError(
+                f"{pickle} is a pickle, which MoRe never loads (unpickling can run code from the file); "
+                f"save the adapter with save_pretrained, which writes {SAFETENSORS_WEIGHTS_NAME}."
+            )
         return config
 
 
