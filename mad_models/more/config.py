@@ -98,7 +98,8 @@ class MoReConfig(PeftConfig):
         """Load the config as PEFT does, and check a local ``adapter_model.safetensors`` next to it.
 
         ``PeftModel.from_pretrained`` and ``load_adapter`` call this before reading the weights, so a
-        truncated or corrupt file fails here with its path and sizes instead of deep inside safetensors.
+        truncated or corrupt file fails here with its path and sizes instead of deep inside safetensors, and
+        a folder holding only a pickled ``adapter_model.bin`` is refused.
         """
         config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
         folder = (
