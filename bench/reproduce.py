@@ -74,9 +74,9 @@ QUICK = Scale(
         "compression": {},
         "memorization": {},
     },
-    more_train=256,
+    more_train=320,
     more_test=40,
-    more_steps=30,
+    more_steps=80,
     more_batch=4,
     more_lr=2e-3,
 )
@@ -209,7 +209,7 @@ def run_mad(sc: Scale, work: Path, tasks: list[str]) -> list[dict]:
 def mad_table(rows: list[dict], tasks: list[str]) -> str:
     models = list(dict.fromkeys(r["model"] for r in rows))
     by = {(r["task"], r["model"]): r for r in rows}
-    head = "| model | " + " | ".join(tasks) + " | mean | params | train time (s) |"
+    head = "| model | " + " | ".join(tasks) + " | mean | params (largest vocab) | train time (s) |"
     lines = [head, "|---|" + "---:|" * (len(tasks) + 3)]
     for m in models:
         accs = [by[(t, m)]["accuracy"] for t in tasks if (t, m) in by]
