@@ -1,4 +1,4 @@
-"""The app on the bundled assets (assets/, built by `python -m mad_models.assets build`), real SmolLM2 included."""
+"""The app on the bundled assets (built by `python -m mad_models.assets build`), real SmolLM2 included."""
 
 from __future__ import annotations
 
@@ -41,9 +41,13 @@ def test_bundled_hybrid_heatmap_and_mad_skills(client):
     assert kept == AutoModelForCausalLM.from_pretrained(ASSETS / "mad/hybrid-pruned").config.kept()
     assert f"keeps {sum(map(len, kept))} of" in summary
 
-    acc, html = client.predict("selective_copying", ["mad/attention", "mad/hybrid"], 32, 5, api_name="/mad_skills")
+    acc, html = client.predict(
+        "selective_copying", ["mad/attention", "mad/hybrid"], 32, 5, api_name="/mad_skills"
+    )
     rows = {r[0]: r[1] for r in acc["data"]}
-    x, y = make_task("selective_copying", split="test", seed=5, num_examples=32, **MAD_MIX["selective_copying"])
+    x, y = make_task(
+        "selective_copying", split="test", seed=5, num_examples=32, **MAD_MIX["selective_copying"]
+    )
     with torch.no_grad():
         correct, total = scored_counts(hybrid(input_ids=x).logits, y)
     assert 0.0 <= rows["mad/attention"] <= 1.0
@@ -52,8 +56,15 @@ def test_bundled_hybrid_heatmap_and_mad_skills(client):
 
 def test_bundled_more_adapter_merged_in_the_app_equals_unmerged(client):
     cols = client.predict(
-        "What is 23 + 45? Answer with the number only.", ["SmolLM2-135M-Instruct", "SmolLM2 + MoRe"],
-        8, "greedy", 0, 0.8, 0, True, api_name="/compare",
+        "What is 23 + 45? Answer with the number only.",
+        ["SmolLM2-135M-Instruct", "SmolLM2 + MoRe"],
+        8,
+        "greedy",
+        0,
+        0.8,
+        0,
+        True,
+        api_name="/compare",
     )[16]
     assert all(c["error"] is None and c["token_ids"] for c in cols)
     base, tok = load_smollm2(device="cpu")
@@ -62,3 +73,23 @@ def test_bundled_more_adapter_merged_in_the_app_equals_unmerged(client):
     with torch.no_grad():
         ref = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=tok.eos_token_id)
     assert cols[1]["token_ids"] == ref[0, ids.shape[1] :].tolist()
+
+
+def test_bundled_adapter_sizes(client):
+    totals, by_type, bars = client.predict(api_name="/adapter_sizes")
+    rows = {r[0]: dict(zip(totals["headers"], r, strict=True)) for r in totals["data"]}
+    more, lora8, lora4 = (
+        rows["SmolLM2 + MoRe"],
+        rows["SmolLM2 + LoRA r=8"],
+        rows["SmolLM2 + LoRA r=4 (MoRe's count)"],
+    )
+    # MoRe k=4, r=1 on q/k/v/o of 30 layers: k*r*(n+m) per layer = LoRA r=4's count exactly
+    assert more["trainable params"] == lora4["trainable params"] == 30 * 4 * (1152 + 768 + 768 + 1152)
+    assert lora8["trainable params"] == 2 * lora4["trainable params"]
+    assert more["LoRA rank with same count"] == 4.0 and lora8["LoRA rank with same count"] == 8.0
+    for name, sub in [("SmolLM2 + MoRe", "more"), ("SmolLM2 + LoRA r=8", "lora-r8")]:
+        assert (
+            rows[name]["bytes on disk"]
+            == (ASSETS / f"language/{sub}/adapter_model.safetensors").stat().st_size
+        )
+    assert sorted(r[0] for r in by_type["data"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
