@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from mad_models.app_backend.render import flatten_report
+
 REPO = Path(__file__).resolve().parents[1]
 SMOLLM2 = "SmolLM2-135M-Instruct"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -302,7 +304,7 @@ def _save_hybrid(hybrid, target: Path, name: str, settings: dict, p: Profile) ->
     _save_model(hybrid, target)
     cfg = hybrid.config
     weights = [[round(float(w), 4) for w in row] for row in hybrid.mixture_weights().tolist()]
-    cost = _flat(hybrid.cost_report())
+    cost = flatten_report(hybrid.cost_report())
     card = hybrid_card(
         f"mad-models/{name.replace('/', '-')}",
         components=[
@@ -322,19 +324,6 @@ def _save_hybrid(hybrid, target: Path, name: str, settings: dict, p: Profile) ->
 
 def _acc_of(target: Path) -> dict:
     return json.loads((target / "accuracy.json").read_text())
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested cost report as one flat {"a / b": value} table for the card."""
-    out: dict[str, Any] = {}
-    items = d.items() if isinstance(d, dict) else enumerate(d)
-    for k, v in items:
-        key = f"{prefix}{k}"
-        if isinstance(v, (dict, list)) and v and not all(isinstance(x, (int, float)) for x in v):
-            out.update(_flat(v, key + " / "))
-        else:
-            out[key] = v
-    return out
 
 
 # ------------------------------------------------------------------------------------------- language

@@ -63,20 +63,23 @@ def mad_example_html(example: dict[str, Any]) -> str:
     )
 
 
-def cost_rows(cost: Any) -> list[dict[str, Any]]:
-    """Flatten a hybrid cost report (dict or object with to_dict) into table rows."""
-    d = cost.to_dict() if hasattr(cost, "to_dict") else dict(cost)
-    rows = []
-    for key, value in d.items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                rows.append({"item": f"{key}: {sub}", "value": _fmt(v)})
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                rows.append({"item": f"{key}[{i}]", "value": _fmt(v)})
+def flatten_report(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested report (dicts, lists of dicts) as one flat {"a / b / c": value} table; number lists stay."""
+    out: dict[str, Any] = {}
+    items = d.items() if isinstance(d, dict) else enumerate(d)
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)) and v and not all(isinstance(x, (int, float)) for x in v):
+            out.update(flatten_report(v, key + " / "))
         else:
-            rows.append({"item": key, "value": _fmt(value)})
-    return rows
+            out[key] = v
+    return out
+
+
+def cost_rows(cost: Any) -> list[dict[str, Any]]:
+    """A hybrid cost report (dict, or object with to_dict) as table rows."""
+    d = cost.to_dict() if hasattr(cost, "to_dict") else dict(cost)
+    return [{"item": k, "value": _fmt(v)} for k, v in flatten_report(d).items()]
 
 
 def _fmt(v: Any) -> str:
