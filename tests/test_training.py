@@ -176,3 +176,15 @@ def test_two_processes_with_torchrun_shard_data_and_resume_exactly(tmp_path):
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _strip(log) == _strip(read_log(tmp_path / "b"))
+
+
+def test_resuming_with_changed_settings_is_refused(tmp_path):
+    _mad(tiny_gpt2(), tmp_path, max_steps=6, stop_after=3)
+    with pytest.raises(ValueError, match=r"settings changed \(lr: 0.003 -> 0.01, total_steps: 6 -> 12\)"):
+        _mad(tiny_gpt2(), tmp_path, max_steps=12, lr=1e-2)
+    with pytest.raises(ValueError, match="config"):
+        train_mad(
+            tiny_gpt2(), "compression", _args(tmp_path, max_steps=6), num_train=40, num_test=16, seq_len=8
+        )
+    _mad(tiny_gpt2(), tmp_path, max_steps=6)  # the same settings resume
+    assert [r["step"] for r in read_log(tmp_path)] == [2, 4, 6]

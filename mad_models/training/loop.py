@@ -241,6 +241,7 @@ class Trainer:
                 "window": window.tolist(),  # metrics since the last log line, so logs resume exactly
                 "job": self.job,
                 "config": self.config,
+                "run": self._run_settings(),
             },
             is_main=acc.is_main_process,
             rank=acc.process_index,
@@ -251,6 +252,33 @@ class Trainer:
             for old in done[: -self.args.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
 
+    def _run_settings(self) -> dict:
+        """What must not change between a run and its resumption (else the result would silently differ)."""
+        a = self.args
+        return {
+            "total_steps": self.total_steps,
+            "batch_size": a.batch_size,
+            "lr": a.lr,
+            "weight_decay": a.weight_decay,
+            "min_lr": a.min_lr,
+            "warmup_steps": a.warmup_steps,
+            "seed": a.seed,
+            "num_processes": self.accelerator.num_processes,
+        }
+
+    def _check_resumable(self, ckpt: Path, state: dict) -> None:
+        if state.get("job", self.job) != self.job:
+            raise ValueError(f"{ckpt} is a checkpoint of job {state['job']!r}, not {self.job!r}")
+        saved = json.loads(json.dumps({**state.get("run", {}), "config": state.get("config", {})}))
+        now = json.loads(json.dumps({**self._run_settings(), "config": self.config}))
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"cannot resume from {ckpt}: the run's settings changed ({diffs}); use a new output "
+                "directory, or resume=False (--no-resume) to start over"
+            )
+
     def _resume(self, window: torch.Tensor) -> None:
         ckpt = latest_checkpoint(self.ckpt_root) if self.args.resume else None
         if ckpt is None:
@@ -259,6 +287,7 @@ class Trainer:
                     shutil.rmtree(self.ckpt_root, ignore_errors=True)
                 self.log_path.unlink(missing_ok=True)
             return
+        self._check_resumable(ckpt, json.loads((ckpt / "state.json").read_text()))
         state = load_checkpoint(
             ckpt,
             model=self.unwrapped,
@@ -266,8 +295,6 @@ class Trainer:
             schedulers=self.schedulers,
             rank=self.accelerator.process_index,
         )
-        if state.get("job", self.job) != self.job:
-            raise ValueError(f"{ckpt} is a checkpoint of job {state['job']!r}, not {self.job!r}")
         self.step, self.train_time = state["step"], state.get("train_time", 0.0)
         window.copy_(torch.tensor(state["window"]))
         self._truncate_log(self.step)
