@@ -135,5 +135,7 @@ def test_search_more_ranks_and_leaves_base_untouched(tmp_path):
     # a re-run reuses the stored results instead of training again
     again = search_more(base, data, data, **kw)
     assert again.rows == table.rows
+    longer = search_more(base, data, data, **{**kw, "steps": 5})  # trained differently: not reused
+    assert all(r["run"]["steps"] == 5 for r in longer.rows)
     with pytest.raises(ValueError, match="no MoRe configuration fits"):
         search_more(base, data, data, budget=5, output_dir=tmp_path / "x", progress=False)

@@ -201,11 +201,14 @@ def search_more(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
+    # rows are reused only for the same candidate trained the same way
+    run = {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "metric_name": metric_name}
     done = {}
     if results_path.exists():
         for line in results_path.read_text().splitlines():
             row = json.loads(line)
-            done[row["key"]] = row
+            if row.get("run") == run:
+                done[row["key"]] = row
     rows = []
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for cand in cands:
@@ -254,6 +257,7 @@ def search_more(
             "pct_of_lora": cand.pct_of_lora,
             "metric": value,
             "time": elapsed,
+            "run": run,
         }
         with results_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
