@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 
 # Weight files a new push replaces: stale ones (old shards, old pickles) are deleted in the same commit.
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
-SPACE_IGNORE = (".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "*.pyc", ".venv/*", "*.egg-info/*")
+SPACE_IGNORE = (
+    ".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "*.pyc", ".venv/*", "*.egg-info/*",
+    # local caches and run outputs of a checkout, never part of the app
+    ".pytest_cache/*", ".ruff_cache/*", "test-artifacts/*", "runs/*",
+)  # fmt: skip
 DEFAULT_TIMEOUT = 60.0
 # adapter_config.json keys worth showing in the card (MoRe's and LoRA's shape settings)
 ADAPTER_SETTINGS = (

@@ -317,7 +317,9 @@ def _cost(hybrid) -> dict:
 
 
 def _save_with_tokenizer(model, model_dir: str, out: str) -> None:
-    model.save_pretrained(out)
+    from mad_models.loading import save_pretrained
+
+    save_pretrained(model, out)
     tok = _tokenizer(None, model_dir)
     if tok is not None:
         tok.save_pretrained(out)
@@ -508,12 +510,23 @@ def cmd_push(a) -> None:
 
 
 def cmd_pull(a) -> None:
+    from mad_models.loading import save_pretrained
+
     hub = _hub()
     base = _hub_base(a)
     kwargs = {"endpoint": a.endpoint} if a.endpoint else {}
     model = hub.pull(a.repo_id, a.revision, base_model=base, **kwargs)
-    model.save_pretrained(a.out)
+    save_pretrained(model, a.out)
     _print({"loaded": type(model).__name__, "saved": a.out})
+
+
+def cmd_space_push(a) -> None:
+    hub = _hub()
+    kwargs = dict(private=a.private or None, commit_message=a.message)
+    if a.endpoint:
+        kwargs["endpoint"] = a.endpoint
+    url = hub.push_space(a.dir, a.repo_id, **kwargs)
+    _print({"url": str(url), "commit": getattr(url, "oid", None)})
 
 
 # ---------------------------------------------------------------- parser
@@ -562,6 +575,9 @@ JSONL rows: {"prompt": ..., "answer": ...} | {"text": ...} | {"text": ..., "labe
     "pull": """examples:
   mad-models pull me/neox-mamba-manticore --revision main --out local/hybrid
   mad-models pull me/smollm2-more-arith --base-model smollm2 --out local/adapter""",
+    "space push": """examples:
+  mad-models space push me/mad-models-demo                 # this checkout's app.py, assets and package
+  mad-models space push me/mad-models-demo --dir path/to/app --private""",
 }
 
 
@@ -572,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run 'mad-models <command> --help' for examples",
         formatter_class=FMT,
     )
-    groups = root.add_subparsers(dest="group", metavar="{mad,hybrid,more,push,pull}", required=True)
+    groups = root.add_subparsers(dest="group", metavar="{mad,hybrid,more,push,pull,space}", required=True)
 
     def sub(parent, name, help_, key, func):
         p = parent.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[key], formatter_class=FMT)
@@ -702,6 +718,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo_id", help="repo id or local directory")
     _add_hub_common(p)
     p.add_argument("--out", required=True, help="where to save the loaded model")
+
+    space = groups.add_parser("space", help="the demo app as a Hugging Face Space").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = sub(space, "push", "upload the Gradio app as a Space (one commit)", "space push", cmd_space_push)
+    p.add_argument("repo_id", help="the Space's repo id, e.g. me/mad-models-demo")
+    p.add_argument("--dir", default=".", help="the folder holding app.py (default: the current one)")
+    p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--message", help="commit message")
     return root
 
 

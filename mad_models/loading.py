@@ -167,3 +167,24 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
     model = load_causal_lm(folder, device=device, quantization=quantization, gguf_file=name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
     return model, tokenizer
+
+
+def save_pretrained(model: Any, out: str | os.PathLike) -> None:
+    """``model.save_pretrained(out)``, except that a PeftModel never asks the Hub about its base.
+
+    peft's default ``save_embedding_layers="auto"`` looks the base model id up on huggingface.co to see
+    whether its vocabulary was resized; offline that costs retries. The adapter's targets already say
+    whether embeddings belong in the file.
+
+    Example:
+        >>> # save_pretrained(peft_model, "runs/more/final")  # adapter_config.json + safetensors
+    """
+    from peft import PeftModel
+
+    from mad_models.more.report import embedding_targeted
+
+    if isinstance(model, PeftModel):
+        config = model.peft_config[model.active_adapter]
+        model.save_pretrained(out, save_embedding_layers=embedding_targeted(config, model))
+    else:
+        model.save_pretrained(out)

@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     ["more", "search"],
     ["push"],
     ["pull"],
+    ["space", "push"],
 ]
 
 
@@ -203,6 +204,17 @@ def test_push_and_pull_through_hub_tools(hub, tiny_base, tmp_path, capsys, monke
     with pytest.raises(SystemExit) as exit_:
         main(["pull", "me/does-not-exist", "--out", str(tmp_path / "x")])
     assert exit_.value.code == 1 and "me/does-not-exist" in capsys.readouterr().err
+
+
+def test_space_push_uploads_the_app(hub, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    (tmp_path / "app.py").write_text("import gradio as gr\n")
+    code, out = run(["space", "push", "me/demo-space", "--dir", tmp_path], capsys)
+    assert code == 0 and "/spaces/me/demo-space/commit/" in last_json(out)["url"]
+    assert {"app.py", "README.md"} <= set(hub.files("me/demo-space", repo_type="space"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["space", "push", "me/demo-space", "--dir", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 1 and "is not a directory" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_as_a_subprocess():

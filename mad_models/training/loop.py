@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from mad_models.loading import save_pretrained
 from mad_models.mad.tasks import IGNORE
 from mad_models.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -367,7 +368,7 @@ class Trainer:
         if self.step == self.total_steps and args.save_final and acc.is_main_process:
             model = self.unwrapped
             if hasattr(model, "save_pretrained"):
-                model.save_pretrained(self.out / "final")
+                save_pretrained(model, self.out / "final")
         acc.wait_for_everyone()
         return {**last, "step": self.step, "train_time": self.train_time}
 
