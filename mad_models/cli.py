@@ -22,13 +22,19 @@ class CLIError(Exception):
 # ---------------------------------------------------------------- argument helpers
 
 
+def _number(text: str) -> int | float:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5; ValueError for anything else."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    try:
+        return _number(text)
+    except ValueError:
+        return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def _settings(pairs: list[str] | None) -> dict:
@@ -52,37 +58,26 @@ def _int_list(text: str) -> list[int]:
     return vals
 
 
-def _positive(cast, what: str):
-    """An argparse type: ``cast(text)`` that must be > 0, with a message naming ``what`` it expected."""
+def _positive(cast, bad: str, not_positive: str):
+    """An argparse type: ``cast(text)`` that must be > 0. ``bad`` starts the message when ``cast``
+    fails, ``not_positive`` the one when the value is <= 0 (both end with what was given)."""
 
     def parse(text: str):
         try:
             v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{bad}, got {text!r}") from None
         if not v > 0:
-            raise argparse.ArgumentTypeError(f"expected {what} > 0, got {v}")
+            raise argparse.ArgumentTypeError(f"{not_positive}, got {v}")
         return v
 
     return parse
 
 
-_positive_int = _positive(int, "an integer")
-_positive_float = _positive(float, "a number")
-
-
-def _budget(text: str) -> int | float:
-    """An int is a parameter count; a number with a point (0.5) a fraction of LoRA at --lora-rank."""
-    try:
-        v = int(text)
-    except ValueError:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"budget must be a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"budget must be > 0, got {text}")
-    return v
+_positive_int = _positive(int, "expected an integer", "expected an integer > 0")
+_positive_float = _positive(float, "expected a number", "expected a number > 0")
+# An int is a parameter count; a number with a point (0.5) a fraction of LoRA at --lora-rank.
+_budget = _positive(_number, "budget must be a number", "budget must be > 0")
 
 
 def _add_train(
