@@ -198,6 +198,18 @@ def _text_data(a, model_dir: str | None):
     return load_jsonl(a.data, _tokenizer(a.tokenizer, model_dir), block_size=a.block_size)
 
 
+def _adapter_data(a, *base_args):
+    """Base model, tokenizer, train and validation rows (None without --eval-data) for ``more`` jobs."""
+    from mad_models.training.text import load_jsonl
+
+    base, tok = _load_base(a.base_model, *base_args)
+    if a.tokenizer:
+        tok = _tokenizer(a.tokenizer, None)
+    train = load_jsonl(a.data, tok, block_size=a.block_size)
+    val = load_jsonl(a.eval_data, tok, block_size=a.block_size) if a.eval_data else None
+    return base, tok, train, val
+
+
 def _add_adapter_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, help="training JSONL")
@@ -419,13 +431,8 @@ def cmd_more_train(a) -> None:
 
     from mad_models.more import adapter_report
     from mad_models.training.finetune import finetune_adapter
-    from mad_models.training.text import load_jsonl
 
-    base, tok = _load_base(a.base_model, a.task_type, a.num_labels)
-    if a.tokenizer:
-        tok = _tokenizer(a.tokenizer, None)
-    train = load_jsonl(a.data, tok, block_size=a.block_size)
-    val = load_jsonl(a.eval_data, tok, block_size=a.block_size) if a.eval_data else None
+    base, tok, train, val = _adapter_data(a, a.task_type, a.num_labels)
     pm = peft.get_peft_model(base, _adapter_config(a))
     rep = adapter_report(pm)
     pad = (tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0) if tok else 0
@@ -444,13 +451,10 @@ def cmd_more_train(a) -> None:
 
 def cmd_more_search(a) -> None:
     from mad_models.more.search import search_more
-    from mad_models.training.text import load_jsonl
 
-    base, tok = _load_base(a.base_model)
-    if a.tokenizer:
-        tok = _tokenizer(a.tokenizer, None)
-    train = load_jsonl(a.data, tok, block_size=a.block_size)
-    val = load_jsonl(a.eval_data, tok, block_size=a.block_size) if a.eval_data else train
+    base, _, train, val = _adapter_data(a)
+    if val is None:  # no --eval-data: rank the candidates on the training rows
+        val = train
     target_sets = (
         [[t for t in s.split(",") if t] for s in a.target_sets.split(";")] if a.target_sets else None
     )
