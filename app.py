@@ -223,8 +223,16 @@ def build_app(svc: AppService) -> gr.Blocks:
                 heat = gr.HTML(elem_id="heatmap")
                 weights_df = gr.Dataframe(label="Mixture weights (blocks × components)", interactive=False)
                 with gr.Row():
-                    cost_df = gr.Dataframe(label="Cost report", interactive=False)
-                    pruned_df = gr.Dataframe(label="Cost after pruning at the threshold", interactive=False)
+                    # long item names: give the value column room so figures are not cut off
+                    cost_df = gr.Dataframe(
+                        label="Cost report", interactive=False, column_widths=["65%", "35%"], wrap=True
+                    )
+                    pruned_df = gr.Dataframe(
+                        label="Cost after pruning at the threshold",
+                        interactive=False,
+                        column_widths=["65%", "35%"],
+                        wrap=True,
+                    )
                 prune_md = gr.Markdown()
 
                 @ui_errors
