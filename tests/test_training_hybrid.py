@@ -131,3 +131,13 @@ def test_hybrid_jobs_refuse_plain_models_and_bad_options(tmp_path):
         search_mixtures(hybrid(), mad_data(), args(tmp_path), method="enas")
     with pytest.raises(ValueError, match="arch_lr must be > 0"):
         search_mixtures(hybrid(), mad_data(), args(tmp_path), arch_lr=0)
+
+
+def test_retrain_after_projector_pretraining_trains_the_components_end_to_end(tmp_path):
+    h = hybrid()
+    h.freeze_components()  # the state projector pretraining leaves the hybrid in
+    before = snapshot(h, lambda n: n.startswith("components"))
+    retrain(h, mad_data(), args(tmp_path / "r", max_steps=2, lr=1e-2))
+    comps = {n: p for n, p in h.named_parameters() if n.startswith("components")}
+    assert all(p.requires_grad for p in comps.values())
+    assert sum(not torch.equal(v, comps[n].detach()) for n, v in before.items()) > len(before) // 2

@@ -22,6 +22,8 @@ def retrain(
 ) -> dict:
     """Fix the mixture (``weights``, or the current expected weights) and train every other weight.
 
+    Components frozen earlier (``pretrain_projectors`` freezes them) are unfrozen first.
+
     Example:
         >>> search_mixtures(hybrid, data, TrainArgs("runs/search"))  # doctest: +SKIP
         >>> retrain(hybrid, data, TrainArgs("runs/retrain"))  # doctest: +SKIP
@@ -30,6 +32,8 @@ def retrain(
     if weights is None:
         weights = expected_mixture(hybrid)
     hybrid.set_mixture(weights, mode="fixed")
+    # End to end (spec): components frozen by projector pretraining in this process train again.
+    hybrid.freeze_components(False)
     for p in hybrid.mixture_parameters():
         p.requires_grad_(False)
     opt = adamw(hybrid.parameters(), args.lr, args.weight_decay)
