@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from mad_models.mad import MADDataset, evaluate
+from mad_models.mad.tasks import TEST_SEED
 from mad_models.training.loop import TrainArgs, adamw, train_with
 
 
@@ -28,6 +29,12 @@ def train_mad(
         >>> res = train_mad(m, "in_context_recall", TrainArgs("runs/icr", max_steps=200),
         ...                 num_train=1024, seq_len=64)  # doctest: +SKIP
     """
+    if data_seed == TEST_SEED:
+        # the generators draw the same stream for both splits, so the train set would hold the test set
+        raise ValueError(
+            f"data_seed {data_seed} is the MAD test seed; the training data would repeat the test "
+            "sequences. Pick another seed."
+        )
     train = MADDataset(task, split="train", seed=data_seed, num_examples=num_train, **settings)
     test = MADDataset(task, split="test", num_examples=num_test, **settings)
     vocab = model.get_input_embeddings().num_embeddings if hasattr(model, "get_input_embeddings") else None
