@@ -345,6 +345,7 @@ def cmd_hybrid_pretrain(a) -> None:
 
 def cmd_hybrid_search(a) -> None:
     from mad_models.mad import MADDataset, evaluate
+    from mad_models.mad.tasks import TEST_SEED
     from mad_models.training.retrain import retrain
     from mad_models.training.search import search_mixtures
 
@@ -354,6 +355,10 @@ def cmd_hybrid_search(a) -> None:
         if a.data or a.text_file:
             raise CLIError("give either --task (a MAD task) or text data (--data / --text-file), not both")
         settings = _settings(a.set)
+        if a.seed == TEST_SEED:  # same generator stream: the train split would repeat the test set
+            raise CLIError(
+                f"--seed {a.seed} is the MAD test seed; the training data would repeat the test set"
+            )
         data = MADDataset(a.task, split="train", seed=a.seed, num_examples=a.num_train, **settings)
         test = MADDataset(a.task, split="test", num_examples=a.num_test, **settings)
 

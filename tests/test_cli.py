@@ -234,6 +234,14 @@ def component_dirs(tmp_path):
     return tmp_path / "neox", tmp_path / "mamba"
 
 
+def test_hybrid_search_refuses_the_test_seed_for_training_data(component_dirs, tmp_path, capsys):
+    argv = ["hybrid", "search", "--model", component_dirs[0], "--task", "compression", "--seed", "12345",
+            "--out", tmp_path / "s"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in argv])
+    assert exit_.value.code == 2 and "is the MAD test seed" in capsys.readouterr().err
+
+
 def test_hybrid_build_pretrain_search_prune(component_dirs, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
