@@ -269,7 +269,7 @@ def build_app(svc: AppService) -> gr.Blocks:
                     task = gr.Dropdown(list(MAD_TASKS), value="in_context_recall", label="Task")
                     mad_pick = gr.CheckboxGroup(mad_list, value=mad_list[:4], label="Models")
                     n_seq = gr.Number(64, label="Sequences in the fresh test batch", precision=0)
-                    mad_seed = gr.Number(1, label="Seed", precision=0)
+                    mad_seed = gr.Number(1, label="Seed (test batch drawn at 12345 + seed)", precision=0)
                 mad_btn = gr.Button("Evaluate", elem_id="run-mad")
                 acc_df = gr.Dataframe(
                     label="Accuracy on scored positions", interactive=False, elem_id="mad-acc"

@@ -46,7 +46,7 @@ def test_bundled_hybrid_heatmap_and_mad_skills(client):
     )
     rows = {r[0]: r[1] for r in acc["data"]}
     x, y = make_task(
-        "selective_copying", split="test", seed=5, num_examples=32, **MAD_MIX["selective_copying"]
+        "selective_copying", split="test", seed=12345 + 5, num_examples=32, **MAD_MIX["selective_copying"]
     )
     with torch.no_grad():
         correct, total = scored_counts(hybrid(input_ids=x).logits, y)
