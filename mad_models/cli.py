@@ -458,8 +458,17 @@ def cmd_more_search(a) -> None:
     from mad_models.more.search import search_more
 
     base, _, train, val = _adapter_data(a)
-    if val is None:  # no --eval-data: rank the candidates on the training rows
-        val = train
+    if val is None:  # no --eval-data: rank on held-out rows, never on rows the candidates trained on
+        from torch.utils.data import Subset
+
+        n = len(train)
+        if n < 2:
+            raise CLIError(f"--data has {n} row(s); give --eval-data, or at least 2 rows to hold some out")
+        held = max(1, n // 10)
+        train, val = Subset(train, range(n - held)), Subset(train, range(n - held, n))
+        print(
+            f"no --eval-data: ranking on the last {held} of {n} rows, held out from training", file=sys.stderr
+        )
     target_sets = (
         [[t for t in s.split(",") if t] for s in a.target_sets.split(";")] if a.target_sets else None
     )

@@ -171,14 +171,14 @@ def test_more_train_and_search(tiny_base, tmp_path, capsys):
         capsys,
     )  # fmt: skip
     assert last_json(out)["trainable_params"] == 2 * 2 * (64 + 64)
-    code, out = run(
+    code = main([str(x) for x in
         ["more", "search", "--base-model", base, "--data", data, "--budget", "0.5", "--nblocks", "1,2",
          "--block-ranks", "1", "--target-sets", "q_proj,v_proj", "--steps", "2", "--no-progress",
-         "--out", tmp_path / "search"],
-        capsys,
-    )  # fmt: skip
+         "--out", tmp_path / "search"]])  # fmt: skip
+    out, err = capsys.readouterr()
     assert code == 0 and "| rank | nblocks |" in out
     assert (tmp_path / "search" / "table.md").read_text().count("\n") == 4  # header, rule, 2 rows
+    assert "ranking on the last 2 of 24 rows, held out from training" in err  # no --eval-data
 
 
 def test_more_train_text_rows_need_a_tokenizer(tiny_base, tmp_path, capsys):
