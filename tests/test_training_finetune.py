@@ -137,5 +137,8 @@ def test_search_more_ranks_and_leaves_base_untouched(tmp_path):
     assert again.rows == table.rows
     longer = search_more(base, data, data, **{**kw, "steps": 5})  # trained differently: not reused
     assert all(r["run"]["steps"] == 5 for r in longer.rows)
+    lines = (tmp_path / "results.jsonl").read_text().count("\n")
+    search_more(base, _lm_data(480), data, **kw)  # other training data: trained again, not reused
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == lines + 3
     with pytest.raises(ValueError, match="no MoRe configuration fits"):
         search_more(base, data, data, budget=5, output_dir=tmp_path / "x", progress=False)

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -151,6 +152,20 @@ def enumerate_candidates(
     return sorted(found, key=lambda c: (-c.params, c.nblocks, c.block_rank))
 
 
+def _fingerprint(model: nn.Module, *datasets) -> str:
+    """Digest of the base model's shape and the datasets' items, so stored rows are reused only for them."""
+    h = hashlib.sha256(f"{type(model).__name__}:{sum(p.numel() for p in model.parameters())}".encode())
+    for ds in datasets:
+        h.update(f"|{len(ds)}".encode())
+        for i in range(len(ds)):
+            item = ds[i]
+            for k in sorted(item) if isinstance(item, dict) else [None]:
+                v = item[k] if k is not None else item
+                h.update(str(k).encode())
+                h.update(torch.as_tensor(v).numpy().tobytes() if not isinstance(v, str) else v.encode())
+    return h.hexdigest()[:16]
+
+
 def search_more(
     model: nn.Module,
     train,
@@ -203,6 +218,7 @@ def search_more(
     results_path = out / "results.jsonl"
     # rows are reused only for the same candidate trained the same way
     run = {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "metric_name": metric_name}
+    run["data"] = _fingerprint(model, train, val)  # the same model and data, too
     done = {}
     if results_path.exists():
         for line in results_path.read_text().splitlines():
