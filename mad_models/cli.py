@@ -516,9 +516,7 @@ def cmd_push(a) -> None:
     hub = _hub()
     base = _hub_base(a)
     kwargs = dict(private=a.private or None, commit_message=a.message, revision=a.revision)
-    if a.endpoint:
-        kwargs["endpoint"] = a.endpoint
-    url = hub.push(a.dir, a.repo_id, base_model=base, **kwargs)
+    url = hub.push(a.dir, a.repo_id, base_model=base, endpoint=a.endpoint, **kwargs)
     _print({"url": str(url), "commit": getattr(url, "oid", None)})
 
 
@@ -527,18 +525,16 @@ def cmd_pull(a) -> None:
 
     hub = _hub()
     base = _hub_base(a)
-    kwargs = {"endpoint": a.endpoint} if a.endpoint else {}
-    model = hub.pull(a.repo_id, a.revision, base_model=base, **kwargs)
+    model = hub.pull(a.repo_id, a.revision, base_model=base, endpoint=a.endpoint)
     save_pretrained(model, a.out)
     _print({"loaded": type(model).__name__, "saved": a.out})
 
 
 def cmd_space_push(a) -> None:
     hub = _hub()
-    kwargs = dict(private=a.private or None, commit_message=a.message)
-    if a.endpoint:
-        kwargs["endpoint"] = a.endpoint
-    url = hub.push_space(a.dir, a.repo_id, **kwargs)
+    url = hub.push_space(
+        a.dir, a.repo_id, private=a.private or None, commit_message=a.message, endpoint=a.endpoint
+    )
     _print({"url": str(url), "commit": getattr(url, "oid", None)})
 
 
