@@ -184,7 +184,8 @@ def save_pretrained(model: Any, out: str | os.PathLike) -> None:
     from mad_models.more.report import embedding_targeted
 
     if isinstance(model, PeftModel):
-        config = model.peft_config[model.active_adapter]
-        model.save_pretrained(out, save_embedding_layers=embedding_targeted(config, model))
+        # one flag for every adapter save_pretrained writes: never drop an embedding one of them targets
+        targeted = any(embedding_targeted(config, model) for config in model.peft_config.values())
+        model.save_pretrained(out, save_embedding_layers=targeted)
     else:
         model.save_pretrained(out)
