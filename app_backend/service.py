@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mad_models.app_backend.cache import ModelCache, ProgressFn
-from mad_models.app_backend.generation import (
+from app_backend.cache import ModelCache, ProgressFn
+from app_backend.generation import (
     GenStats,
     PromptTooLongError,
     check_max_new_tokens,
@@ -27,7 +27,7 @@ from mad_models.app_backend.generation import (
     encode_prompt,
     stream_generate,
 )
-from mad_models.app_backend.registry import (
+from app_backend.registry import (
     AppInputError,
     IncompatibleModelError,
     Loaded,
@@ -35,7 +35,7 @@ from mad_models.app_backend.registry import (
     Registry,
     load_entry,
 )
-from mad_models.app_backend.runtime import Runtime, pick_runtime
+from app_backend.runtime import Runtime, pick_runtime
 
 MAX_COMPARE = 8  # output columns on the Compare tab
 MAX_MAD_EXAMPLES = 512

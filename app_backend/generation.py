@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mad_models.app_backend.registry import AppInputError
+from app_backend.registry import AppInputError
 
 MAX_NEW_TOKENS = 256
 MAX_PROMPT_TOKENS = 512

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("causal_lm", "adapter", "smollm2")
-DEFAULT_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 class AppInputError(ValueError):

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from mad_models.app_backend.registry import Loaded, model_nbytes
+from app_backend.registry import Loaded, model_nbytes
 
 ProgressFn = Callable[[float, str], None]
 
