@@ -160,15 +160,21 @@ class AppService:
         return report
 
     def adapter_sizes(self, progress: ProgressFn | None = None) -> dict[str, Any]:
-        """Totals per adapter, params per module type side by side, and long-form rows for a bar chart."""
+        """Totals per adapter, params per module type and per layer side by side, long-form bar rows.
+
+        ``{"totals", "by_module_type", "per_layer", "bars", "adapters"}``; numbers are exact ints.
+        """
+        from app_backend.tabs.sizes import per_layer_rows
+
         names = [e.name for e in self.registry.adapters()] + [
             n for n in self._reports if n not in self.registry.entries
         ]
         if not names:
             raise AppInputError(self.registry.problem or "No adapters are registered in the assets.")
-        totals, by_type, bars = [], {}, []
+        totals, by_type, bars, modules = [], {}, [], {}
         for n in names:
             rep = self.adapter_report(n, progress)
+            modules[n] = rep.modules
             totals.append(
                 {
                     "adapter": n,
@@ -190,7 +196,13 @@ class AppService:
                 bars.append(
                     {"module type": t, "adapter": n, "bar": f"{t} · {n}", "trainable params": per.get(n, 0)}
                 )
-        return {"totals": totals, "by_module_type": side, "bars": bars}
+        return {
+            "totals": totals,
+            "by_module_type": side,
+            "per_layer": per_layer_rows(modules),
+            "bars": bars,
+            "adapters": names,
+        }
 
     # ---------------------------------------------------------------- Hybrid mixtures
     def hybrid_names(self) -> list[str]:
@@ -240,7 +252,8 @@ class AppService:
         seed: int = 0,
         progress: ProgressFn | None = None,
     ) -> dict[str, Any]:
-        """Accuracy of each model on a fresh test batch of one MAD task, and one example marked up.
+        """Accuracy of each model on a fresh test batch of one MAD task, chance and the no-learning
+        heuristic next to them, and sequence 0 with every model's predictions (``examples``).
 
         The batch is the test split drawn with seed ``12345 + seed`` (seed 0: the standard test set)."""
         import torch
@@ -263,7 +276,9 @@ class AppService:
             )
         if seed < 0:
             raise AppInputError(f"The seed must be >= 0, got {seed}.")
-        rows, example = [], None
+        from app_backend.tabs.mad import mad_baselines
+
+        rows, example, examples = [], None, {}
         data_by_settings: dict[str, tuple] = {}
         for n in names:
             entry = self.registry[n]
@@ -297,14 +312,45 @@ class AppService:
                     "seq_len": x.shape[1],
                 }
             )
-            if example is None:  # the first model picked is the one rendered
-                example = {
-                    "model": n,
-                    "input_ids": x[0].tolist(),
-                    "targets": y[0].tolist(),
-                    "predictions": logits[0].argmax(-1).tolist(),
-                }
-        return {"task": task, "seed": seed, "rows": rows, "example": example}
+            examples[n] = {
+                "model": n,
+                "input_ids": x[0].tolist(),
+                "targets": y[0].tolist(),
+                "predictions": logits[0].argmax(-1).tolist(),
+                "batch": key,
+            }
+            if example is None:  # the first model picked is the one rendered by default
+                example = examples[n]
+        # chance and the no-learning heuristic on the batch the first model saw, scored the same way
+        x, y = data_by_settings[example["batch"]]
+        base = mad_baselines(task, x, y)
+        scored = int((y != -100).sum())
+        rows.append(
+            {
+                "model": "no-learning heuristic (most frequent value so far)",
+                "accuracy": base["heuristic"],
+                "correct": round(base["heuristic"] * scored),
+                "scored": scored,
+                "seq_len": x.shape[1],
+            }
+        )
+        rows.append(
+            {
+                "model": "chance (1 / output vocab)",
+                "accuracy": base["chance"],
+                "correct": None,
+                "scored": scored,
+                "seq_len": x.shape[1],
+            }
+        )
+        return {
+            "task": task,
+            "seed": seed,
+            "rows": rows,
+            "example": example,
+            "examples": examples,
+            "baselines": base,
+        }
 
     # ---------------------------------------------------------------- Load
     def _pull(

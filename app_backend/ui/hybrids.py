@@ -2,62 +2,213 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
+from app_backend import formatting as fmt
+from app_backend.generation import MAX_NEW_TOKENS
+from app_backend.model_info import cards_md
 from app_backend.registry import AppInputError
-from app_backend.render import cost_rows, heatmap_html
-from app_backend.ui.common import TabContext, ui_errors
+from app_backend.render import heatmap_html
+from app_backend.tabs.hybrids import HybridLab, cost_diff_rows
+from app_backend.tabs.mad import preset
+from app_backend.tabs.sizes import styled
+from app_backend.ui.common import TabContext, errors_in_place, status_line
+from mad_models.mad import TASKS as MAD_TASKS
 
 
 def build(ctx: TabContext) -> dict[str, Any]:
     """Lay out the Hybrid mixtures tab inside the open ``gr.Blocks`` and wire its events."""
     svc, reg, on_models = ctx.svc, ctx.registry, ctx.on_models
+    lab = HybridLab(svc)
+
+    def cards(name):
+        return cards_md([reg.entries.get(name, name)] if name else [], reg.root)
+
+    def preset_prompt(name, task):
+        settings = {}
+        try:
+            settings = lab.task_settings(name).get(task, {}) if name else {}
+        except AppInputError:
+            pass
+        return preset(task, settings)["prompt"]
+
     with gr.Tab("Hybrid mixtures", id="hybrids"):
         hybrids = svc.hybrid_names()
+        first = hybrids[0] if hybrids else None
         with gr.Row():
-            hybrid = gr.Dropdown(hybrids, value=hybrids[0] if hybrids else None, label="Hybrid")
-            threshold = gr.Slider(0.0, 0.95, value=0.25, step=0.05, label="Prune threshold")
+            hybrid = gr.Dropdown(hybrids, value=first, label="Hybrid", elem_id="hybrid-pick")
+            threshold = gr.Slider(
+                0.0, 0.95, value=0.25, step=0.05, label="Prune threshold", elem_id="prune-threshold"
+            )
             mix_btn = gr.Button("Show", elem_id="run-mixture")
+        status = status_line("hybrid-status")
         heat = gr.HTML(elem_id="heatmap")
-        weights_df = gr.Dataframe(label="Mixture weights (blocks × components)", interactive=False)
-        with gr.Row():
-            # long item names: give the value column room so figures are not cut off
-            cost_df = gr.Dataframe(
-                label="Cost report", interactive=False, column_widths=["65%", "35%"], wrap=True
+        prune_md = gr.Markdown(elem_id="prune-summary")
+        weights_df = gr.Dataframe(
+            label="Mixture weights (blocks × components)", interactive=False, elem_id="mixture-weights"
+        )
+        cost_df = gr.Dataframe(
+            label="Cost: full hybrid (before) and pruned at the threshold (after)",
+            interactive=False,
+            column_widths=["40%", "15%", "15%", "15%", "15%"],
+            wrap=True,
+            max_height=420,
+            elem_id="cost-diff",
+        )
+        with gr.Accordion("Accuracy against prune threshold", open=True):
+            gr.Markdown(
+                "The hybrid pruned at each threshold, scored on a fixed seeded MAD test batch "
+                "(the tasks it was trained on; computed once per hybrid)."
             )
-            pruned_df = gr.Dataframe(
-                label="Cost after pruning at the threshold",
-                interactive=False,
-                column_widths=["65%", "35%"],
-                wrap=True,
-            )
-        prune_md = gr.Markdown()
+            curve_btn = gr.Button("Score thresholds", elem_id="run-curve", size="sm")
+            curve_df = gr.Dataframe(interactive=False, elem_id="prune-curve", show_label=False)
+        with gr.Accordion("Compare pruned vs full", open=True):
+            with gr.Row():
+                task = gr.Dropdown(list(MAD_TASKS), value="in_context_recall", label="Preset (MAD task)")
+                prompt = gr.Textbox(
+                    preset_prompt(first, "in_context_recall"),
+                    label="Prompt (token ids)",
+                    scale=3,
+                    elem_id="pvf-prompt",
+                )
+                max_new = gr.Number(12, label=f"New tokens (≤ {MAX_NEW_TOKENS})", precision=0)
+            pvf_btn = gr.Button("Compare pruned vs full", elem_id="run-pvf")
+            pvf_status = status_line("pvf-status")
+            pvf_html = gr.HTML(elem_id="pvf-table")
+            pvf_json = gr.JSON(visible=False)
+        with gr.Accordion("What this hybrid is", open=False):
+            card = gr.Markdown(cards(first), elem_id="hybrid-card")
 
-        @ui_errors
+        def curve_table(curve: dict[str, Any], at: float) -> Any:
+            rows = []
+            for r in curve["rows"]:
+                rows.append(
+                    {"": f"◀ slider {at:.2f}" if abs(r["threshold"] - _floor(at)) < 1e-9 else "", **r}
+                )
+            return styled(rows, {"threshold": lambda v: f"{v:.2f}"})
+
+        @errors_in_place("", None, None, "", gr.skip())
         def mixture(name, threshold, progress=gr.Progress()):  # noqa: B008  (gradio injects progress)
             if not name:
                 raise AppInputError(reg.problem or "No hybrid is registered; build the assets or load one.")
             d = svc.mixture(name, threshold, progress)
-            w = pd.DataFrame(d["weights"], columns=d["components"])
-            w.insert(0, "block", list(range(len(d["weights"]))))
+            w = [
+                {"block": b, **dict(zip(d["components"], row, strict=True))}
+                for b, row in enumerate(d["weights"])
+            ]
             kept = sum(sum(r) for r in d["kept"])
             total = sum(len(r) for r in d["kept"])
+            cached = lab._curves.get(name)
             return (
+                f"{name} at threshold {d['threshold']:.2f}.",
                 heatmap_html(d["weights"], d["components"], d["kept"]),
-                w,
-                pd.DataFrame(cost_rows(d["cost"])),
-                pd.DataFrame(cost_rows(d["pruned_cost"])),
+                styled(w, {c: fmt.accuracy for c in d["components"]}),
+                styled(cost_diff_rows(d["cost"], d["pruned_cost"]), _cost_formats()),
                 f"Pruning at {d['threshold']:.2f} keeps {kept} of {total} (block, component) pairs.",
+                curve_table(cached, d["threshold"]) if cached else gr.skip(),
             )
 
+        mix_outputs = [status, heat, weights_df, cost_df, prune_md, curve_df]
         mix_btn.click(
             mixture,
             [hybrid, threshold],
-            [heat, weights_df, cost_df, pruned_df, prune_md],
+            mix_outputs,
             api_name="mixture",
+            show_progress_on=[status],
+            **on_models,
+        )
+        # live: the slider and the picker redraw at once (always_last: a drag runs the latest value)
+        for trigger in (threshold.change, hybrid.change):
+            trigger(
+                mixture,
+                [hybrid, threshold],
+                mix_outputs,
+                api_visibility="private",
+                show_progress="hidden",
+                trigger_mode="always_last",
+                **on_models,
+            )
+        hybrid.change(cards, hybrid, card, api_visibility="private")
+        hybrid.change(preset_prompt, [hybrid, task], prompt, api_visibility="private")
+        task.change(preset_prompt, [hybrid, task], prompt, api_visibility="private")
+
+        @errors_in_place(None)
+        def prune_accuracy(name, threshold, progress=gr.Progress()):  # noqa: B008
+            curve = lab.accuracy_curve(name, progress)
+            return (
+                f"Accuracy of {name} pruned at each threshold: {curve['sequences']} sequences per task "
+                f"({', '.join(curve['tasks'])}), seed {curve['seed']}.",
+                curve_table(curve, float(threshold)),
+            )
+
+        curve_btn.click(
+            prune_accuracy,
+            [hybrid, threshold],
+            [status, curve_df],
+            api_name="prune_accuracy",
+            show_progress_on=[status],
+            **on_models,
+        )
+
+        @errors_in_place("", None)
+        def pruned_vs_full(name, threshold, prompt, max_new, progress=gr.Progress()):  # noqa: B008
+            if max_new is None:
+                raise AppInputError("The number of new tokens must be a whole number.")
+            d = lab.pruned_vs_full(name, threshold, prompt, int(max_new), progress)
+            return (
+                f"Greedy, {d['new_tokens']} new tokens: pruned at {d['threshold']:.2f} agrees with the full "
+                f"hybrid on {d['agree']} of {d['new_tokens']}.",
+                pvf_table_html(d),
+                d,
+            )
+
+        pvf_btn.click(
+            pruned_vs_full,
+            [hybrid, threshold, prompt, max_new],
+            [pvf_status, pvf_html, pvf_json],
+            api_name="pruned_vs_full",
+            show_progress_on=[pvf_status],
             **on_models,
         )
     return {"hybrid": hybrid}
+
+
+def _floor(t: float) -> float:
+    """The grid threshold at or below ``t`` (the curve is scored on 0.0, 0.1, ..., 0.9)."""
+    return int(round(float(t) * 100)) // 10 / 10
+
+
+def _cost_formats() -> dict[str, Any]:
+    def num(v):
+        return "—" if v is None or v != v else fmt.number(int(v) if float(v).is_integer() else float(v))
+
+    return {
+        "before": num,
+        "after": num,
+        "Δ": lambda v: "—" if v is None or v != v else ("+" if v > 0 else "") + num(v),
+        "Δ %": lambda v: "—" if v is None or v != v else f"{v:+.1f} %",
+    }
+
+
+def pvf_table_html(d: dict[str, Any]) -> str:
+    """The full and the pruned hybrid's new tokens side by side; differing positions marked."""
+    rows = []
+    for i, (a, b) in enumerate(zip(d["full"], d["pruned"], strict=True)):
+        same = a == b
+        style = "" if same else "background:#fecaca"
+        rows.append(
+            f"<tr class='{'pvf-same' if same else 'pvf-diff'}' style='{style}'>"
+            f"<td style='padding:2px 10px'>{i + 1}</td>"
+            f"<td style='padding:2px 10px;text-align:center'>{a}</td>"
+            f"<td style='padding:2px 10px;text-align:center'>{b}</td></tr>"
+        )
+    prompt = html.escape(" ".join(map(str, d["prompt_ids"])))
+    return (
+        f"<p style='font-family:monospace'>prompt: {prompt}</p>"
+        "<table class='pvf' style='border-collapse:collapse;font-family:monospace'>"
+        "<tr><th style='padding:2px 10px'>new token</th><th style='padding:2px 10px'>full</th>"
+        f"<th style='padding:2px 10px'>pruned at {d['threshold']:.2f}</th></tr>{''.join(rows)}</table>"
+    )

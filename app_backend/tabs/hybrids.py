@@ -1,0 +1,158 @@
+"""Hybrid mixtures: cost before/after pruning, accuracy against the prune threshold, pruned vs full outputs.
+
+Example:
+    >>> cost_diff_rows({"params / total": 10}, {"params / total": 4})
+    [{'item': 'params / total', 'before': 10, 'after': 4, 'Δ': -6, 'Δ %': -60.0}]
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from app_backend.registry import AppInputError, IncompatibleModelError
+
+THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+CURVE_SEQUENCES = 16  # sequences per MAD task in the accuracy-vs-threshold batch
+CURVE_SEED = 12345 + 777  # the MAD test seed plus a fixed offset: never a training seed, same every time
+
+
+def _flat(report: Any) -> dict[str, Any]:
+    from mad_models.hybrid.cost import flatten_report
+
+    return flatten_report(report.to_dict() if hasattr(report, "to_dict") else dict(report))
+
+
+def cost_diff_rows(before: Any, after: Any) -> list[dict[str, Any]]:
+    """The cost report of the full and the pruned hybrid side by side, with the change (None = absent)."""
+    b, a = _flat(before), _flat(after)
+    rows = []
+    for item in list(b) + [k for k in a if k not in b]:
+        vb, va = b.get(item), a.get(item)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (vb, va))
+        delta = (va - vb) if numeric else None
+        pct = (100.0 * delta / vb) if numeric and vb else None
+        rows.append({"item": item, "before": vb, "after": va, "Δ": delta, "Δ %": pct})
+    return rows
+
+
+class HybridLab:
+    """Per-app state of the Hybrid tab: accuracy curves computed once per hybrid (they never change)."""
+
+    def __init__(self, svc: Any):
+        self.svc = svc
+        self._curves: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _hybrid(self, name: str, progress=None) -> Any:
+        if not name:
+            raise AppInputError(
+                self.svc.registry.problem or "No hybrid is registered; build the assets or load one."
+            )
+        model = self.svc.get(name, progress).model
+        if getattr(model.config, "model_type", None) != "manticore":
+            raise IncompatibleModelError(f"{name!r} is not a Manticore hybrid.")
+        return model
+
+    def task_settings(self, name: str) -> dict[str, dict[str, Any]]:
+        """The MAD tasks (and their settings) this hybrid was trained on, from its registry entry."""
+        entry = self.svc.registry.entries.get(name)
+        tasks = (entry.meta or {}).get("mad_tasks") if entry is not None else None
+        if not tasks:
+            raise AppInputError(
+                f"{name!r} names no MAD tasks in its registry entry (meta.mad_tasks), so there is no "
+                "test batch to score pruning on."
+            )
+        return tasks
+
+    def accuracy_curve(self, name: str, progress=None) -> dict[str, Any]:
+        """Accuracy of the hybrid pruned at each of ``THRESHOLDS`` on a fixed seeded MAD test batch.
+
+        Returns ``{"tasks", "rows": [{"threshold", "kept pairs", <task>: acc, ..., "mean"}], "sequences",
+        "seed"}``; thresholds that keep the same (block, component) pairs share one evaluation.
+        """
+        with self._lock:
+            if name in self._curves:
+                return self._curves[name]
+        import torch
+
+        from mad_models.hybrid.prune import choose_blocks
+        from mad_models.mad import make_task, scored_counts
+
+        model = self._hybrid(name, progress)
+        tasks = self.task_settings(name)
+        vocab = model.config.get_text_config().vocab_size
+        batches = {}
+        for task, settings in tasks.items():
+            x, y = make_task(task, split="test", seed=CURVE_SEED, num_examples=CURVE_SEQUENCES, **settings)
+            if int(x.max()) < vocab and int(y.max()) < vocab:
+                batches[task] = (x, y)
+        if not batches:
+            raise IncompatibleModelError(f"{name!r}: none of its MAD tasks fits its vocabulary of {vocab}.")
+        weights = model.mixture_weights().detach().float().cpu()
+        by_structure: dict[str, dict[str, float]] = {}
+        rows = []
+        for t in THRESHOLDS:
+            kept = choose_blocks(weights, model.config.kept(), t)
+            key = repr(kept)
+            if key not in by_structure:
+                pruned = model.prune(threshold=t).eval()
+                accs = {}
+                with torch.inference_mode():
+                    for task, (x, y) in batches.items():
+                        correct, total = scored_counts(pruned(input_ids=x).logits.float(), y)
+                        accs[task] = correct / total
+                by_structure[key] = accs
+            accs = by_structure[key]
+            rows.append(
+                {
+                    "threshold": t,
+                    "kept pairs": sum(map(len, kept)),
+                    **accs,
+                    "mean": sum(accs.values()) / len(accs),
+                }
+            )
+        curve = {"tasks": list(batches), "rows": rows, "sequences": CURVE_SEQUENCES, "seed": CURVE_SEED}
+        with self._lock:
+            self._curves[name] = curve
+        return curve
+
+    def pruned_vs_full(
+        self, name: str, threshold: float, prompt: str, max_new_tokens: int = 16, progress=None
+    ) -> dict[str, Any]:
+        """Greedy outputs of the full hybrid and of it pruned at ``threshold`` on one token-id prompt."""
+        from app_backend.generation import check_max_new_tokens, encode_prompt
+
+        max_new_tokens = check_max_new_tokens(max_new_tokens)
+        threshold = float(threshold)
+        if not 0.0 <= threshold < 1.0:
+            raise AppInputError(f"The pruning threshold must be in [0, 1), got {threshold}.")
+        model = self._hybrid(name, progress)
+        vocab = model.config.get_text_config().vocab_size
+        ids = encode_prompt(prompt, None, vocab, chat=False)
+        pruned = model.prune(threshold=threshold).eval()
+        out = {
+            "full": greedy_ids(model, ids, max_new_tokens),
+            "pruned": greedy_ids(pruned, ids, max_new_tokens),
+        }
+        same = sum(a == b for a, b in zip(out["full"], out["pruned"], strict=True))
+        return {
+            "prompt_ids": ids,
+            "full": out["full"],
+            "pruned": out["pruned"],
+            "agree": same,
+            "new_tokens": max_new_tokens,
+            "threshold": threshold,
+        }
+
+
+def greedy_ids(model: Any, ids: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy continuation without EOS (token-id models: every id is a token), full forward each step."""
+    import torch
+
+    seq = torch.tensor([ids])
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            nxt = model(input_ids=seq).logits[0, -1].float().argmax()
+            seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
+    return seq[0, len(ids) :].tolist()

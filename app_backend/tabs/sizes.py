@@ -1,0 +1,145 @@
+"""Adapter sizes: a grouped bar chart (SVG, no plotting library), a per-layer breakdown, formatted tables.
+
+Example:
+    >>> svg = grouped_bars_html([{"module type": "q_proj", "A": 10, "B": 20}], ["A", "B"])
+    >>> "module type" in svg and "trainable parameters" in svg
+    True
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from typing import Any
+
+import pandas as pd
+
+from app_backend import formatting as fmt
+
+PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777"]
+LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+def layer_of(module_name: str) -> int | None:
+    """The layer index in a module path ('model.layers.3.self_attn.q_proj' -> 3), None if it has none."""
+    m = LAYER.search(module_name)
+    return int(m.group(1)) if m else None
+
+
+def per_layer_rows(modules_by_adapter: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per layer: its adapted module types and each adapter's trainable params in it."""
+    names = list(modules_by_adapter)
+    layers: dict[Any, dict[str, Any]] = {}
+    for n, modules in modules_by_adapter.items():
+        for m in modules:
+            layer = layer_of(m["name"])
+            key = layer if layer is not None else "other"
+            row = layers.setdefault(key, {"layer": key, "module types": set(), **dict.fromkeys(names, 0)})
+            row["module types"].add(m["type"])
+            row[n] += int(m["params"])
+    ordered = sorted(layers.values(), key=lambda r: (isinstance(r["layer"], str), r["layer"]))
+    for r in ordered:
+        r["module types"] = ", ".join(sorted(r["module types"]))
+        r["layer"] = str(r["layer"])
+    return ordered
+
+
+def styled(rows: list[dict[str, Any]], formats: dict[str, Any] | None = None) -> Any:
+    """A table for ``gr.Dataframe``: raw numbers underneath (the API returns them), formatted on screen.
+
+    ints get thousands separators, floats 3 digits, unless ``formats`` names a column's formatter.
+    """
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    formats = dict(formats or {})
+    for col in df.columns:
+        if col in formats:
+            continue
+        if pd.api.types.is_integer_dtype(df[col]):
+            formats[col] = fmt.count
+        elif pd.api.types.is_float_dtype(df[col]):
+            formats[col] = fmt.accuracy
+    return df.style.format(formats)
+
+
+def _nice_step(top: float, ticks: int = 5) -> float:
+    raw = top / ticks
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+
+
+def grouped_bars_html(
+    by_type: list[dict[str, Any]],
+    adapters: list[str],
+    x_title: str = "module type",
+    y_title: str = "trainable parameters",
+) -> str:
+    """Grouped bars: x = module type, one coloured bar per adapter, axis titles, a legend that wraps."""
+    if not by_type or not adapters:
+        return "<p>No adapters to draw.</p>"
+    w, h, left, right, top, bottom = 900, 340, 90, 20, 20, 60
+    plot_w, plot_h = w - left - right, h - top - bottom
+    peak = max((int(r.get(a, 0)) for r in by_type for a in adapters), default=0) or 1
+    step = _nice_step(peak)
+    y_max = step * math.ceil(peak / step)
+    parts = [
+        f"<svg class='sizes-chart' viewBox='0 0 {w} {h}' width='100%' role='img' "
+        f"aria-label='{html.escape(y_title)} per {html.escape(x_title)}' "
+        f"style='max-width:{w}px;font-size:12px'>"
+    ]
+    for i in range(int(round(y_max / step)) + 1):  # y grid and tick labels
+        v = i * step
+        y = top + plot_h - plot_h * v / y_max
+        parts.append(f"<line x1='{left}' x2='{w - right}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e5e7eb'/>")
+        parts.append(
+            f"<text x='{left - 6}' y='{y + 4:.1f}' text-anchor='end' fill='currentColor'>"
+            f"{fmt.count(v)}</text>"
+        )
+    group_w = plot_w / len(by_type)
+    bar_w = group_w * 0.8 / len(adapters)
+    for g, row in enumerate(by_type):
+        x0 = left + g * group_w + group_w * 0.1
+        for a_i, a in enumerate(adapters):
+            v = int(row.get(a, 0))
+            bh = plot_h * v / y_max
+            x, y = x0 + a_i * bar_w, top + plot_h - bh
+            parts.append(
+                f"<rect class='bar' data-type='{html.escape(str(row['module type']))}' "
+                f"data-adapter='{html.escape(a)}' data-value='{v}' x='{x:.1f}' y='{y:.1f}' "
+                f"width='{max(bar_w - 2, 1):.1f}' height='{bh:.1f}' fill='{PALETTE[a_i % len(PALETTE)]}'>"
+                f"<title>{html.escape(a)} · {html.escape(str(row['module type']))}: "
+                f"{fmt.count(v)}</title></rect>"
+            )
+        parts.append(
+            f"<text class='x-tick' x='{left + (g + 0.5) * group_w:.1f}' y='{top + plot_h + 18}' "
+            f"text-anchor='middle' fill='currentColor'>{html.escape(str(row['module type']))}</text>"
+        )
+    parts.append(
+        f"<line x1='{left}' x2='{w - right}' y1='{top + plot_h}' y2='{top + plot_h}' stroke='currentColor'/>"
+    )
+    parts.append(
+        f"<text class='x-title' x='{left + plot_w / 2:.1f}' y='{h - 12}' text-anchor='middle' "
+        f"font-weight='bold' fill='currentColor'>{html.escape(x_title)}</text>"
+    )
+    parts.append(
+        f"<text class='y-title' transform='translate(16 {top + plot_h / 2:.1f}) rotate(-90)' "
+        f"text-anchor='middle' font-weight='bold' fill='currentColor'>{html.escape(y_title)}</text>"
+    )
+    parts.append("</svg>")
+    legend = "".join(
+        "<span class='legend-item' "
+        "style='display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0'>"
+        f"<span style='width:12px;height:12px;background:{PALETTE[i % len(PALETTE)]};display:inline-block'>"
+        f"</span>{html.escape(a)}</span>"
+        for i, a in enumerate(adapters)
+    )
+    return (
+        "<div class='sizes-figure'>"
+        + "".join(parts)
+        + f"<div class='sizes-legend' style='display:flex;flex-wrap:wrap;padding-left:{left}px'>"
+        + legend
+        + "</div>"
+        + "</div>"
+    )
