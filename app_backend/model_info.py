@@ -108,7 +108,12 @@ def readme_training(path: Path | None) -> dict[str, str]:
                 rows[k] = v
         if rows:
             return rows
-        first = next((line.strip() for line in body.splitlines() if line.strip()), "")
+        prose = (
+            line.strip()
+            for line in body.splitlines()
+            if line.strip() and line.strip()[0] not in "#<[|-*!`" and "More Information Needed" not in line
+        )
+        first = next(prose, "")
         return {"summary": first[:240]} if first else {}
     return {}
 

@@ -120,7 +120,8 @@ def test_compare_bad_input_is_a_clean_message(client, prompt, models, max_new, m
 
 
 def test_adapter_sizes_are_the_exact_reports(client, assets):
-    totals, by_type, bars = client.predict(api_name="/adapter_sizes")
+    status, totals, chart, by_type, per_layer = client.predict(api_name="/adapter_sizes")
+    assert "3 adapters" in status and "tab-error" not in status
     rows = {r[0]: dict(zip(totals["headers"], r, strict=True)) for r in totals["data"]}
     assert set(rows) == {"tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"}
     for name, sub in [("tiny-base + LoRA", "lora"), ("tiny-base + MoRe", "more")]:
@@ -132,16 +133,27 @@ def test_adapter_sizes_are_the_exact_reports(client, assets):
             assets / f"language/{sub}/adapter_model.safetensors"
         )
         assert rows[name]["LoRA rank with same count"] == pytest.approx(2.0)  # LoRA r=2; MoRe k=2, r=1
-    # MoRe and LoRA side by side per module type
+        # on screen: separators and KiB (the raw numbers above are what the API returns)
+        shown = totals["metadata"]["display_value"][list(rows).index(name)]
+        assert f"{rep.bytes_on_disk:,}" in shown and f"{rep.bytes_on_disk / 1024:.2f} KiB" in shown
+        # per layer: the report's modules summed by layer index
+        col = per_layer["headers"].index(name)
+        for row in per_layer["data"]:
+            want = sum(m["params"] for m in rep.modules if f".layers.{row[0]}." in m["name"])
+            assert row[col] == want > 0
+    assert [r[0] for r in per_layer["data"]] == ["0", "1"]  # the tiny llama's two layers
+    # MoRe and LoRA side by side per module type, drawn as grouped bars with both axis titles
     assert by_type["headers"][0] == "module type"
     assert sorted(r[0] for r in by_type["data"]) == ["q_proj", "v_proj"]
-    assert len(bars["data"]) == 2 * 3
+    assert chart.count("<rect class='bar'") == 2 * 3
+    assert "module type</text>" in chart and "trainable parameters</text>" in chart
 
 
 def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
-    acc, html = client.predict(
+    status, acc, _, html, side, examples = client.predict(
         "in_context_recall", ["mad/attention", "mad/mamba"], 16, 3, api_name="/mad_skills"
     )
+    assert "tab-ok" in status
     rows = {r[0]: dict(zip(acc["headers"], r, strict=True)) for r in acc["data"]}
     x, y = make_task(
         "in_context_recall", split="test", seed=12345 + 3, num_examples=16, **MAD_TASKS["in_context_recall"]
@@ -153,11 +165,41 @@ def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
         assert 0.0 <= rows[name]["accuracy"] <= 1.0
         assert rows[name]["accuracy"] == pytest.approx(correct / total)
         assert rows[name]["scored"] == total
+        # the side-by-side view has this model's predictions on sequence 0
+        with torch.no_grad():
+            pred = model(input_ids=x[:1]).logits[0].argmax(-1).tolist()
+        assert examples[name]["predictions"] == pred and examples[name]["input_ids"] == x[0].tolist()
     assert "mad/attention" in html and ("mad-right" in html or "mad-wrong" in html)
-    with pytest.raises(AppError, match="number of sequences must be in 1..512"):
-        client.predict("in_context_recall", ["mad/attention"], 10_000, 3, api_name="/mad_skills")
-    with pytest.raises(AppError, match="needs 256"):  # memorization's 256-token vocab does not fit
-        client.predict("memorization", ["mad/attention"], 4, 3, api_name="/mad_skills")
+    assert "mad/mamba" in side and "mad-side-by-side" in side
+    # chance (1 / output vocab) and the no-learning heuristic, on the same batch
+    vocab = y[y != -100].unique()
+    assert rows["chance (1 / output vocab)"]["accuracy"] == pytest.approx(1 / len(vocab))
+    heur = rows["no-learning heuristic (most frequent value so far)"]
+    assert heur["accuracy"] == pytest.approx(most_frequent_so_far_accuracy(x, y, vocab.tolist()))
+    # bad input: the message in the tab's status line, the tables emptied
+    status, acc, *_ = client.predict(
+        "in_context_recall", ["mad/attention"], 10_000, 3, api_name="/mad_skills"
+    )
+    assert "tab-error" in status and "number of sequences must be in 1..512" in status and not acc["data"]
+    status, *_ = client.predict("memorization", ["mad/attention"], 4, 3, api_name="/mad_skills")
+    assert "needs 256" in status  # memorization's 256-token vocab does not fit
+
+
+def most_frequent_so_far_accuracy(x, y, vocab):
+    """The heuristic written plainly: per scored position, the vocab token seen most so far (ties: latest)."""
+    right = total = 0
+    for row_x, row_y in zip(x.tolist(), y.tolist(), strict=True):
+        counts, last = {}, {}
+        for t, (tok, tgt) in enumerate(zip(row_x, row_y, strict=True)):
+            if tok in vocab:
+                counts[tok] = counts.get(tok, 0) + 1
+                last[tok] = t
+            if tgt == -100:
+                continue
+            pred = max(counts, key=lambda v: (counts[v], last[v])) if counts else min(vocab)
+            right += pred == tgt
+            total += 1
+    return right / total
 
 
 def test_load_tab(client, assets, tmp_path):
@@ -209,16 +251,15 @@ def test_app_without_assets_starts_and_explains(tmp_path):
         client = Client(url, verbose=False)
         with pytest.raises(AppError, match="Pick at least one model"):
             client.predict("hi", [], 4, "greedy", 0, 0.8, 0, False, api_name="/compare")
-        with pytest.raises(AppError, match="No demo assets"):
-            client.predict(api_name="/adapter_sizes")
-        with pytest.raises(AppError, match="No demo assets"):
-            client.predict(None, 0.25, api_name="/mixture")
+        assert "No demo assets" in client.predict(api_name="/adapter_sizes")[0]
+        assert "No demo assets" in client.predict(None, 0.25, api_name="/mixture")[0]
     finally:
         stop(proc)
 
 
 def test_hybrid_mixtures_heatmap_is_the_models_weights(client, assets):
-    heat, weights, cost, pruned_cost, summary = client.predict("mad/hybrid", 0.25, api_name="/mixture")
+    status, heat, weights, cost, summary, _ = client.predict("mad/hybrid", 0.25, api_name="/mixture")
+    assert "tab-ok" in status
     model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid")
     expected = model.mixture_weights().tolist()
     assert weights["headers"][0] == "block" and len(weights["headers"]) == 3
@@ -234,8 +275,23 @@ def test_hybrid_mixtures_heatmap_is_the_models_weights(client, assets):
     assert kept == [[0, 1], [1]]
     assert f"keeps {sum(map(len, kept))} of 4" in summary
     assert "line-through" in heat  # the dropped cell is struck through
-    assert cost["data"] and pruned_cost["data"]
-    _, _, _, _, summary_all = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    # weights shown to 3 digits over the exact values
+    assert weights["metadata"]["display_value"][0][1:] == [f"{w:.3f}" for w in expected[0]]
+    # the cost table: the full model's report (before), the pruned one's (after), and the change
+    from mad_models.hybrid.cost import flatten_report
+
+    before = flatten_report(model.cost_report())
+    after = flatten_report(model.prune(threshold=0.25).cost_report())
+    assert cost["headers"] == ["item", "before", "after", "Δ", "Δ %"]
+    by_item = {r[0]: r for r in cost["data"]}
+    total = by_item["params / total"]
+    assert total[1:4] == [
+        before["params / total"],
+        after["params / total"],
+        after["params / total"] - before["params / total"],
+    ]
+    assert total[3] < 0  # pruning drops parameters
+    _, _, _, _, summary_all, _ = client.predict("mad/hybrid", 0.5, api_name="/mixture")
     assert "keeps 2 of 4" in summary_all
     with pytest.raises(
         AppError, match="mad/attention is not in the list of choices"
@@ -256,3 +312,40 @@ def test_compare_hybrid_and_pruned_hybrid(client, assets):
         ].tolist()
     assert cols[0]["token_ids"] == ref
     assert len(cols[1]["token_ids"]) == 6
+
+
+def test_prune_accuracy_curve_is_a_direct_evaluation(client, assets):
+    from app_backend.tabs.hybrids import CURVE_SEED, CURVE_SEQUENCES, THRESHOLDS
+
+    status, curve = client.predict("mad/hybrid", 0.5, api_name="/prune_accuracy")
+    assert "tab-ok" in status
+    rows = [dict(zip(curve["headers"], r, strict=True)) for r in curve["data"]]
+    assert [r["threshold"] for r in rows] == list(THRESHOLDS)
+    assert [r["slider"] for r in rows].count("◀ slider 0.50") == 1
+    model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid").eval()
+    for r in (rows[0], rows[-1]):  # the full hybrid, and the hybrid pruned hardest
+        pruned = model.prune(threshold=r["threshold"]).eval()
+        accs = []
+        for task, settings in MAD_TASKS.items():
+            x, y = make_task(task, split="test", seed=CURVE_SEED, num_examples=CURVE_SEQUENCES, **settings)
+            with torch.no_grad():
+                correct, total = scored_counts(pruned(input_ids=x).logits, y)
+            assert r[task] == pytest.approx(correct / total)
+            accs.append(correct / total)
+        assert r["mean"] == pytest.approx(sum(accs) / len(accs))
+        assert r["kept pairs"] == sum(map(len, pruned.config.kept()))
+
+
+def test_pruned_vs_full_outputs_are_greedy_continuations(client, assets):
+    status, table, d = client.predict("mad/hybrid", 0.5, "1 17 2 18", 6, api_name="/pruned_vs_full")
+    assert "tab-ok" in status and f"on {d['agree']} of 6" in status
+    model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid").eval()
+    for label, m in (("full", model), ("pruned", model.prune(threshold=0.5).eval())):
+        with torch.no_grad():
+            ref = m.generate(
+                torch.tensor([[1, 17, 2, 18]]), max_new_tokens=6, do_sample=False, eos_token_id=None
+            )[0, 4:].tolist()
+        assert d[label] == ref
+    assert table.count("<tr class='pvf-") == 6
+    status, table, _ = client.predict("mad/hybrid", 0.5, "1 99", 6, api_name="/pruned_vs_full")
+    assert "tab-error" in status and "out of range" in status and table == ""

@@ -34,16 +34,18 @@ def client(tmp_path_factory):
 def test_bundled_hybrid_heatmap_and_mad_skills(client):
     registry = json.loads((ASSETS / "registry.json").read_text())
     assert {m["name"] for m in registry["models"]} >= {"mad/hybrid", "mad/hybrid-pruned", "SmolLM2 + MoRe"}
-    heat, weights, cost, pruned_cost, summary = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    status, heat, weights, cost, summary, _ = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    assert "tab-ok" in status
     hybrid = AutoModelForCausalLM.from_pretrained(ASSETS / "mad/hybrid").eval()
     assert [row[1:] for row in weights["data"]] == hybrid.mixture_weights().tolist()
     kept = hybrid.prune(threshold=0.5).config.kept()
     assert kept == AutoModelForCausalLM.from_pretrained(ASSETS / "mad/hybrid-pruned").config.kept()
     assert f"keeps {sum(map(len, kept))} of" in summary
 
-    acc, html = client.predict(
+    status, acc, _, html, side, _ = client.predict(
         "selective_copying", ["mad/attention", "mad/hybrid"], 32, 5, api_name="/mad_skills"
     )
+    assert "tab-ok" in status and "mad/hybrid" in side
     rows = {r[0]: r[1] for r in acc["data"]}
     x, y = make_task(
         "selective_copying", split="test", seed=12345 + 5, num_examples=32, **MAD_MIX["selective_copying"]
@@ -76,7 +78,8 @@ def test_bundled_more_adapter_merged_in_the_app_equals_unmerged(client):
 
 
 def test_bundled_adapter_sizes(client):
-    totals, by_type, bars = client.predict(api_name="/adapter_sizes")
+    status, totals, chart, by_type, per_layer = client.predict(api_name="/adapter_sizes")
+    assert "3 adapters" in status and len(per_layer["data"]) == 30  # SmolLM2's 30 layers
     rows = {r[0]: dict(zip(totals["headers"], r, strict=True)) for r in totals["data"]}
     more, lora8, lora4 = (
         rows["SmolLM2 + MoRe"],

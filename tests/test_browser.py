@@ -1,14 +1,19 @@
-"""The real app in a real browser (Playwright + Debian chromium): compare, read the DOM, switch tabs."""
+"""The real app in a real browser (Playwright + Debian chromium): every tab, errors only where they belong.
+
+One app (tiny models from app_fixture) and one page for the module; the tests run in file order and
+each opens its own tab first. Screenshots go to test-artifacts/ (git-ignored).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from app_fixture import ROOT, build_tiny_assets, launch_app, stop
-from gradio_client import Client
+from app_fixture import HYBRID_MIXTURE, ROOT, build_tiny_assets, launch_app, stop
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -20,6 +25,8 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+WAIT = 60_000  # ms: the first use of a model loads it
+ADAPTERS = ["tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"]
 
 
 @pytest.fixture(scope="module")
@@ -34,60 +41,185 @@ def app_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page():
+def page(app_url):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(app_url)
+        page.get_by_text("Device:").wait_for(timeout=WAIT)
         yield page
         browser.close()
 
 
-@pytest.mark.slow
-def test_compare_in_the_browser(app_url, page):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.goto(app_url)
-    page.get_by_text("Device:").wait_for(timeout=60_000)
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def shot(page, name: str) -> None:
+    path = ARTIFACTS / f"app-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+
+def assert_no_error_anywhere_else(page, allowed: str | None = None) -> None:
+    """No toast and no red "Error" pill anywhere in the DOM (hidden tabs included); ``allowed``: the one
+    element id whose in-place message may say Error."""
+    assert page.get_by_test_id("toast-body").count() == 0, page.get_by_test_id("toast-body").all_inner_texts()
+    assert page.locator("span.error").count() == 0  # Gradio's status-tracker pill
+    errors = page.locator(".tab-error")
+    ids = [errors.nth(i).evaluate("e => e.closest('[id]').id") for i in range(errors.count())]
+    assert ids == ([allowed] if allowed else []), ids
+    assert "Traceback" not in page.content()
+
+
+def test_compare_basic_run(page):
+    open_tab(page, "Compare outputs")
     assert "cpu" in page.locator("#runtime").inner_text()
-    prompt = page.locator("#prompt textarea")
-    prompt.fill("Hello there")
+    page.locator("#prompt textarea").fill("Hello there")
     page.locator("#run-compare").click()
-    # all four default columns finish: each shows "done" and its tokens/s line
     for i in range(4):
-        page.locator(f"#stats-{i}").get_by_text("done ·").wait_for(timeout=60_000)
-        assert "tok/s" in page.locator(f"#stats-{i}").inner_text()
-    texts = [page.locator(f"#out-{i} textarea").input_value() for i in range(4)]
-    labels = [page.locator(f"#out-{i}").get_by_test_id("block-info").inner_text() for i in range(4)]
-    assert labels == ["tiny-base", "tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"]
-    # the DOM shows what the API gives for the same greedy request
-    out = Client(app_url, verbose=False).predict(
-        "Hello there", labels, 32, "greedy", 0, 0.8, 50, True, api_name="/compare"
-    )
-    assert texts == [c["text"] for c in out[16]]
-    assert texts[0] == texts[1] and texts[0]  # base == zero-initialised adapter
-    page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+        page.locator(f"#stats-{i}").get_by_text("done").wait_for(timeout=WAIT)
+    assert page.locator("#out-0 textarea").input_value()
+    assert_no_error_anywhere_else(page)
+    shot(page, "compare")
 
-    # switch tabs: MAD skills, evaluate, read the accuracy table from the DOM
-    page.get_by_role("tab", name="MAD skills").click()
-    page.locator("#run-mad").click()
-    page.locator("#mad-example").get_by_text("scored positions right").wait_for(timeout=60_000)
-    table = page.locator("#mad-acc").inner_text()
-    assert "mad/attention" in table and "mad/mamba" in table
-    page.screenshot(path=str(ARTIFACTS / "app-mad.png"), full_page=True)
 
-    # Hybrid mixtures: the heatmap cells in the DOM are the tiny hybrid's fixed mixture
-    page.get_by_role("tab", name="Hybrid mixtures").click()
+def test_adapter_sizes_grouped_bars_legend_and_tables(page):
+    open_tab(page, "Adapter sizes")
+    page.locator("#run-sizes").click()
+    chart = page.locator("#sizes-chart")
+    chart.locator("rect.bar").first.wait_for(timeout=WAIT)
+    # grouped bars: x = module type, one bar per adapter in each group
+    assert chart.locator("text.x-tick").all_text_contents() == ["q_proj", "v_proj"]
+    assert chart.locator("rect.bar").count() == 2 * len(ADAPTERS)
+    assert chart.locator("text.x-title").text_content() == "module type"
+    assert chart.locator("text.y-title").text_content() == "trainable parameters"
+    # the legend names every adapter in full, and each entry is inside the chart's box (not clipped)
+    legend = chart.locator(".legend-item")
+    assert legend.all_inner_texts() == ADAPTERS
+    box = chart.bounding_box()
+    for i in range(legend.count()):
+        b = legend.nth(i).bounding_box()
+        assert b["width"] > 0 and b["x"] + b["width"] <= box["x"] + box["width"] + 1
+        assert b["y"] + b["height"] <= box["y"] + box["height"] + 1
+    totals = page.locator("#sizes-totals").inner_text()
+    assert "4.50 KiB" in totals and "4,608" in totals and "90,432" in totals  # separators, KiB
+    page.get_by_text("Per-layer breakdown").click()
+    per_layer = page.locator("#sizes-per-layer").inner_text()
+    assert "q_proj, v_proj" in per_layer
+    cards = page.locator("#sizes-cards").inner_text()
+    assert "MoRe nblocks k=2, block_rank r=1: rank up to k²r = 4" in cards and "LoRA r=2" in cards
+    assert page.locator("#sizes-status").inner_text().startswith("3 adapters")
+    assert_no_error_anywhere_else(page)
+    shot(page, "sizes")
+
+
+def test_hybrid_tab_updates_live_with_the_slider(page):
+    import time
+
+    t0 = time.perf_counter()
+    open_tab(page, "Hybrid mixtures")
     page.locator("#run-mixture").click()
-    page.locator("#heatmap td.mix-cell").first.wait_for(timeout=60_000)
-    assert page.locator("#heatmap td.mix-cell").all_inner_texts() == ["0.700", "0.300", "0.200", "0.800"]
-    page.screenshot(path=str(ARTIFACTS / "app-hybrid.png"), full_page=True)
+    cells = page.locator("#heatmap td.mix-cell")
+    cells.first.wait_for(timeout=WAIT)
+    assert cells.all_inner_texts() == [f"{w:.3f}" for row in HYBRID_MIXTURE for w in row]
+    page.locator("#prune-summary").get_by_text("Pruning at 0.25 keeps 3 of 4").wait_for(timeout=WAIT)
+    print("show", time.perf_counter() - t0)
+    # move the slider: the tab redraws without pressing Show
+    page.locator("#prune-threshold input[type=range]").fill("0.5")
+    page.locator("#prune-summary").get_by_text("Pruning at 0.50 keeps 2 of 4").wait_for(timeout=WAIT)
+    assert page.locator("#heatmap td.mix-cell[style*='line-through']").count() == 2
+    print("slider", time.perf_counter() - t0)
+    cost = page.locator("#cost-diff").inner_text()
+    assert "before" in cost and "after" in cost and "Δ" in cost and "params / total" in cost
+    # weights to 3 digits
+    assert "0.700" in page.locator("#mixture-weights").inner_text()
+    # accuracy against the threshold, the slider's row marked
+    page.locator("#run-curve").click()
+    page.locator("#hybrid-status").get_by_text("pruned at each threshold").wait_for(timeout=WAIT)
+    print("curve", time.perf_counter() - t0)
+    curve = page.locator("#prune-curve").inner_text()
+    assert "◀ slider 0.50" in curve and "in_context_recall" in curve and "0.90" in curve
+    # pruned vs full on the preset token-id prompt
+    assert page.locator("#pvf-prompt textarea").input_value().split()[0].isdigit()
+    page.locator("#run-pvf").click()
+    page.locator("#pvf-status").get_by_text("agrees with the full hybrid").wait_for(timeout=WAIT)
+    assert page.locator("#pvf-table tr.pvf-same, #pvf-table tr.pvf-diff").count() == 12
+    page.get_by_text("What this hybrid is").click()
+    assert "Manticore hybrid of 2 components" in page.locator("#hybrid-card").inner_text()
+    assert_no_error_anywhere_else(page)
+    shot(page, "hybrid")
 
-    page.get_by_role("tab", name="Load").click()
+
+def test_mad_skills_baselines_and_side_by_side(page):
+    open_tab(page, "MAD skills")
+    assert "when a key comes back" in page.locator("#mad-task-about").inner_text()
+    assert page.locator("#mad-preset textarea").input_value().split()[0].isdigit()
+    page.locator("#run-mad").click()
+    page.locator("#mad-example").get_by_text("scored positions right").wait_for(timeout=WAIT)
+    table = page.locator("#mad-acc").inner_text()
+    for row in ("mad/attention", "mad/mamba", "no-learning heuristic", "chance (1 / output vocab)", "0.125"):
+        assert row in table
+    side = page.locator("#mad-side-by-side table.mad-side-by-side")
+    header = side.locator("tr").first.inner_text()
+    assert all(n in header for n in ["mad/attention", "mad/mamba", "mad/hybrid", "mad/hybrid-pruned"])
+    # the marked example follows the model picked for it
+    assert "mad/attention" in page.locator("#mad-example").inner_text()
+    page.locator("#mad-example-model input").click()
+    page.get_by_role("option", name="mad/mamba", exact=True).click()
+    page.locator("#mad-example").get_by_text("mad/mamba on sequence 0").wait_for(timeout=WAIT)
+    page.get_by_text("What each model is").click()
+    assert "architecture: gpt_neox" in page.locator("#mad-cards").inner_text()
+    assert_no_error_anywhere_else(page)
+    shot(page, "mad")
+
+
+def test_errors_show_only_in_the_tab_that_failed_and_a_success_clears_them(page):
+    open_tab(page, "MAD skills")
+    page.locator("#mad-task input").click()
+    page.get_by_role("option", name="memorization", exact=True).click()
+    page.locator("#run-mad").click()
+    status = page.locator("#mad-status .tab-error")
+    status.wait_for(timeout=WAIT)
+    assert "needs 256" in status.inner_text()  # memorization's vocabulary does not fit the tiny models
+    assert page.locator("#mad-side-by-side table").count() == 0  # no stale result under the error
+    assert_no_error_anywhere_else(page, allowed="mad-status")
+    shot(page, "mad-error")
+    # other tabs are untouched: their controls and results are there, with no error over them
+    open_tab(page, "Compare outputs")
+    assert page.locator("#models").is_visible()
+    open_tab(page, "Hybrid mixtures")
+    assert page.locator("#hybrid-pick").is_visible() and page.locator("#heatmap td.mix-cell").count() == 4
+    # a failure in one part of the hybrid tab stays in that part
+    page.locator("#pvf-prompt textarea").fill("not token ids")
+    page.locator("#run-pvf").click()
+    page.locator("#pvf-status .tab-error").get_by_text("token ids").wait_for(timeout=WAIT)
+    assert page.locator("#hybrid-status .tab-error").count() == 0
+    page.locator("#pvf-prompt textarea").fill("1 2 3")
+    page.locator("#run-pvf").click()
+    page.locator("#pvf-status").get_by_text("agrees with the full hybrid").wait_for(timeout=WAIT)
+    # a new success clears the old error
+    open_tab(page, "MAD skills")
+    page.locator("#mad-task input").click()
+    page.get_by_role("option", name="in_context_recall", exact=True).click()
+    page.locator("#run-mad").click()
+    page.locator("#mad-status .tab-ok").wait_for(timeout=WAIT)
+    assert_no_error_anywhere_else(page)
+
+
+def test_load_error_stays_in_the_load_tab(page):
+    open_tab(page, "Load")
     page.locator("#load-source textarea").fill("nobody-here/no-such-repo")
     page.locator("#run-load").click()
-    toast = page.get_by_test_id("toast-body").filter(has_text="nobody-here/no-such-repo")
-    toast.first.wait_for(timeout=60_000)  # an error toast names the repo; no stack trace on the page
+    panel = page.get_by_role("tabpanel").filter(has=page.locator("#load-source"))
+    panel.get_by_text("nobody-here/no-such-repo").last.wait_for(timeout=WAIT)
+    shot(page, "load-error")
+    # the message is in the Load tab; no toast, no pills over Compare's picker or the hybrid dropdown
+    assert page.get_by_test_id("toast-body").count() == 0
+    assert page.locator("span.error").count() == 0
     assert "Traceback" not in page.content()
-    page.screenshot(path=str(ARTIFACTS / "app-load-error.png"), full_page=True)
-    assert (ARTIFACTS / "app-compare.png").stat().st_size > 10_000
+    open_tab(page, "Compare outputs")
+    assert page.locator("#models").is_visible()

@@ -6,6 +6,7 @@ import html
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from app_backend import formatting as fmt
 from app_backend.generation import MAX_NEW_TOKENS
@@ -85,12 +86,17 @@ def build(ctx: TabContext) -> dict[str, Any]:
         def curve_table(curve: dict[str, Any], at: float) -> Any:
             rows = []
             for r in curve["rows"]:
-                rows.append(
-                    {"": f"◀ slider {at:.2f}" if abs(r["threshold"] - _floor(at)) < 1e-9 else "", **r}
-                )
+                mark = f"◀ slider {at:.2f}" if abs(r["threshold"] - _floor(at)) < 1e-9 else ""
+                rows.append({"threshold": r["threshold"], "slider": mark, **r})
             return styled(rows, {"threshold": lambda v: f"{v:.2f}"})
 
-        @errors_in_place("", None, None, "", gr.skip())
+        @errors_in_place(
+            "",
+            pd.DataFrame(columns=["block"]),
+            pd.DataFrame(columns=["item", "before", "after", "Δ", "Δ %"]),
+            "",
+            gr.skip(),
+        )
         def mixture(name, threshold, progress=gr.Progress()):  # noqa: B008  (gradio injects progress)
             if not name:
                 raise AppInputError(reg.problem or "No hybrid is registered; build the assets or load one.")
@@ -189,7 +195,7 @@ def _cost_formats() -> dict[str, Any]:
         "before": num,
         "after": num,
         "Δ": lambda v: "—" if v is None or v != v else ("+" if v > 0 else "") + num(v),
-        "Δ %": lambda v: "—" if v is None or v != v else f"{v:+.1f} %",
+        "Δ %": lambda v: "—" if v is None or v != v else ("0 %" if v == 0 else f"{v:+.1f} %"),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from app_backend import formatting as fmt
 from app_backend.model_info import cards_md
@@ -12,6 +13,8 @@ from app_backend.tabs.mad import preset, side_by_side_html, task_description
 from app_backend.tabs.sizes import styled
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 from mad_models.mad import TASKS as MAD_TASKS
+
+ACC_COLUMNS = ["model", "accuracy", "correct", "scored", "seq_len"]
 
 
 def build(ctx: TabContext) -> None:
@@ -62,9 +65,14 @@ def build(ctx: TabContext) -> None:
             interactive=False,
             elem_id="mad-acc",
         )
-        examples_state = gr.State({})
+        examples_state = gr.JSON({}, visible=False)  # sequence 0 per model: for the picker and the API
         with gr.Row():
             pick = gr.Dropdown([], label="Marked example of", elem_id="mad-example-model", scale=1)
+            gr.Markdown(
+                "Sequence 0 of the batch, marked for the model picked here; the table below has every "
+                "model's prediction at each scored position.",
+                container=False,
+            )
         example = gr.HTML(elem_id="mad-example")
         with gr.Accordion("All models on sequence 0, side by side", open=True):
             side = gr.HTML(elem_id="mad-side-by-side")
@@ -74,7 +82,7 @@ def build(ctx: TabContext) -> None:
         task.change(about, task, [describe, prompt], api_visibility="private")
         mad_pick.change(cards, mad_pick, cards_view, api_visibility="private")
 
-        @errors_in_place(None, gr.update(choices=[], value=None), "", "", {})
+        @errors_in_place(pd.DataFrame(columns=ACC_COLUMNS), gr.update(choices=[], value=None), "", "", {})
         def mad_skills(task, names, n, seed, progress=gr.Progress()):  # noqa: B008  (gradio injects progress)
             if n is None or seed is None:
                 raise AppInputError("The number of sequences and the seed must be whole numbers.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from app_backend import formatting as fmt
 from app_backend.model_info import cards_md
@@ -37,7 +38,12 @@ def build(ctx: TabContext) -> None:
                 cards_md(adapters, reg.root) if adapters else "No adapters registered.", elem_id="sizes-cards"
             )
 
-        @errors_in_place(None, "", None, None)
+        @errors_in_place(
+            pd.DataFrame(columns=["adapter", "method", "trainable params", "size on disk"]),
+            "",
+            pd.DataFrame(columns=["module type"]),
+            pd.DataFrame(columns=["layer", "module types"]),
+        )
         def adapter_sizes(progress=gr.Progress()):  # noqa: B008  (gradio injects progress)
             d = svc.adapter_sizes(progress)
             shown = []
