@@ -1,0 +1,113 @@
+"""The pieces behind the Adapter sizes, Hybrid mixtures and MAD skills tabs, without a server."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+import torch
+
+from app_backend import formatting as fmt
+from app_backend.registry import AppInputError
+from app_backend.tabs.hybrids import cost_diff_rows
+from app_backend.tabs.mad import TASK_DESCRIPTIONS, mad_baselines, preset
+from app_backend.tabs.sizes import grouped_bars_html, layer_of, per_layer_rows
+from app_backend.ui.common import errors_in_place
+from mad_models.mad import TASKS, make_task
+
+
+def test_formatting():
+    assert fmt.count(1874728) == "1,874,728"
+    assert fmt.size(512) == "512 B" and fmt.size(4608) == "4.50 KiB" and fmt.size(1874728) == "1.79 MiB"
+    assert fmt.accuracy(0.71875) == "0.719" and fmt.accuracy(None) == "—"
+    assert fmt.number(0.3333333) == "0.3333" and fmt.number(460800) == "460,800"
+
+
+def test_errors_in_place_shows_the_message_in_the_status_and_clears_outputs():
+    @errors_in_place("", None)
+    def handler(fail: str | None):
+        if fail == "input":
+            raise AppInputError("the seed must be >= 0")
+        if fail == "bug":
+            raise KeyError("oops")
+        return "done <fast>", "<b>result</b>", 3
+
+    status, html, n = handler(None)
+    assert "tab-ok" in status and "done &lt;fast&gt;" in status and html == "<b>result</b>" and n == 3
+    status, html, n = handler("input")
+    assert "tab-error" in status and "the seed must be &gt;= 0" in status and (html, n) == ("", None)
+    status, *_ = handler("bug")  # unexpected: one line naming the handler, no trace
+    assert "Something went wrong in handler: KeyError" in status and "Traceback" not in status
+
+    @errors_in_place(gr.skip())
+    def streaming():
+        yield "half", 1
+        raise gr.Error("stopped")
+
+    assert [r[0].split("'>")[1][:4] for r in streaming()] == ["half", "⚠ <b"]
+
+
+def test_per_layer_rows_and_grouped_bars():
+    modules = {
+        "A": [
+            {"name": "base_model.model.model.layers.0.self_attn.q_proj", "type": "q_proj", "params": 10},
+            {"name": "base_model.model.model.layers.1.self_attn.q_proj", "type": "q_proj", "params": 7},
+        ],
+        "B": [{"name": "base_model.model.model.layers.1.self_attn.v_proj", "type": "v_proj", "params": 5}],
+    }
+    assert layer_of("model.layers.12.mlp.up_proj") == 12 and layer_of("lm_head") is None
+    assert per_layer_rows(modules) == [
+        {"layer": "0", "module types": "q_proj", "A": 10, "B": 0},
+        {"layer": "1", "module types": "q_proj, v_proj", "A": 7, "B": 5},
+    ]
+    svg = grouped_bars_html(
+        [{"module type": "q_proj", "A": 17, "B": 0}, {"module type": "v_proj", "A": 0, "B": 5}], ["A", "B"]
+    )
+    assert svg.count("<rect class='bar'") == 4 and "data-value='17'" in svg
+    assert svg.count("class='legend-item'") == 2 and ">bar<" not in svg
+
+
+def test_cost_diff_rows_line_up_before_and_after():
+    rows = cost_diff_rows(
+        {"params": {"total": 100, "mixture": 4}, "note": "x"}, {"params": {"total": 40}, "note": "x"}
+    )
+    by = {r["item"]: r for r in rows}
+    assert by["params / total"] == {
+        "item": "params / total",
+        "before": 100,
+        "after": 40,
+        "Δ": -60,
+        "Δ %": -60.0,
+    }
+    assert by["params / mixture"]["after"] is None and by["params / mixture"]["Δ"] is None
+    assert by["note"]["Δ"] is None
+
+
+def test_mad_baselines_on_a_hand_made_batch():
+    ign = -100
+    x = torch.tensor([[1, 9, 2, 10, 1, 9, 9, 2]])
+    y = torch.tensor([[ign, ign, ign, ign, ign, 9, ign, 10]])
+    base = mad_baselines("in_context_recall", x, y)
+    assert base["chance"] == 0.5  # output vocab {9, 10}
+    # position 5: seen 9 (twice with this one), 10 once -> 9 right; position 7: 9 three times -> wrong
+    assert base["heuristic"] == 0.5
+
+
+def test_every_mad_task_has_a_description_and_a_preset():
+    assert set(TASK_DESCRIPTIONS) == set(TASKS)
+    for task in TASKS:
+        settings = {"seq_len": 32, **({"num_tokens_to_copy": 4} if task == "selective_copying" else {})}
+        p = preset(task, settings)
+        ids = [int(t) for t in p["prompt"].split()]
+        x, y = make_task(task, split="test", seed=12345 + 999, num_examples=1, **settings)
+        # a prefix of a test sequence, cut right after a scored position whose target is the answer
+        assert ids == x[0, : len(ids)].tolist() and p["next"] == int(y[0, len(ids) - 1]) != -100
+
+
+def test_bad_threshold_is_refused():
+    from app_backend.tabs.hybrids import HybridLab
+
+    class NoService:
+        registry = None
+
+    with pytest.raises(AppInputError, match=r"in \[0, 1\)"):
+        HybridLab(NoService()).pruned_vs_full("h", 1.5, "1 2", 4)
