@@ -321,7 +321,12 @@ def test_prune_accuracy_curve_is_a_direct_evaluation(client, assets):
     assert "tab-ok" in status
     rows = [dict(zip(curve["headers"], r, strict=True)) for r in curve["data"]]
     assert [r["threshold"] for r in rows] == list(THRESHOLDS)
-    assert [r["slider"] for r in rows].count("◀ slider 0.50") == 1
+    assert [r["threshold"] for r in rows if r["slider"]] == [0.5]
+    # a slider value off the grid gets its own row, scored like the others
+    _, curve_off = client.predict("mad/hybrid", 0.25, api_name="/prune_accuracy")
+    off = [dict(zip(curve_off["headers"], r, strict=True)) for r in curve_off["data"]]
+    assert [r["threshold"] for r in off if r["slider"]] == [0.25] and len(off) == len(THRESHOLDS) + 1
+    assert next(r for r in off if r["slider"])["kept pairs"] == 3  # 0.25 drops block 1's 0.2
     model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid").eval()
     for r in (rows[0], rows[-1]):  # the full hybrid, and the hybrid pruned hardest
         pruned = model.prune(threshold=r["threshold"]).eval()

@@ -118,21 +118,16 @@ def test_adapter_sizes_grouped_bars_legend_and_tables(page):
 
 
 def test_hybrid_tab_updates_live_with_the_slider(page):
-    import time
-
-    t0 = time.perf_counter()
     open_tab(page, "Hybrid mixtures")
     page.locator("#run-mixture").click()
     cells = page.locator("#heatmap td.mix-cell")
     cells.first.wait_for(timeout=WAIT)
     assert cells.all_inner_texts() == [f"{w:.3f}" for row in HYBRID_MIXTURE for w in row]
     page.locator("#prune-summary").get_by_text("Pruning at 0.25 keeps 3 of 4").wait_for(timeout=WAIT)
-    print("show", time.perf_counter() - t0)
     # move the slider: the tab redraws without pressing Show
     page.locator("#prune-threshold input[type=range]").fill("0.5")
     page.locator("#prune-summary").get_by_text("Pruning at 0.50 keeps 2 of 4").wait_for(timeout=WAIT)
     assert page.locator("#heatmap td.mix-cell[style*='line-through']").count() == 2
-    print("slider", time.perf_counter() - t0)
     cost = page.locator("#cost-diff").inner_text()
     assert "before" in cost and "after" in cost and "Δ" in cost and "params / total" in cost
     # weights to 3 digits
@@ -140,9 +135,12 @@ def test_hybrid_tab_updates_live_with_the_slider(page):
     # accuracy against the threshold, the slider's row marked
     page.locator("#run-curve").click()
     page.locator("#hybrid-status").get_by_text("pruned at each threshold").wait_for(timeout=WAIT)
-    print("curve", time.perf_counter() - t0)
     curve = page.locator("#prune-curve").inner_text()
-    assert "◀ slider 0.50" in curve and "in_context_recall" in curve and "0.90" in curve
+    assert "◀ slider" in curve and "in_context_recall" in curve and "0.90" in curve
+    # the slider moves off the grid: its own row joins the scored table, live
+    page.locator("#prune-threshold input[type=range]").fill("0.25")
+    page.locator("#prune-summary").get_by_text("Pruning at 0.25 keeps 3 of 4").wait_for(timeout=WAIT)
+    page.locator("#prune-curve").get_by_text("0.25", exact=True).first.wait_for(state="attached")
     # pruned vs full on the preset token-id prompt
     assert page.locator("#pvf-prompt textarea").input_value().split()[0].isdigit()
     page.locator("#run-pvf").click()
@@ -215,8 +213,10 @@ def test_load_error_stays_in_the_load_tab(page):
     page.locator("#load-source textarea").fill("nobody-here/no-such-repo")
     page.locator("#run-load").click()
     panel = page.get_by_role("tabpanel").filter(has=page.locator("#load-source"))
-    panel.get_by_text("nobody-here/no-such-repo").last.wait_for(timeout=WAIT)
+    in_tab = panel.get_by_text("nobody-here/no-such-repo").last
+    in_tab.or_(page.get_by_test_id("toast-body")).first.wait_for(timeout=WAIT)  # whichever comes first
     shot(page, "load-error")
+    assert in_tab.is_visible()
     # the message is in the Load tab; no toast, no pills over Compare's picker or the hybrid dropdown
     assert page.get_by_test_id("toast-body").count() == 0
     assert page.locator("span.error").count() == 0

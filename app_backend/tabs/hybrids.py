@@ -65,19 +65,60 @@ class HybridLab:
             )
         return tasks
 
-    def accuracy_curve(self, name: str, progress=None) -> dict[str, Any]:
-        """Accuracy of the hybrid pruned at each of ``THRESHOLDS`` on a fixed seeded MAD test batch.
+    def accuracy_curve(
+        self, name: str, at: float | None = None, progress=None, compute: bool = True
+    ) -> dict[str, Any] | None:
+        """Accuracy of the hybrid pruned at each of ``THRESHOLDS`` (and at ``at``, the slider's value) on
+        a fixed seeded MAD test batch.
 
-        Returns ``{"tasks", "rows": [{"threshold", "kept pairs", <task>: acc, ..., "mean"}], "sequences",
-        "seed"}``; thresholds that keep the same (block, component) pairs share one evaluation.
+        Returns ``{"tasks", "rows": [{"threshold", "slider", "kept pairs", <task>: acc, ..., "mean"}],
+        "sequences", "seed"}``. Thresholds that keep the same (block, component) pairs share one
+        evaluation, kept for the life of the app. ``compute=False``: None unless this hybrid was scored.
         """
-        with self._lock:
-            if name in self._curves:
-                return self._curves[name]
         import torch
 
         from mad_models.hybrid.prune import choose_blocks
-        from mad_models.mad import make_task, scored_counts
+        from mad_models.mad import scored_counts
+
+        with self._lock:
+            state = self._curves.get(name)
+            if state is None:
+                if not compute:
+                    return None
+                state = self._curves[name] = self._curve_state(name, progress)
+            grid = set(THRESHOLDS) | ({round(float(at), 6)} if at is not None else set())
+            rows, model = [], None
+            for t in sorted(grid):
+                kept = choose_blocks(state["weights"], state["allowed"], t)
+                key = repr(kept)
+                if key not in state["by_structure"]:
+                    model = model or self._hybrid(name, progress)
+                    pruned = model.prune(threshold=t).eval()
+                    accs = {}
+                    with torch.inference_mode():
+                        for task, (x, y) in state["batches"].items():
+                            correct, total = scored_counts(pruned(input_ids=x).logits.float(), y)
+                            accs[task] = correct / total
+                    state["by_structure"][key] = accs
+                accs = state["by_structure"][key]
+                rows.append(
+                    {
+                        "threshold": t,
+                        "slider": at is not None and abs(t - float(at)) < 1e-6,
+                        "kept pairs": sum(map(len, kept)),
+                        **accs,
+                        "mean": sum(accs.values()) / len(accs),
+                    }
+                )
+        return {
+            "tasks": list(state["batches"]),
+            "rows": rows,
+            "sequences": CURVE_SEQUENCES,
+            "seed": CURVE_SEED,
+        }
+
+    def _curve_state(self, name: str, progress=None) -> dict[str, Any]:
+        from mad_models.mad import make_task
 
         model = self._hybrid(name, progress)
         tasks = self.task_settings(name)
@@ -89,33 +130,12 @@ class HybridLab:
                 batches[task] = (x, y)
         if not batches:
             raise IncompatibleModelError(f"{name!r}: none of its MAD tasks fits its vocabulary of {vocab}.")
-        weights = model.mixture_weights().detach().float().cpu()
-        by_structure: dict[str, dict[str, float]] = {}
-        rows = []
-        for t in THRESHOLDS:
-            kept = choose_blocks(weights, model.config.kept(), t)
-            key = repr(kept)
-            if key not in by_structure:
-                pruned = model.prune(threshold=t).eval()
-                accs = {}
-                with torch.inference_mode():
-                    for task, (x, y) in batches.items():
-                        correct, total = scored_counts(pruned(input_ids=x).logits.float(), y)
-                        accs[task] = correct / total
-                by_structure[key] = accs
-            accs = by_structure[key]
-            rows.append(
-                {
-                    "threshold": t,
-                    "kept pairs": sum(map(len, kept)),
-                    **accs,
-                    "mean": sum(accs.values()) / len(accs),
-                }
-            )
-        curve = {"tasks": list(batches), "rows": rows, "sequences": CURVE_SEQUENCES, "seed": CURVE_SEED}
-        with self._lock:
-            self._curves[name] = curve
-        return curve
+        return {
+            "batches": batches,
+            "weights": model.mixture_weights().detach().float().cpu(),
+            "allowed": model.config.kept(),
+            "by_structure": {},
+        }
 
     def pruned_vs_full(
         self, name: str, threshold: float, prompt: str, max_new_tokens: int = 16, progress=None

@@ -83,11 +83,8 @@ def build(ctx: TabContext) -> dict[str, Any]:
         with gr.Accordion("What this hybrid is", open=False):
             card = gr.Markdown(cards(first), elem_id="hybrid-card")
 
-        def curve_table(curve: dict[str, Any], at: float) -> Any:
-            rows = []
-            for r in curve["rows"]:
-                mark = f"◀ slider {at:.2f}" if abs(r["threshold"] - _floor(at)) < 1e-9 else ""
-                rows.append({"threshold": r["threshold"], "slider": mark, **r})
+        def curve_table(curve: dict[str, Any]) -> Any:
+            rows = [{**r, "slider": "◀ slider" if r["slider"] else ""} for r in curve["rows"]]
             return styled(rows, {"threshold": lambda v: f"{v:.2f}"})
 
         @errors_in_place(
@@ -107,14 +104,14 @@ def build(ctx: TabContext) -> dict[str, Any]:
             ]
             kept = sum(sum(r) for r in d["kept"])
             total = sum(len(r) for r in d["kept"])
-            cached = lab._curves.get(name)
+            curve = lab.accuracy_curve(name, at=d["threshold"], progress=progress, compute=False)
             return (
                 f"{name} at threshold {d['threshold']:.2f}.",
                 heatmap_html(d["weights"], d["components"], d["kept"]),
                 styled(w, {c: fmt.accuracy for c in d["components"]}),
                 styled(cost_diff_rows(d["cost"], d["pruned_cost"]), _cost_formats()),
                 f"Pruning at {d['threshold']:.2f} keeps {kept} of {total} (block, component) pairs.",
-                curve_table(cached, d["threshold"]) if cached else gr.skip(),
+                curve_table(curve) if curve else gr.skip(),
             )
 
         mix_outputs = [status, heat, weights_df, cost_df, prune_md, curve_df]
@@ -143,11 +140,11 @@ def build(ctx: TabContext) -> dict[str, Any]:
 
         @errors_in_place(None)
         def prune_accuracy(name, threshold, progress=gr.Progress()):  # noqa: B008
-            curve = lab.accuracy_curve(name, progress)
+            curve = lab.accuracy_curve(name, at=float(threshold), progress=progress)
             return (
                 f"Accuracy of {name} pruned at each threshold: {curve['sequences']} sequences per task "
                 f"({', '.join(curve['tasks'])}), seed {curve['seed']}.",
-                curve_table(curve, float(threshold)),
+                curve_table(curve),
             )
 
         curve_btn.click(
@@ -180,11 +177,6 @@ def build(ctx: TabContext) -> dict[str, Any]:
             **on_models,
         )
     return {"hybrid": hybrid}
-
-
-def _floor(t: float) -> float:
-    """The grid threshold at or below ``t`` (the curve is scored on 0.0, 0.1, ..., 0.9)."""
-    return int(round(float(t) * 100)) // 10 / 10
 
 
 def _cost_formats() -> dict[str, Any]:
