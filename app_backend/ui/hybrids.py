@@ -36,7 +36,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
             pass
         return preset(task, settings)["prompt"]
 
-    with gr.Tab("Hybrid mixtures", id="hybrids"):
+    with gr.Tab("Hybrid mixtures", id="hybrids") as tab:
         hybrids = svc.hybrid_names()
         first = hybrids[0] if hybrids else None
         with gr.Row():
@@ -123,8 +123,9 @@ def build(ctx: TabContext) -> dict[str, Any]:
             show_progress_on=[status],
             **on_models,
         )
-        # live: the slider and the picker redraw at once (always_last: a drag runs the latest value)
-        for trigger in (threshold.change, hybrid.change):
+        # live: opening the tab, the slider and the picker redraw at once (always_last: a drag runs the
+        # latest value)
+        for trigger in (tab.select, threshold.change, hybrid.change):
             trigger(
                 mixture,
                 [hybrid, threshold],
