@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
 # Other frameworks' weights are useless to torch + safetensors; skip them too.
 NEVER_DOWNLOAD = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.ot"]
-# The adapters whose bases are being resolved right now, outermost first, as (where, came from the Hub):
-# an adapter naming itself, or A -> B -> A, is a cycle; a chain deeper than this is refused as well.
+# The adapters whose bases are being resolved right now, outermost first, as (where, whether the base must
+# come from the Hub because a Hub repo named it): an adapter naming itself, or A -> B -> A, is a cycle; a
+# chain deeper than MAX_BASE_DEPTH is refused as well.
 _BASE_CHAIN: ContextVar[tuple[tuple[str, bool], ...]] = ContextVar("hub_tools_base_chain", default=())
 MAX_BASE_DEPTH = 4
 
@@ -133,6 +134,12 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
     points elsewhere is refused without saying where it points or whether that exists.
     """
     single, index = folder / f"{stem}.safetensors", folder / f"{stem}.safetensors.index.json"
+    if single.is_file() and index.is_file():  # e.g. two pushes mixed by a tool without parent_commit
+        raise RepoContentError(
+            f"'{where}' holds both {single.name} and {index.name}, so which weights are meant is unknown "
+            "(two pushes mixed?). Push it again from the model.",
+            where,
+        )
     if single.is_file():
         return _header(single)
     if index.is_file():
@@ -324,7 +331,8 @@ def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, whe
         base_id,
         base_rev or "main (unpinned: pass base_revision= to pin it)",
     )
-    reset = _BASE_CHAIN.set((*chain, (where, from_hub)))
+    # a base the repo named (not one the caller chose) must come from the Hub, never a local folder
+    reset = _BASE_CHAIN.set((*chain, (where, from_hub and base_model is None)))
     try:
         return pull(
             base_id, revision=base_rev, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout

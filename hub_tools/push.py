@@ -97,7 +97,7 @@ def _commit_outcome(
     try:
         head = api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
         if head == parent:
-            return f"Nothing was changed: '{branch}' is still at {parent[:12]}. Retry the push."
+            return f"Nothing was changed: '{branch}' is still at {parent[:12]}; retry later."
         remote = {
             e.path: e
             for e in api.list_repo_tree(repo_id, repo_type=repo_type, revision=head, recursive=True)
@@ -675,7 +675,7 @@ def space_files(
     The candidates are `allow` (file names or glob patterns, relative to `app_dir`) when given, else the
     files git tracks when `app_dir` is in a git work tree, else every file under it. Secrets (``.env*``,
     ``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, caches, .git and pickles are never
-    uploaded. An `allow` entry that names a secret or a symlink raises ValueError.
+    uploaded: a glob in `allow` that matches one leaves it out, an entry naming one exactly raises ValueError.
 
     Example:
         >>> files, refused = space_files(".")   # what `mad-models space push` would upload from here
@@ -687,7 +687,8 @@ def space_files(
         candidates = sorted(
             {f for pattern in allow for f in walked if fnmatch.fnmatch(f, pattern.strip("/"))}
         )
-        asked_bad = [f for f in candidates if _is_secret(f) or _has_symlink(src, f)]
+        named = {p.strip("/") for p in allow if not any(c in p for c in "*?[")}  # exact names, no globs
+        asked_bad = [f for f in candidates if f in named and (_is_secret(f) or _has_symlink(src, f))]
         if asked_bad:
             raise ValueError(
                 f"allow= names files that are never uploaded to a Space (secrets or symlinks): {asked_bad}. "

@@ -531,13 +531,11 @@ def cmd_pull(a) -> None:
 
 
 def cmd_space_push(a) -> None:
-    from hub_tools.push import space_files
-
     hub = _hub()
     if not Path(a.dir).is_dir():
         raise NotADirectoryError(f"--dir '{a.dir}' is not a directory")
     # show what leaves the machine before the commit (git-tracked files or --allow; never secrets)
-    upload, refused = space_files(a.dir, allow=a.allow)
+    upload, refused = hub.space_files(a.dir, allow=a.allow)
     print(f"uploading {len(upload)} files from {a.dir}: {', '.join(upload)}", file=sys.stderr)
     if refused:
         never = ", ".join(f"{f} ({why})" for f, why in sorted(refused.items()))

@@ -156,6 +156,13 @@ def test_cli_space_push_default_dir_applies_the_same_rules(hub, tmp_path, monkey
     assert not files & SECRET_NAMES and "app.py" in files
     err = capsys.readouterr().err
     assert "sub/helper.py" in err and ".netrc" in err  # the list and the refusals reach the terminal
+    assert main(["space", "push", "me/cli-allow", "--allow", "app.py", "sub/*"]) == 0
+    assert set(hub.files("me/cli-allow", repo_type="space")) == {
+        ".gitattributes",
+        "README.md",
+        "app.py",
+        "sub/helper.py",
+    }  # sub/aws_credentials.json matches sub/* but is never uploaded
 
 
 # ------------------------------------------------------------------ hole 2: shard index escapes
@@ -228,6 +235,11 @@ def test_concurrent_pushes_never_mix(hub, tmp_path):
     assert "model.safetensors.index.json" not in files
     with torch.no_grad():
         assert torch.equal(pull("me/race")(IDS).logits, model_b(IDS).logits)
+    # a repo mixed by another tool (single file next to a shard index) is refused, not served silently
+    commit_folder(sharded, "me/race", commit_message="mixed", delete_patterns=())
+    assert {"model.safetensors", "model.safetensors.index.json"} <= set(hub.files("me/race"))
+    with pytest.raises(RepoContentError, match=r"'me/race' holds both model.safetensors and model"):
+        pull("me/race")
 
 
 # ------------------------------------------------------------------ hole 6: adapter base cycles
