@@ -532,8 +532,21 @@ def cmd_pull(a) -> None:
 
 def cmd_space_push(a) -> None:
     hub = _hub()
+    if not Path(a.dir).is_dir():
+        raise NotADirectoryError(f"--dir '{a.dir}' is not a directory")
+    # show what leaves the machine before the commit (git-tracked files or --allow; never secrets)
+    upload, refused = hub.space_files(a.dir, allow=a.allow)
+    print(f"uploading {len(upload)} files from {a.dir}: {', '.join(upload)}", file=sys.stderr)
+    if refused:
+        never = ", ".join(f"{f} ({why})" for f, why in sorted(refused.items()))
+        print(f"never uploaded: {never}", file=sys.stderr)
     url = hub.push_space(
-        a.dir, a.repo_id, private=a.private or None, commit_message=a.message, endpoint=a.endpoint
+        a.dir,
+        a.repo_id,
+        private=a.private or None,
+        commit_message=a.message,
+        endpoint=a.endpoint,
+        allow=a.allow,
     )
     _print({"url": str(url), "commit": getattr(url, "oid", None)})
 
@@ -733,7 +746,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub(space, "push", "upload the Gradio app as a Space (one commit)", "space push", cmd_space_push)
     p.add_argument("repo_id", help="the Space's repo id, e.g. me/mad-models-demo")
-    p.add_argument("--dir", default=".", help="the folder holding app.py (default: the current one)")
+    p.add_argument(
+        "--dir",
+        default=".",
+        help="the folder holding app.py (default: the current one); in a git work tree only tracked files "
+        "are uploaded, and never .env*, *.pem, .netrc, *credentials*, *token* files or symlinks",
+    )
+    p.add_argument(
+        "--allow",
+        nargs="+",
+        metavar="PATTERN",
+        help="upload only files matching these names / glob patterns (relative to --dir)",
+    )
     p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--message", help="commit message")
