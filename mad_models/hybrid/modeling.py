@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from transformers import (
     AutoTokenizer,
     Cache,
     GenerationMixin,
+    PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -120,6 +122,43 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         payload["type"] = model.get("type")
         payload["merges"] = model.get("merges")
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+
+def _checkpoint_folder(name_or_path: Any, kwargs: dict) -> Path | None:
+    """The local folder holding config.json and the weights of `name_or_path` (a dir or a hub id, fetched
+    with the caller's hub arguments), or None when it cannot be resolved (from_pretrained then reports it)."""
+    sub = kwargs.get("subfolder") or ""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path) / sub
+    from transformers.utils import cached_file
+
+    hub = {
+        k: kwargs[k]
+        for k in ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
+        if k in kwargs
+    }
+    hub["subfolder"] = sub
+    try:
+        config = cached_file(str(name_or_path), "config.json", **hub)
+        folder = Path(config).parent
+        if cached_file(
+            str(name_or_path), "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub
+        ):
+            return folder
+        index = cached_file(
+            str(name_or_path),
+            "model.safetensors.index.json",
+            _raise_exceptions_for_missing_entries=False,
+            **hub,
+        )
+        if index:
+            weight_map = json.loads(Path(index).read_text()).get("weight_map", {})
+            for shard in sorted(set(weight_map.values())):
+                if not Path(shard).is_absolute() and ".." not in Path(shard).parts:  # the check refuses those
+                    cached_file(str(name_or_path), shard, **hub)
+        return folder
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
 
 
 def resolve_layer_map(
@@ -475,6 +514,19 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> ManticoreForCausalLM:
         want_info = kwargs.pop("output_loading_info", False)
         kwargs["use_safetensors"] = True  # never unpickle a pytorch_model.bin: that can run code
+        kwargs["trust_remote_code"] = False
+        if args:  # config and weight headers first: a config must not allocate what the file cannot fill
+            folder = _checkpoint_folder(args[0], kwargs)
+            if folder is not None:
+                from mad_models.validation import CheckpointError, check_pretrained_folder
+
+                given = kwargs.get("config")
+                try:
+                    check_pretrained_folder(
+                        cls, folder, config=given if isinstance(given, PreTrainedConfig) else None
+                    )
+                except CheckpointError as err:
+                    raise CheckpointError(f"{args[0]}: {err}") from None
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys", []))
         mismatched = info.get("mismatched_keys", [])
@@ -484,9 +536,26 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, {len(mismatched)} with wrong shapes "
                 f"{list(mismatched)[:4]}"
             )
+        model._check_loaded_mixture()
         # the loader makes every float tensor trainable; fixed mixture weights are not
         model.mixture.alphas.requires_grad_(model.config.mixture_mode != "fixed")
         return (model, info) if want_info else model
+
+    def _check_loaded_mixture(self) -> None:
+        """Loaded mixture values must be what `set_mixture` accepts: finite logits in "softmax"/"gumbel"
+        mode, weights on the simplex (zero where pruned) in "fixed"/"simplex" mode."""
+        alphas = self.mixture.alphas.detach().float().cpu()
+        mode = self.config.mixture_mode
+        try:
+            if mode in ("softmax", "gumbel"):
+                if not torch.isfinite(alphas).all():
+                    raise ValueError("mixture logits must be finite")
+            else:
+                self.mixture.set_weights(alphas, mode)
+        except ValueError as err:
+            raise ValueError(
+                f"model.safetensors holds invalid mixture weights (mixture.alphas): {err}"
+            ) from None
 
     # ---- generation ---------------------------------------------------------------------------------
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
