@@ -118,9 +118,14 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     payload: dict[str, Any] = {"vocab": sorted(tokenizer.get_vocab().items())}
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is not None and hasattr(backend, "to_str"):
-        model = json.loads(backend.to_str()).get("model", {})
+        spec = json.loads(backend.to_str())
+        model = spec.get("model", {})
         payload["type"] = model.get("type")
         payload["merges"] = model.get("merges")
+        # the same vocabulary behind another normalizer (lowercasing, NFKC), pre-tokenizer (byte-level or
+        # not) or post-processor (BOS added or not) gives other ids for the same text
+        for stage in ("normalizer", "pre_tokenizer", "post_processor"):
+            payload[stage] = spec.get(stage)
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -403,6 +408,21 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         tokenizers = list(tokenizers) if tokenizers is not None else [None] * k
         if len(revisions) != k or len(tokenizers) != k:
             raise ValueError(f"revisions and tokenizers must have one entry per component ({k})")
+        objects = [i for i, src in enumerate(sources) if isinstance(src, PreTrainedModel)]
+        for i in objects:
+            for j in objects:
+                if j > i and sources[i] is sources[j]:
+                    raise ValueError(
+                        f"components {i} and {j} are the same model object; a hybrid needs separate modules "
+                        "per component: pass copy.deepcopy(model) for the second one"
+                    )
+        if objects:
+            logger.warning(
+                "from_components uses the model objects you passed (components %s) as they are, not copies: "
+                "training the hybrid, or calling .to()/.train()/.eval() on it, changes them too. Pass "
+                "copy.deepcopy(model) to keep yours apart.",
+                objects,
+            )
 
         # where and how to fetch: the tokenizers come from the same place as the models
         hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS} | {"trust_remote_code": False}
@@ -466,11 +486,20 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             eos_token_id=getattr(special, "eos_token_id", None),
             pad_token_id=getattr(special, "pad_token_id", None),
         )
+        dtypes = {mod.dtype for mod in models}
+        if len(dtypes) > 1:  # converting would change the caller's model objects
+            raise ValueError(
+                f"components have different dtypes ({[str(m.dtype) for m in models]} for {names}); convert "
+                "them to one dtype first, e.g. model.to(torch.float32)"
+            )
         hybrid = cls(config, components=models)
         if not isinstance(mixture, str):
             hybrid.set_mixture(mixture, mode="fixed")
-        hybrid.to(models[0].dtype)
-        return hybrid.train(models[0].training)
+        # only the hybrid's own parts follow the first component's dtype and mode; components stay as given
+        hybrid.training = models[0].training
+        for part in (hybrid.proj_in, hybrid.proj_out, hybrid.mixture):
+            part.to(models[0].dtype).train(models[0].training)
+        return hybrid
 
     @staticmethod
     def _config_dict(config: Any) -> dict:
@@ -591,6 +620,15 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 f"past_key_values must be a ManticoreCache (hybrid.new_cache()), got {type(past_key_values)}"
             )
         B, T = input_ids.shape
+        if (
+            input_ids.numel()
+            and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.config.vocab_size
+        ):
+            raise ValueError(
+                f"input_ids must lie in [0, {self.config.vocab_size}) (the hybrid's vocabulary), got ids "
+                f"from "
+                f"{int(input_ids.min())} to {int(input_ids.max())}"
+            )
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         cache = past_key_values if past_key_values is not None else (self.new_cache() if use_cache else None)
