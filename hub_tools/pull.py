@@ -10,6 +10,7 @@ Order of work in :func:`pull`:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -30,6 +31,7 @@ from hub_tools.errors import (
     resolve_endpoint,
 )
 from hub_tools.push import DEFAULT_TIMEOUT
+from mad_models import validation
 from mad_models.more.report import embedding_targeted
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,15 @@ def _download(repo_id: str, revision: str | None, *, endpoint, token, cache_dir,
                 raise err from None
             logger.warning("The Hub at %s is unreachable; using the cached copy of %s", endpoint, repo_id)
             return folder
+
+
+@contextlib.contextmanager
+def _content_errors(where: str):
+    """mad_models.validation's CheckpointError (names the file) -> RepoContentError (also names the repo)."""
+    try:
+        yield
+    except validation.CheckpointError as err:
+        raise RepoContentError(f"'{where}': {err}", where) from None
 
 
 def _header(path: Path) -> dict[str, tuple[list[int], str]]:
@@ -210,7 +221,10 @@ def _check_against_model(expected: torch.nn.Module, found: dict, where: str) -> 
 def _load_transformers_model(folder: Path, where: str, dtype=None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg_json = json.loads((folder / "config.json").read_text())
+    with _content_errors(where):
+        cfg_json = validation.read_json_config(folder / "config.json", validation.checkpoint_root(folder))
+        if cfg_json.get("model_type") == "manticore":
+            validation.check_manticore_config(cfg_json)
     try:
         # trust_remote_code=False: a config that needs code from the repo is refused, never executed
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
@@ -221,9 +235,14 @@ def _load_transformers_model(folder: Path, where: str, dtype=None):
             where,
         ) from None
     found = _weights(folder, "model", where)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    with _content_errors(where):
+        skeleton = validation.build_on_meta(
+            lambda c: AutoModelForCausalLM.from_config(c, trust_remote_code=False), config
+        )
     _check_against_model(skeleton, found, where)
+    with _content_errors(where):
+        dtype_wanted = validation.config_dtype(cfg_json)
+        validation.check_module_against_header(skeleton, found, "model.safetensors", dtype=dtype_wanted)
     model = AutoModelForCausalLM.from_pretrained(
         folder, trust_remote_code=False, use_safetensors=True, dtype=dtype
     )
@@ -231,7 +250,8 @@ def _load_transformers_model(folder: Path, where: str, dtype=None):
 
 
 def _check_adapter(folder: Path, where: str) -> dict:
-    cfg = json.loads((folder / "adapter_config.json").read_text())
+    with _content_errors(where):
+        cfg = validation.read_json_config(folder / "adapter_config.json", validation.checkpoint_root(folder))
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
     if cfg.get("peft_type") not in PEFT_TYPE_TO_CONFIG_MAPPING:
@@ -243,6 +263,8 @@ def _check_adapter(folder: Path, where: str) -> dict:
     found = _weights(folder, "adapter_model", where)
     if not found:
         raise RepoContentError(f"'{where}': adapter_model.safetensors holds no tensors.", where)
+    with _content_errors(where):
+        validation.check_adapter_header(cfg, found)
     targets = cfg.get("target_modules")
     if isinstance(targets, list) and targets:
         extra = set(cfg.get("modules_to_save") or [])
@@ -395,6 +417,8 @@ def pull(
             from_hub=folder is not local,
             base_revision=base_revision,
         )
+        with _content_errors(where):  # on a meta-device twin of the base: nothing allocated yet
+            validation.check_adapter_fits_base(cfg, base, _weights(folder, "adapter_model", where))
         try:
             model = PeftModel.from_pretrained(base, folder, is_trainable=False)
         except RuntimeError as err:  # size mismatch between the file and the layers the config builds
