@@ -7,7 +7,8 @@ Example:
     torch.Size([16, 128])
 """
 
-from mad_models.mad.data import MADDataset, evaluate, logits_of, scored_counts
+from mad_models.mad.baselines import chance_accuracy, heuristic_accuracy, heuristic_predictions, target_tokens
+from mad_models.mad.data import Accuracy, MADDataset, evaluate, logits_of, scored_counts
 from mad_models.mad.tasks import (
     DEFAULTS,
     HARDER,
@@ -20,6 +21,11 @@ from mad_models.mad.tasks import (
 )
 
 __all__ = [
+    "Accuracy",
+    "chance_accuracy",
+    "heuristic_accuracy",
+    "heuristic_predictions",
+    "target_tokens",
     "DEFAULTS",
     "HARDER",
     "IGNORE",

@@ -41,6 +41,58 @@ def logits_of(model, input_ids: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+class Accuracy:
+    """Accumulated accuracy over scored positions (targets != -100): micro and macro.
+
+    ``micro`` = correct / scored. ``macro`` = the mean over classes of per-class recall
+    (correct / support), over classes that occur as a target or a prediction at a scored position:
+    torchmetrics' ``MulticlassAccuracy(average="macro", ignore_index=-100)``, which MAD-lab reports
+    (a class only ever predicted, never a target, counts as 0).
+
+    Example:
+        >>> acc = Accuracy(4)
+        >>> acc.update(torch.tensor([[0, 1, 1, 3]]), torch.tensor([[0, 1, 2, -100]]))
+        >>> acc.compute()
+        {'micro': 0.6666666666666666, 'macro': 0.6666666666666666}
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.tp = torch.zeros(num_classes, dtype=torch.long)
+        self.support = torch.zeros(num_classes, dtype=torch.long)
+        self.predicted = torch.zeros(num_classes, dtype=torch.long)
+
+    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add argmax predictions (N, T) (or logits (N, T, V)) against targets (N, T)."""
+        if preds.dim() == targets.dim() + 1:
+            preds = preds.argmax(-1)
+        if preds.shape != targets.shape:
+            raise ValueError(f"predictions {tuple(preds.shape)} and targets {tuple(targets.shape)} differ")
+        mask = targets != IGNORE
+        p, t = preds[mask].long().cpu(), targets[mask].long().cpu()
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_classes):
+            raise ValueError(f"a target lies outside [0, {self.num_classes})")
+        p = p.clamp(0, self.num_classes - 1)
+        self.tp += torch.bincount(t[p == t], minlength=self.num_classes)
+        self.support += torch.bincount(t, minlength=self.num_classes)
+        self.predicted += torch.bincount(p, minlength=self.num_classes)
+
+    @property
+    def scored(self) -> int:
+        return int(self.support.sum())
+
+    def compute(self) -> dict[str, float]:
+        if self.scored == 0:
+            raise ValueError("no scored positions in the data (all targets are -100)")
+        fp, fn = self.predicted - self.tp, self.support - self.tp
+        present = (self.tp + fp + fn) > 0
+        per_class = self.tp.double() / self.support.clamp(min=1).double()
+        return {
+            "micro": int(self.tp.sum()) / self.scored,
+            "macro": float(per_class[present].mean()),
+        }
+
+
 def scored_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
     """(correct, scored) argmax predictions over positions whose target is not -100."""
     mask = targets != IGNORE
