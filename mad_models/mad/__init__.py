@@ -8,11 +8,14 @@ Example:
 """
 
 from mad_models.mad.baselines import chance_accuracy, heuristic_accuracy, heuristic_predictions, target_tokens
-from mad_models.mad.data import Accuracy, MADDataset, evaluate, logits_of, scored_counts
+from mad_models.mad.compression import CompressionAutoEncoder
+from mad_models.mad.data import Accuracy, MADDataset, evaluate, evaluate_metrics, logits_of, scored_counts
 from mad_models.mad.tasks import (
     DEFAULTS,
     HARDER,
     IGNORE,
+    PRESETS,
+    SPLITS,
     TASKS,
     make_task,
     memorization_map,
@@ -22,6 +25,10 @@ from mad_models.mad.tasks import (
 
 __all__ = [
     "Accuracy",
+    "CompressionAutoEncoder",
+    "PRESETS",
+    "SPLITS",
+    "evaluate_metrics",
     "chance_accuracy",
     "heuristic_accuracy",
     "heuristic_predictions",

@@ -34,19 +34,20 @@ from mad_models.mad.data import Accuracy
 from mad_models.mad.tasks import task_settings
 
 
-def target_tokens(task: str, **task_kwargs) -> torch.Tensor:
+def target_tokens(task: str, preset: str = "easy", **task_kwargs) -> torch.Tensor:
     """The token ids that can be a target at a scored position of ``task`` (sorted LongTensor)."""
-    cfg = task_settings(task, **task_kwargs)
+    cfg = task_settings(task, preset, **task_kwargs)
     v = cfg["vocab_size"]
     if task in ("in_context_recall", "noisy_recall"):
         kv = v - cfg.get("noise_vocab_size", 0)
         return torch.arange(kv // 2, kv)
     if task == "fuzzy_recall":
-        return torch.arange(v // 2, v)
+        kv = v - 1  # the last id is the pad token
+        return torch.arange(kv // 2, kv)
     if task == "selective_copying":
         return torch.arange(0, v - 2)  # blank and copy tokens are never targets
     if task == "compression":
-        return torch.arange(0, v - 2)  # compress and blank tokens are never targets
+        return torch.arange(0, v - 1)  # the compression token is never a target
     if task == "memorization":
         from mad_models.mad.tasks import memorization_map
 
