@@ -239,7 +239,7 @@ def cmd_mad_train(a) -> None:
     from mad_models.mad import vocab_size
     from mad_models.training import build_model, count_parameters, train_mad
 
-    settings = _settings(a.set)
+    settings = {**_settings(a.set), "preset": a.preset}
     if a.model:
         model = _load_model(a.model)
     else:
@@ -261,15 +261,32 @@ def cmd_mad_train(a) -> None:
         data_seed=a.seed,
         **settings,
     )
-    _print({"task": a.task, "params": count_parameters(model), **res, "saved": str(Path(a.out) / "final")})
+    final = Path(a.out) / "final"
+    result = {
+        "task": a.task,
+        "settings": settings,
+        "source_model": a.model or f"{a.arch} from scratch (width {a.width}, {a.layers} layers)",
+        "params": count_parameters(model),
+        **res,
+    }
+    _write_results(a.out, result)
+    _print({**result, **_saved(final, res)})
 
 
 def cmd_mad_eval(a) -> None:
-    from mad_models.mad import evaluate
+    from mad_models.mad import evaluate_metrics
+    from mad_models.mad.compression import DECODER_FILE, CompressionAutoEncoder
 
     model = _load_model(a.model)
-    settings = _settings(a.set)
-    acc = evaluate(
+    if a.task == "compression":
+        if not (Path(a.model) / DECODER_FILE).is_file():
+            raise CLIError(
+                f"{a.model} has no compression decoder ({DECODER_FILE}): compression is MAD's auto-encoder "
+                "task; train the model on it with 'mad train --task compression'"
+            )
+        model = CompressionAutoEncoder.from_pretrained(a.model, model)
+    settings = {**_settings(a.set), "preset": a.preset}
+    acc = evaluate_metrics(
         model,
         a.task,
         split=a.split,
@@ -278,7 +295,25 @@ def cmd_mad_eval(a) -> None:
         batch_size=a.batch_size,
         **settings,
     )
-    _print({"task": a.task, "split": a.split, "settings": settings, "accuracy": acc})
+    _print(
+        {"task": a.task, "split": a.split, "settings": settings, "accuracy": acc["micro"], "macro": acc["macro"]}
+    )
+
+
+def _saved(final: Path, res: dict) -> dict:
+    """``{"saved": dir}`` only when the run finished and wrote ``final/``; else where to resume."""
+    if final.is_dir() and res.get("step") and res.get("step") == res.get("total_steps", res.get("step")):
+        return {"saved": str(final)}
+    return {"saved": None, "note": f"stopped at step {res.get('step')}; run again to resume"}
+
+
+def _write_results(out: str | Path, result: dict) -> None:
+    """``results.json`` in the output directory: task, settings, source model, test accuracy."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.replace(out / "results.json")
 
 
 # ---------------------------------------------------------------- hybrid
