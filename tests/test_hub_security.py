@@ -135,6 +135,15 @@ def test_push_space_uploads_only_git_tracked_files_of_a_work_tree(hub, tmp_path)
         push_space(app, "me/space-allow", allow=["app.py", ".netrc"])
     assert len(hub.state.requests) == seen
 
+    # inside a repository git cannot read: refused, never a fallback to "every file"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / ".git").write_text("not a gitdir\n")
+    (broken / "app.py").write_text("import gradio as gr\n")
+    with pytest.raises(ValueError, match=r"git cannot list its tracked files.*allow="):
+        push_space(broken, "me/space-broken")
+    assert len(hub.state.requests) == seen
+
 
 def test_push_space_cache_folder_gives_a_hub_error(hub, tmp_path):
     app = tmp_path / "app"
