@@ -340,6 +340,19 @@ def _remap(obj, mapping: Mapping[str, str]):
     return obj
 
 
+def _public_settings(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`settings` for a card, with values that are local paths (data files, run dirs) replaced."""
+    if not settings:
+        return None
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, (str, os.PathLike)) and is_local_path(os.fspath(value)):
+            logger.warning("card setting %r is a local path; the card shows '<local path>' instead", key)
+            value = "<local path>"
+        out[key] = value
+    return out
+
+
 def _scrub_local_paths(out: Path, paths: Iterable[str]) -> None:
     """Last guard before a commit: no text file we are about to upload may contain one of `paths`."""
     needles = set()
@@ -467,7 +480,7 @@ def push_adapter(
             report=report,
             license=license,
             eval_results=eval_results,
-            training=training,
+            training=_public_settings(training),
             adapter_settings=settings,
             files=_sizes(out, {"adapter_config.json", "adapter_model.safetensors"}),
         )
@@ -603,7 +616,7 @@ def push_hybrid(
             cost_report=cost,
             license=license,
             eval_results=eval_results,
-            training=training,
+            training=_public_settings(training),
             files=_sizes(out),
             has_tokenizer=any((out / f).is_file() for f in TOKENIZER_FILES),
         )

@@ -411,7 +411,9 @@ def test_local_paths_never_go_into_pushed_files(hub, tmp_path, caplog):
     tiny_llama().save_pretrained(base_dir)
     adapter = more_model(base=pull(base_dir))
     assert adapter.peft_config["default"].base_model_name_or_path == str(base_dir)
-    push_adapter(adapter, "me/local-base-adapter")
+    push_adapter(
+        adapter, "me/local-base-adapter", training={"data": str(tmp_path / "train.jsonl"), "lr": 0.1}
+    )
     files = hub.files("me/local-base-adapter")
     assert str(tmp_path) not in all_text(files)
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] is None
