@@ -265,8 +265,15 @@ def test_adapter_base_cycles_are_refused_quickly(hub):
     # one repo-info call and a few file downloads per repo in the chain, not hundreds
     assert time.perf_counter() - t0 < 10 and len(hub.state.requests) - seen < 60
 
+    for i in range(5):  # no cycle, but a chain of bases deeper than MAX_BASE_DEPTH
+        push_adapter(more_model(), f"me/deep-{i}", base_model=f"me/deep-{i + 1}")
+    with pytest.raises(RepoContentError, match=r"nest deeper than 4 \(me/deep-0 -> .* -> me/deep-5\)"):
+        pull("me/deep-0")
 
-def test_hub_adapter_may_not_name_a_local_base_and_base_revision_can_be_pinned(hub, tmp_path, caplog):
+
+def test_hub_adapter_may_not_name_a_local_base_and_base_revision_can_be_pinned(
+    hub, tmp_path, caplog, monkeypatch
+):
     base_dir = tmp_path / "local-base"
     tiny_llama(seed=3).save_pretrained(base_dir)
     model = more_model()
@@ -287,8 +294,11 @@ def test_hub_adapter_may_not_name_a_local_base_and_base_revision_can_be_pinned(h
     commit_folder(tmp_path / "b2", "org/moving-base", commit_message="v2")
     adapter = more_model(seed=7, base=tiny_llama(seed=5))
     push_adapter(adapter, "me/on-moving-base", base_model="org/moving-base")
+    decoy = tmp_path / "cwd" / "org" / "moving-base"  # a local folder named like the base id
+    tiny_llama(seed=9).save_pretrained(decoy)
+    monkeypatch.chdir(tmp_path / "cwd")
     with caplog.at_level(logging.INFO, logger="hub_tools"):
-        pinned = pull("me/on-moving-base", base_revision=v1.oid)
+        pinned = pull("me/on-moving-base", base_revision=v1.oid)  # the base comes from the Hub
         assert f"base model org/moving-base at revision {v1.oid}" in caplog.text
         unpinned = pull("me/on-moving-base")
         assert "base model org/moving-base at revision main (unpinned" in caplog.text
