@@ -128,14 +128,16 @@ class _RedactingFilter(logging.Filter):
 
     def __init__(self, token: str | bool | None):
         super().__init__()
-        self.token = token
+        self.secrets = _secrets(token)  # read once: get_token() may read a file
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a malformed record is huggingface_hub's problem, not a reason to drop it
             return True
-        clean = redact(message, self.token)
+        clean = message
+        for secret in self.secrets:
+            clean = clean.replace(secret, "***")
         if clean != message:
             record.msg, record.args = clean, ()
         return True

@@ -340,6 +340,19 @@ def _remap(obj, mapping: Mapping[str, str]):
     return obj
 
 
+def _public_settings(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`settings` for a card, with values that are local paths (data files, run dirs) replaced."""
+    if not settings:
+        return None
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, (str, os.PathLike)) and is_local_path(os.fspath(value)):
+            logger.warning("card setting %r is a local path; the card shows '<local path>' instead", key)
+            value = "<local path>"
+        out[key] = value
+    return out
+
+
 def _scrub_local_paths(out: Path, paths: Iterable[str]) -> None:
     """Last guard before a commit: no text file we are about to upload may contain one of `paths`."""
     needles = set()
@@ -467,7 +480,7 @@ def push_adapter(
             report=report,
             license=license,
             eval_results=eval_results,
-            training=training,
+            training=_public_settings(training),
             adapter_settings=settings,
             files=_sizes(out, {"adapter_config.json", "adapter_model.safetensors"}),
         )
@@ -603,7 +616,7 @@ def push_hybrid(
             cost_report=cost,
             license=license,
             eval_results=eval_results,
-            training=training,
+            training=_public_settings(training),
             files=_sizes(out),
             has_tokenizer=any((out / f).is_file() for f in TOKENIZER_FILES),
         )
@@ -637,27 +650,43 @@ def _has_symlink(src: Path, rel: str) -> bool:
 
 
 def _git_tracked(src: Path) -> list[str] | None:
-    """Files git tracks under `src` (relative to it), or None when `src` is not inside a git work tree."""
+    """Files git tracks under `src` (relative to it), or None when `src` is not inside a git work tree.
+
+    A folder that is inside a work tree (a ``.git`` above it) but that git cannot list (git missing,
+    "dubious ownership", ...) raises ValueError rather than falling back to uploading every file.
+    """
+    in_repo = any((d / ".git").exists() for d in (src.resolve(), *src.resolve().parents))
     try:
         inside = subprocess.run(
             ["git", "-C", str(src), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
         )
-        if inside.returncode != 0 or inside.stdout.strip() != "true":
-            return None
-        out = subprocess.run(
-            ["git", "-C", str(src), "ls-files", "-z", "--cached", "--", "."],
-            capture_output=True,
-            check=True,
+        if inside.returncode == 0 and inside.stdout.strip() == "true":
+            out = subprocess.run(
+                ["git", "-C", str(src), "ls-files", "-z", "--cached", "--", "."],
+                capture_output=True,
+                check=True,
+            )
+            return sorted({f for f in out.stdout.decode().split("\0") if f})
+        why = inside.stderr.strip().splitlines()[-1] if inside.stderr.strip() else "not a work tree"
+    except (OSError, subprocess.CalledProcessError) as err:
+        why = type(err).__name__
+    if in_repo:
+        raise ValueError(
+            f"'{src}' is inside a git repository, but git cannot list its tracked files ({why}). Fix git, or "
+            "name the files to upload with allow=[...] (--allow in the CLI)."
         )
-    except (OSError, subprocess.CalledProcessError):
-        return None  # no git on this machine: fall back to the folder walk
-    return sorted({f for f in out.stdout.decode().split("\0") if f})
+    return None
+
+
+# folders never part of a Space, not even walked (a checkout's virtualenv alone holds ~10^5 files)
+_NEVER_WALKED = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache", ".pytest_cache"}
 
 
 def _walk(src: Path) -> list[str]:
     """Every file under `src`, without following symlinked folders (their entries are reported as-is)."""
     found = []
     for root, dirs, files in os.walk(src, followlinks=False):
+        dirs[:] = [d for d in dirs if d not in _NEVER_WALKED]
         base = Path(root).relative_to(src)
         found += [(base / d).as_posix() for d in dirs if (Path(root) / d).is_symlink()]
         found += [(base / f).as_posix() for f in files]
@@ -682,8 +711,9 @@ def space_files(
     """
     src = Path(app_dir)
     ignore = (*(SPACE_IGNORE if ignore_patterns is None else ignore_patterns), *WEIGHT_PATTERNS[2:])
-    walked = _walk(src)
+    tracked = None
     if allow is not None:
+        walked = _walk(src)
         candidates = sorted(
             {f for pattern in allow for f in walked if fnmatch.fnmatch(f, pattern.strip("/"))}
         )
@@ -699,7 +729,7 @@ def space_files(
             raise ValueError(f"allow= entries match no file in '{app_dir}': {missing}")
     else:
         tracked = _git_tracked(src)
-        candidates = walked if tracked is None else [f for f in tracked if os.path.lexists(src / f)]
+        candidates = _walk(src) if tracked is None else [f for f in tracked if os.path.lexists(src / f)]
     upload, refused = [], {}
     for f in candidates:
         if _has_symlink(src, f):
@@ -710,10 +740,10 @@ def space_files(
             continue  # caches, .git, pickles: silently left out, as before
         elif (src / f).is_file():
             upload.append(f)
-    if allow is None and tracked is not None:
-        untracked = len([f for f in walked if f not in set(candidates)])
-        if untracked:
-            logger.info("%s is a git work tree: %d untracked files are not uploaded", src, untracked)
+    if tracked is not None:
+        logger.info(
+            "%s is in a git work tree: only the %d files git tracks are candidates", src, len(tracked)
+        )
     return upload, refused
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import time
 import traceback
@@ -135,6 +134,15 @@ def test_push_space_uploads_only_git_tracked_files_of_a_work_tree(hub, tmp_path)
         push_space(app, "me/space-allow", allow=["app.py", ".netrc"])
     assert len(hub.state.requests) == seen
 
+    # inside a repository git cannot read: refused, never a fallback to "every file"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / ".git").write_text("not a gitdir\n")
+    (broken / "app.py").write_text("import gradio as gr\n")
+    with pytest.raises(ValueError, match=r"git cannot list its tracked files.*allow="):
+        push_space(broken, "me/space-broken")
+    assert len(hub.state.requests) == seen
+
 
 def test_push_space_cache_folder_gives_a_hub_error(hub, tmp_path):
     app = tmp_path / "app"
@@ -257,8 +265,15 @@ def test_adapter_base_cycles_are_refused_quickly(hub):
     # one repo-info call and a few file downloads per repo in the chain, not hundreds
     assert time.perf_counter() - t0 < 10 and len(hub.state.requests) - seen < 60
 
+    for i in range(5):  # no cycle, but a chain of bases deeper than MAX_BASE_DEPTH
+        push_adapter(more_model(), f"me/deep-{i}", base_model=f"me/deep-{i + 1}")
+    with pytest.raises(RepoContentError, match=r"nest deeper than 4 \(me/deep-0 -> .* -> me/deep-5\)"):
+        pull("me/deep-0")
 
-def test_hub_adapter_may_not_name_a_local_base_and_base_revision_can_be_pinned(hub, tmp_path, caplog):
+
+def test_hub_adapter_may_not_name_a_local_base_and_base_revision_can_be_pinned(
+    hub, tmp_path, caplog, monkeypatch
+):
     base_dir = tmp_path / "local-base"
     tiny_llama(seed=3).save_pretrained(base_dir)
     model = more_model()
@@ -279,8 +294,11 @@ def test_hub_adapter_may_not_name_a_local_base_and_base_revision_can_be_pinned(h
     commit_folder(tmp_path / "b2", "org/moving-base", commit_message="v2")
     adapter = more_model(seed=7, base=tiny_llama(seed=5))
     push_adapter(adapter, "me/on-moving-base", base_model="org/moving-base")
+    decoy = tmp_path / "cwd" / "org" / "moving-base"  # a local folder named like the base id
+    tiny_llama(seed=9).save_pretrained(decoy)
+    monkeypatch.chdir(tmp_path / "cwd")
     with caplog.at_level(logging.INFO, logger="hub_tools"):
-        pinned = pull("me/on-moving-base", base_revision=v1.oid)
+        pinned = pull("me/on-moving-base", base_revision=v1.oid)  # the base comes from the Hub
         assert f"base model org/moving-base at revision {v1.oid}" in caplog.text
         unpinned = pull("me/on-moving-base")
         assert "base model org/moving-base at revision main (unpinned" in caplog.text
@@ -402,24 +420,17 @@ def test_local_paths_never_go_into_pushed_files(hub, tmp_path, caplog):
     tiny_llama().save_pretrained(base_dir)
     adapter = more_model(base=pull(base_dir))
     assert adapter.peft_config["default"].base_model_name_or_path == str(base_dir)
-    push_adapter(adapter, "me/local-base-adapter")
+    push_adapter(
+        adapter, "me/local-base-adapter", training={"data": str(tmp_path / "train.jsonl"), "lr": 0.1}
+    )
     files = hub.files("me/local-base-adapter")
     assert str(tmp_path) not in all_text(files)
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] is None
     assert ModelCard(files["README.md"].decode()).data.base_model is None
 
 
-def test_smollm2_from_the_gguf_is_named_by_its_hub_id():
-    from mad_models.loading import SMOLLM2_HUB_ID, load_smollm2, smollm2_gguf_path
-
-    assert smollm2_gguf_path() is not None
-    torch.set_num_threads(1)
-    model, tokenizer = load_smollm2()
-    assert model.config._name_or_path == SMOLLM2_HUB_ID and model.name_or_path == SMOLLM2_HUB_ID
-    assert tokenizer.name_or_path == SMOLLM2_HUB_ID
-    adapter = get_peft_model(model, MoReConfig(nblocks=4, block_rank=1, target_modules=["q_proj"]))
-    assert adapter.peft_config["default"].base_model_name_or_path == SMOLLM2_HUB_ID
-    assert os.sep + "site-packages" not in json.dumps(model.config.to_dict())
+# SmolLM2 loaded from the GGUF package is named by its Hub id: asserted in
+# tests/test_more_smollm2.py::test_more_finetunes_smollm2, which loads it anyway (a second load costs ~1 min).
 
 
 # ------------------------------------------------------------------ token redaction
