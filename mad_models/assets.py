@@ -204,7 +204,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
         target = out / name
         if _done(registry, name, key, target):
             print(f"[assets] {name}: up to date")
-            comps[name] = AutoModelForCausalLM.from_pretrained(target)
+            comps[name] = AutoModelForCausalLM.from_pretrained(target, trust_remote_code=False)
             continue
         print(f"[assets] {name}: training {arch} from scratch on the MAD mix ({p.mad_steps} steps)")
         model = build_model(
@@ -233,7 +233,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
     target = out / name
     if _done(registry, name, key, target):
         print(f"[assets] {name}: up to date")
-        hybrid = AutoModelForCausalLM.from_pretrained(target)
+        hybrid = AutoModelForCausalLM.from_pretrained(target, trust_remote_code=False)
     else:
         print(f"[assets] {name}: Manticore hybrid of the two, mixture searched ({p.search_steps} steps)")
         from mad_models.training import TrainArgs

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from transformers import (
     AutoTokenizer,
     Cache,
     GenerationMixin,
+    PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -116,10 +118,52 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     payload: dict[str, Any] = {"vocab": sorted(tokenizer.get_vocab().items())}
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is not None and hasattr(backend, "to_str"):
-        model = json.loads(backend.to_str()).get("model", {})
+        spec = json.loads(backend.to_str())
+        model = spec.get("model", {})
         payload["type"] = model.get("type")
         payload["merges"] = model.get("merges")
+        # the same vocabulary behind another normalizer (lowercasing, NFKC), pre-tokenizer (byte-level or
+        # not) or post-processor (BOS added or not) gives other ids for the same text
+        for stage in ("normalizer", "pre_tokenizer", "post_processor"):
+            payload[stage] = spec.get(stage)
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+
+def _checkpoint_folder(name_or_path: Any, kwargs: dict) -> Path | None:
+    """The local folder holding config.json and the weights of `name_or_path` (a dir or a hub id, fetched
+    with the caller's hub arguments), or None when it cannot be resolved (from_pretrained then reports it)."""
+    sub = kwargs.get("subfolder") or ""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path) / sub
+    from transformers.utils import cached_file
+
+    hub = {
+        k: kwargs[k]
+        for k in ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
+        if k in kwargs
+    }
+    hub["subfolder"] = sub
+    try:
+        config = cached_file(str(name_or_path), "config.json", **hub)
+        folder = Path(config).parent
+        if cached_file(
+            str(name_or_path), "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub
+        ):
+            return folder
+        index = cached_file(
+            str(name_or_path),
+            "model.safetensors.index.json",
+            _raise_exceptions_for_missing_entries=False,
+            **hub,
+        )
+        if index:
+            weight_map = json.loads(Path(index).read_text()).get("weight_map", {})
+            for shard in sorted(set(weight_map.values())):
+                if not Path(shard).is_absolute() and ".." not in Path(shard).parts:  # the check refuses those
+                    cached_file(str(name_or_path), shard, **hub)
+        return folder
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
 
 
 def resolve_layer_map(
@@ -364,6 +408,21 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         tokenizers = list(tokenizers) if tokenizers is not None else [None] * k
         if len(revisions) != k or len(tokenizers) != k:
             raise ValueError(f"revisions and tokenizers must have one entry per component ({k})")
+        objects = [i for i, src in enumerate(sources) if isinstance(src, PreTrainedModel)]
+        for i in objects:
+            for j in objects:
+                if j > i and sources[i] is sources[j]:
+                    raise ValueError(
+                        f"components {i} and {j} are the same model object; a hybrid needs separate modules "
+                        "per component: pass copy.deepcopy(model) for the second one"
+                    )
+        if objects:
+            logger.warning(
+                "from_components uses the model objects you passed (components %s) as they are, not copies: "
+                "training the hybrid, or calling .to()/.train()/.eval() on it, changes them too. Pass "
+                "copy.deepcopy(model) to keep yours apart.",
+                objects,
+            )
 
         # where and how to fetch: the tokenizers come from the same place as the models
         hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS} | {"trust_remote_code": False}
@@ -427,11 +486,20 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             eos_token_id=getattr(special, "eos_token_id", None),
             pad_token_id=getattr(special, "pad_token_id", None),
         )
+        dtypes = {mod.dtype for mod in models}
+        if len(dtypes) > 1:  # converting would change the caller's model objects
+            raise ValueError(
+                f"components have different dtypes ({[str(m.dtype) for m in models]} for {names}); convert "
+                "them to one dtype first, e.g. model.to(torch.float32)"
+            )
         hybrid = cls(config, components=models)
         if not isinstance(mixture, str):
             hybrid.set_mixture(mixture, mode="fixed")
-        hybrid.to(models[0].dtype)
-        return hybrid.train(models[0].training)
+        # only the hybrid's own parts follow the first component's dtype and mode; components stay as given
+        hybrid.training = models[0].training
+        for part in (hybrid.proj_in, hybrid.proj_out, hybrid.mixture):
+            part.to(models[0].dtype).train(models[0].training)
+        return hybrid
 
     @staticmethod
     def _config_dict(config: Any) -> dict:
@@ -475,6 +543,19 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> ManticoreForCausalLM:
         want_info = kwargs.pop("output_loading_info", False)
         kwargs["use_safetensors"] = True  # never unpickle a pytorch_model.bin: that can run code
+        kwargs["trust_remote_code"] = False
+        if args:  # config and weight headers first: a config must not allocate what the file cannot fill
+            folder = _checkpoint_folder(args[0], kwargs)
+            if folder is not None:
+                from mad_models.validation import CheckpointError, check_pretrained_folder
+
+                given = kwargs.get("config")
+                try:
+                    check_pretrained_folder(
+                        cls, folder, config=given if isinstance(given, PreTrainedConfig) else None
+                    )
+                except CheckpointError as err:
+                    raise CheckpointError(f"{args[0]}: {err}") from None
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys", []))
         mismatched = info.get("mismatched_keys", [])
@@ -484,9 +565,26 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, {len(mismatched)} with wrong shapes "
                 f"{list(mismatched)[:4]}"
             )
+        model._check_loaded_mixture()
         # the loader makes every float tensor trainable; fixed mixture weights are not
         model.mixture.alphas.requires_grad_(model.config.mixture_mode != "fixed")
         return (model, info) if want_info else model
+
+    def _check_loaded_mixture(self) -> None:
+        """Loaded mixture values must be what `set_mixture` accepts: finite logits in "softmax"/"gumbel"
+        mode, weights on the simplex (zero where pruned) in "fixed"/"simplex" mode."""
+        alphas = self.mixture.alphas.detach().float().cpu()
+        mode = self.config.mixture_mode
+        try:
+            if mode in ("softmax", "gumbel"):
+                if not torch.isfinite(alphas).all():
+                    raise ValueError("mixture logits must be finite")
+            else:
+                self.mixture.set_weights(alphas, mode)
+        except ValueError as err:
+            raise ValueError(
+                f"model.safetensors holds invalid mixture weights (mixture.alphas): {err}"
+            ) from None
 
     # ---- generation ---------------------------------------------------------------------------------
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
@@ -522,6 +620,15 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 f"past_key_values must be a ManticoreCache (hybrid.new_cache()), got {type(past_key_values)}"
             )
         B, T = input_ids.shape
+        if (
+            input_ids.numel()
+            and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.config.vocab_size
+        ):
+            raise ValueError(
+                f"input_ids must lie in [0, {self.config.vocab_size}) (the hybrid's vocabulary), got ids "
+                f"from "
+                f"{int(input_ids.min())} to {int(input_ids.max())}"
+            )
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         cache = past_key_values if past_key_values is not None else (self.new_cache() if use_cache else None)
@@ -540,8 +647,12 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             for m, a in enumerate(self._adapters)
         ]
 
-        h = sum(w[0, m] * _pad(self._adapters[m].embed(input_ids), D) for m in self._kept[0])  # (B, T, D)
-        for i, kept in enumerate(self._kept):
+        # A component whose weight in a block is exactly 0 does not run there: the result is exact
+        # (it would add 0 * y), the cost is saved, and a NaN inside it cannot reach the output.
+        live = (w != 0).tolist()  # one host sync per forward
+        kept_live = [[m for m in kept if live[i][m]] for i, kept in enumerate(self._kept)]
+        h = sum(w[0, m] * _pad(self._adapters[m].embed(input_ids), D) for m in kept_live[0])  # (B, T, D)
+        for i, kept in enumerate(kept_live):
             out = 0
             for m in kept:
                 a, adapter, key = w[i, m], self._adapters[m], self._key(m, i)
@@ -568,7 +679,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             h = h[:, logits_to_keep]
         V = self.config.vocab_size
         logits = 0
-        for m in self._kept[-1]:
+        for m in kept_live[-1]:
             adapter = self._adapters[m]
             lm = adapter.head(h[..., : adapter.hidden_size])  # (B, T', V_m)
             if lm.shape[-1] < V:  # ids the smaller vocabulary does not have are never predicted

@@ -134,8 +134,16 @@ class Component:
         return DynamicCache(config=self.config)
 
     def embed(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, d) token embeddings (positions are added in `enter`)."""
-        return self.embedding(input_ids)
+        """(B, T) token ids -> (B, T, d) token embeddings (positions are added in `enter`).
+
+        Ids past this component's vocabulary (the padding rows of a larger component sharing the tokenizer)
+        embed as zeros instead of raising IndexError.
+        """
+        rows = self.embedding.num_embeddings
+        beyond = input_ids >= rows
+        if not beyond.any():
+            return self.embedding(input_ids)
+        return self.embedding(input_ids.clamp(max=rows - 1)).masked_fill(beyond[..., None], 0.0)
 
     def prepare(
         self,
