@@ -463,10 +463,12 @@ class AppService:
 
         rows, example, examples = [], None, {}
         data_by_settings: dict[str, tuple] = {}
+        settings_by_key: dict[str, dict] = {}
         for n in names:
             entry = self.registry[n]
             settings = entry.meta.get("mad_tasks", {}).get(task, {})
             key = repr(sorted(settings.items()))
+            settings_by_key[key] = settings
             if key not in data_by_settings:
                 # Offset from the MAD test seed: small seeds are the ones training uses (the assets train
                 # task i on seed i), and a split drawn from a training seed repeats training data.
@@ -506,11 +508,11 @@ class AppService:
                 example = examples[n]
         # chance and the no-learning heuristic on the batch the first model saw, scored the same way
         x, y = data_by_settings[example["batch"]]
-        base = mad_baselines(task, x, y)
+        base = mad_baselines(task, x, y, settings_by_key[example["batch"]])
         scored = int((y != -100).sum())
         rows.append(
             {
-                "model": "no-learning heuristic (most frequent value so far)",
+                "model": "no-learning heuristic (most frequent candidate so far)",
                 "accuracy": base["heuristic"],
                 "correct": round(base["heuristic"] * scored),
                 "scored": scored,
@@ -519,7 +521,7 @@ class AppService:
         )
         rows.append(
             {
-                "model": "chance (1 / output vocab)",
+                "model": "chance (1 / possible targets)",
                 "accuracy": base["chance"],
                 "correct": None,
                 "scored": scored,

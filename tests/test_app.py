@@ -14,7 +14,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import mad_models  # noqa: F401
-from mad_models.mad import make_task, scored_counts
+from mad_models.mad import chance_accuracy, heuristic_accuracy, make_task, scored_counts
 from mad_models.more import adapter_report
 
 N_COLS = 8  # MAX_COMPARE text outputs, then 8 stats lines, then the raw JSON and the cache line
@@ -171,11 +171,15 @@ def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
         assert examples[name]["predictions"] == pred and examples[name]["input_ids"] == x[0].tolist()
     assert "mad/attention" in html and ("mad-right" in html or "mad-wrong" in html)
     assert "mad/mamba" in side and "mad-side-by-side" in side
-    # chance (1 / output vocab) and the no-learning heuristic, on the same batch
-    vocab = y[y != -100].unique()
-    assert rows["chance (1 / output vocab)"]["accuracy"] == pytest.approx(1 / len(vocab))
-    heur = rows["no-learning heuristic (most frequent value so far)"]
-    assert heur["accuracy"] == pytest.approx(most_frequent_so_far_accuracy(x, y, vocab.tolist()))
+    # chance and the no-learning heuristic (mad_models.mad.baselines), on the same batch
+    settings = MAD_TASKS["in_context_recall"]
+    assert rows["chance (1 / possible targets)"]["accuracy"] == pytest.approx(
+        chance_accuracy("in_context_recall", **settings)
+    )
+    heur = rows["no-learning heuristic (most frequent candidate so far)"]
+    assert heur["accuracy"] == pytest.approx(
+        heuristic_accuracy("in_context_recall", x, y, **settings)["micro"]
+    )
     # bad input: the message in the tab's status line, the tables emptied
     status, acc, *_ = client.predict(
         "in_context_recall", ["mad/attention"], 10_000, 3, api_name="/mad_skills"
@@ -183,23 +187,6 @@ def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
     assert "tab-error" in status and "number of sequences must be in 1..512" in status and not acc["data"]
     status, *_ = client.predict("memorization", ["mad/attention"], 4, 3, api_name="/mad_skills")
     assert "needs 256" in status  # memorization's 256-token vocab does not fit
-
-
-def most_frequent_so_far_accuracy(x, y, vocab):
-    """The heuristic written plainly: per scored position, the vocab token seen most so far (ties: latest)."""
-    right = total = 0
-    for row_x, row_y in zip(x.tolist(), y.tolist(), strict=True):
-        counts, last = {}, {}
-        for t, (tok, tgt) in enumerate(zip(row_x, row_y, strict=True)):
-            if tok in vocab:
-                counts[tok] = counts.get(tok, 0) + 1
-                last[tok] = t
-            if tgt == -100:
-                continue
-            pred = max(counts, key=lambda v: (counts[v], last[v])) if counts else min(vocab)
-            right += pred == tgt
-            total += 1
-    return right / total
 
 
 def test_load_tab(client, assets, tmp_path):

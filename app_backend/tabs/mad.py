@@ -1,10 +1,9 @@
 """MAD skills: what each task asks, chance and no-learning baselines, token-id presets, side-by-side views.
 
 Example:
-    >>> import torch
-    >>> x = torch.tensor([[1, 9, 2, 9, 1, 9]]); y = torch.tensor([[-100, -100, -100, -100, -100, 9]])
-    >>> mad_baselines("in_context_recall", x, y)["heuristic"]
-    1.0
+    >>> x, y = make_task("in_context_recall", split="test", num_examples=64)  # doctest: +SKIP
+    >>> mad_baselines("in_context_recall", x, y)["chance"]  # doctest: +SKIP
+    0.125
 """
 
 from __future__ import annotations
@@ -37,28 +36,22 @@ def task_description(task: str) -> str:
     return f"**{task.replace('_', ' ')}**: {text} Scored only at the marked positions."
 
 
-def mad_baselines(task: str, inputs: Any, targets: Any) -> dict[str, float]:
-    """Chance and the no-learning heuristic's accuracy on one batch, scored as the models are.
+def mad_baselines(
+    task: str, inputs: Any, targets: Any, settings: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Chance and the no-learning heuristic's accuracy on one batch, scored as the models are (micro).
 
-    chance = 1 / |output vocab| (the distinct target ids of the batch); the heuristic predicts, at each
-    position, the output-vocab token seen most often so far in the sequence (ties: the most recent; none
-    seen yet: the smallest). Neither learns anything, so a model at or below them has learned nothing.
+    Both come from ``mad_models.mad.baselines``: chance = 1 / (tokens that can be a target), the
+    heuristic predicts the candidate seen most often so far in the sequence. Neither learns anything,
+    so a model at or below the heuristic has learned nothing about the task.
     """
-    import torch
+    from mad_models.mad import chance_accuracy, heuristic_accuracy
 
-    scored = targets != IGNORE
-    vocab = torch.unique(targets[scored])
-    if vocab.numel() == 0:
-        return {"chance": 0.0, "heuristic": 0.0}
-    n, t = inputs.shape
-    hit = inputs.unsqueeze(-1) == vocab.view(1, 1, -1)  # (N, T, V)
-    count = hit.cumsum(1)
-    pos = torch.arange(t).view(1, t, 1)
-    last = torch.where(hit, pos, -1).cummax(1).values
-    score = count * (t + 1) + last + 1  # frequency first, recency breaks ties; 0 = never seen
-    pred = vocab[score.argmax(-1)]
-    correct = int((pred[scored] == targets[scored]).sum())
-    return {"chance": 1.0 / vocab.numel(), "heuristic": correct / int(scored.sum())}
+    settings = settings or {}
+    return {
+        "chance": chance_accuracy(task, **settings),
+        "heuristic": heuristic_accuracy(task, inputs, targets, **settings)["micro"],
+    }
 
 
 def preset(task: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
