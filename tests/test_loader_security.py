@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -266,18 +267,27 @@ def test_no_remote_code_runs_even_when_a_terminal_would_say_yes(tmp_path, monkey
         folder = tmp_path / name
         (tiny_neox() if name == "neox" else tiny_mamba()).save_pretrained(folder)
         tiny_char_tokenizer().save_pretrained(folder)
-        _edit_json(
-            folder / "tokenizer_config.json", auto_map={"AutoTokenizer": ["tokenization_evil.EvilTok", None]}
-        )
+        tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        del tok_cfg["tokenizer_class"]  # without a local class, transformers asks whether to trust the code
+        tok_cfg["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTok", None]}
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
         _edit_json(folder / "config.json", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilLM"})
         (folder / "tokenization_evil.py").write_text(evil)
         (folder / "modeling_evil.py").write_text(evil)
         folders.append(folder)
+    tok_dir = tmp_path / "tokenizer"  # a tokenizer alone: nothing local tells transformers its class
+    tiny_char_tokenizer().save_pretrained(tok_dir)
+    shutil.copy(folders[0] / "tokenizer_config.json", tok_dir / "tokenizer_config.json")
+    (tok_dir / "tokenization_evil.py").write_text(evil)
     monkeypatch.setattr("builtins.input", lambda *a, **k: "y")  # the terminal's answer to the trust prompt
 
     attempts = [
         lambda: ManticoreForCausalLM.from_components([str(f) for f in folders], n_blocks=2),
-        lambda: cli._tokenizer(str(folders[0]), None),
+        lambda: cli._tokenizer(str(tok_dir), None),
+        lambda: cli._tokenizer(None, str(tok_dir)),
+        lambda: ManticoreForCausalLM.from_components(
+            [tiny_neox(), tiny_mamba()], n_blocks=2, tokenizers=[str(tok_dir), str(tok_dir)]
+        ),
         lambda: load_causal_lm(str(folders[0])),
         lambda: pull(folders[0]),
     ]
@@ -289,9 +299,17 @@ def test_no_remote_code_runs_even_when_a_terminal_would_say_yes(tmp_path, monkey
         lambda: ManticoreForCausalLM.from_pretrained(hybrid_dir),
         lambda: pull(hybrid_dir),
     ]
+    from transformers import AutoTokenizer
+
+    with pytest.raises(AttributeError, match="EvilTok"):  # the set-up is live: a trusting call runs it
+        AutoTokenizer.from_pretrained(tok_dir)
+    assert marker.exists()
+    marker.unlink()
     for attempt in attempts:
+        for module in [m for m in sys.modules if m.endswith("_evil")]:  # imported once per process otherwise
+            del sys.modules[module]
         try:
             attempt()
-        except (ValueError, OSError):
-            pass  # refusing is fine; running the code is not
+        except Exception:  # refusing is fine; running the code is not
+            pass
         assert not marker.exists()

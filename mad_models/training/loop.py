@@ -229,10 +229,12 @@ class Trainer:
         keep = [ln for ln in self.log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
         self.log_path.write_text("".join(ln + "\n" for ln in keep))
 
-    def _check_finite(self, window: torch.Tensor) -> None:
-        """Stop a diverged run before it saves: the loss summed since the last log line, and the weights."""
+    def _check_finite(self, window: torch.Tensor, weights: bool = False) -> None:
+        """Stop a diverged run before it logs or saves: the loss summed since the last log line, and (before
+        saving) the weights, which the last step may have made non-finite while its loss was still finite."""
         loss = self.accelerator.reduce(window.clone(), reduction="sum")[0]
-        bad = [n for n, p in self.unwrapped.named_parameters() if not torch.isfinite(p.detach()).all()]
+        params = self.unwrapped.named_parameters() if weights else ()
+        bad = [n for n, p in params if not torch.isfinite(p.detach()).all()]
         if not torch.isfinite(loss) or bad:
             what = (
                 f"the training loss ({loss.item()})" if not torch.isfinite(loss) else f"the weights {bad[:3]}"
@@ -243,7 +245,7 @@ class Trainer:
             )
 
     def _save(self, window: torch.Tensor) -> None:
-        self._check_finite(window)
+        self._check_finite(window, weights=True)
         acc = self.accelerator
         save_checkpoint(
             self.ckpt_root / f"step-{self.step:08d}",
