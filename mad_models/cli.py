@@ -180,6 +180,10 @@ def _load_model(path: str):
 
     if not Path(path).is_dir():
         raise CLIError(f"--model {path!r} is not a directory saved by save_pretrained")
+    if (Path(path) / "config.json").is_file():
+        from mad_models.validation import check_causal_lm_folder
+
+        check_causal_lm_folder(Path(path))  # config against the weight headers before allocating
     return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
 
 

@@ -132,3 +132,13 @@ def test_a_run_whose_loss_turns_nan_stops_without_saving(tmp_path, capsys):
         for name, t in load_file(ckpt).items():
             assert torch.isfinite(t).all(), f"{ckpt} holds non-finite {name}"
     assert Path(out).is_dir()
+
+
+def test_a_model_dir_whose_config_outgrows_its_weights(tmp_path, capsys):
+    folder = tmp_path / "huge-vocab"
+    tiny_llama().save_pretrained(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["vocab_size"] = 1_000_000
+    (folder / "config.json").write_text(json.dumps(cfg))
+    line = fails(["mad", "eval", "--model", folder, "--task", "memorization"], capsys)
+    assert "model.safetensors does not match config.json" in line and "1000000" in line

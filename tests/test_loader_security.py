@@ -138,6 +138,18 @@ def test_direct_loaders_check_a_huge_vocab_against_the_file_first(hybrid_dir, tm
     assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
 
 
+def test_load_causal_lm_checks_a_local_dir_first(tmp_path):
+    from mad_models.loading import load_causal_lm
+
+    folder = tmp_path / "huge-llama"
+    tiny_llama().save_pretrained(folder)
+    _edit_json(folder / "config.json", vocab_size=1_000_000)
+    grew = peak_growth_mb(
+        lambda: load_causal_lm(folder), ValueError, r"model.safetensors does not match config.json.*1000000"
+    )
+    assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
+
+
 # ---------------------------------------------------------------- bad JSON and configs: clear errors
 
 
