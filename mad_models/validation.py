@@ -52,13 +52,14 @@ def checkpoint_root(folder: Path) -> Path:
 
 
 def confined(path: Path, root: Path | None = None) -> Path:
-    """``path`` with links resolved; ``CheckpointError`` if it leads outside ``root`` (default: its folder).
+    """``path`` with links resolved; ``CheckpointError`` if it leads outside ``root`` (default: its folder,
+    or the repo's cache folder for a file in a Hugging Face cache snapshot).
 
     A checkpoint folder may hold links (the Hugging Face cache links every file to a blob of the same repo),
     but a link to ``/etc/passwd`` or another user's file is refused; the outside target is not named.
     """
     path = Path(path)
-    root = Path(root if root is not None else path.parent).resolve()
+    root = Path(root if root is not None else checkpoint_root(path.parent)).resolve()
     real = path.resolve()
     if real != root and root not in real.parents:
         raise CheckpointError(

@@ -204,6 +204,8 @@ def test_bad_config_json_names_the_file_in_pull_over_the_hub(hub, tmp_path, monk
     commit_folder(folder, "me/bad-config", commit_message="truncated config")
     with pytest.raises(RepoContentError, match=r"'me/bad-config': config.json is not valid JSON"):
         pull("me/bad-config")
+    with pytest.raises(ValueError, match=r"plain: config.json is not valid JSON"):
+        ManticoreForCausalLM.from_pretrained(folder)
 
 
 def test_unknown_component_type(hub, hybrid_dir, tmp_path, monkeypatch):
@@ -260,6 +262,26 @@ def test_adapter_tensor_must_be_floating_point(hub, lora_dir, tmp_path, monkeypa
     commit_folder(folder, "me/lora-int", commit_message="int32 adapter")
     with pytest.raises(RepoContentError, match=r"'me/lora-int'.*lora_A.weight has dtype I32"):
         pull("me/lora-int", base_model=tiny_llama())
+
+
+def test_more_adapter_direct_load_checks_shapes_and_dtypes(tmp_path):
+    from peft import PeftModel
+
+    folder = tmp_path / "more"
+    model = get_peft_model(tiny_llama(), MoReConfig(nblocks=4, block_rank=1, target_modules=["q_proj"]))
+    model.save_pretrained(folder, save_embedding_layers=False)
+    relabelled = tmp_path / "more-int"
+    _relabel(folder, relabelled, "adapter_model", lambda k: "blkdiag1" in k, lambda t: t.view(torch.int32))
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors: tensor .*blkdiag1.* has dtype I32"):
+        PeftModel.from_pretrained(tiny_llama(), relabelled)
+    _edit_json(folder / "adapter_config.json", block_rank=20_000)
+    base = tiny_llama()
+    grew = peak_growth_mb(
+        lambda: PeftModel.from_pretrained(base, folder),
+        ValueError,
+        r"does not fit nblocks=4, block_rank=20000",
+    )
+    assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
 
 
 # --------------------------------------------------------------------------------- hole 7: remote code
