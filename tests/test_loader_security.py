@@ -150,6 +150,32 @@ def test_load_causal_lm_checks_a_local_dir_first(tmp_path):
     assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
 
 
+def test_direct_loader_checks_a_hub_checkpoint_before_building(hub, hybrid_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(
+        constants, "ENDPOINT", hub.url
+    )  # read at import: point the plain client at the test Hub
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    folder = _copy(hybrid_dir, tmp_path / "huge-vocab")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["vocab_size"] = 1_000_000
+    for comp in cfg["components"]:
+        comp["vocab_size"] = 1_000_000
+    (folder / "config.json").write_text(json.dumps(cfg))
+    commit_folder(
+        folder, "me/huge-vocab", commit_message="1M vocab next to 128-row weights", token=WRITE_TOKEN
+    )
+    grew = peak_growth_mb(
+        lambda: AutoModelForCausalLM.from_pretrained("me/huge-vocab", token=WRITE_TOKEN),
+        ValueError,
+        r"me/huge-vocab: model.safetensors does not match config.json",
+    )
+    assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
+
+
 # ---------------------------------------------------------------- bad JSON and configs: clear errors
 
 
