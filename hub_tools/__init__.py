@@ -23,12 +23,13 @@ from hub_tools.errors import (
     UnsafeWeightsError,
 )
 from hub_tools.pull import pull
-from hub_tools.push import commit_folder, push, push_adapter, push_hybrid, push_space
+from hub_tools.push import commit_folder, push, push_adapter, push_hybrid, push_space, space_files
 
 __all__ = [
     "push_adapter",
     "push_hybrid",
     "push_space",
+    "space_files",
     "push",
     "pull",
     "commit_folder",

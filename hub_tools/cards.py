@@ -140,6 +140,20 @@ def cost_tables(cost: Mapping[str, Any]) -> str:
     return "\n\n".join(x for x in (context, totals, per_comp, per_block) if x)
 
 
+def files_section(files: Mapping[str, int], *, note: str = "") -> list[str]:
+    """Card lines saying what the repo holds after this push (older model files were removed by it)."""
+    lines = [
+        "## Files",
+        "",
+        "What this repo holds after the push that wrote this card (it replaced the weights, configs and "
+        "tokenizer files of whatever the repo held before, in the same commit):",
+        "",
+        _table(["file", "bytes"], [[f, size] for f, size in sorted(files.items())]),
+        "",
+    ]
+    return lines + ([note, ""] if note else [])
+
+
 def _card(data: ModelCardData, body: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
 
@@ -176,6 +190,7 @@ def adapter_card(
     training: Mapping[str, Any] | None = None,
     adapter_settings: Mapping[str, Any] | None = None,
     tags: Sequence[str] = (),
+    files: Mapping[str, int] | None = None,
 ) -> ModelCard:
     """Card for a PEFT adapter (MoRe or any peft method).
 
@@ -218,6 +233,8 @@ def adapter_card(
         body += ["## Adapter settings", "", _kv_table(adapter_settings), ""]
     if training:
         body += ["## Training", "", _kv_table(training), ""]
+    if files:
+        body += files_section(files, note="An adapter: `pull` loads it onto its base model.")
     body += ["## Usage", "", usage_snippet(repo_id, needs_base=not base_model)]
     if base_model:
         body += [
@@ -239,6 +256,8 @@ def hybrid_card(
     eval_results: Iterable[EvalLike] | None = None,
     training: Mapping[str, Any] | None = None,
     tags: Sequence[str] = (),
+    files: Mapping[str, int] | None = None,
+    has_tokenizer: bool | None = None,
 ) -> ModelCard:
     """Card for a Manticore hybrid.
 
@@ -302,6 +321,14 @@ def hybrid_card(
         body += ["## Cost report", "", cost_tables(cost_report), ""]
     if training:
         body += ["## How it was trained (search settings)", "", _kv_table(training), ""]
+    if files:
+        note = {
+            True: "The tokenizer files are included.",
+            False: "No tokenizer is included in this repo: tokenize with the tokenizer of the first "
+            "component.",
+            None: "",
+        }[has_tokenizer]
+        body += files_section(files, note=note)
     body += ["## Usage", "", usage_snippet(repo_id)]
     return _card(data, "\n".join(body))
 

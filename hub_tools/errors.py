@@ -8,6 +8,7 @@ server answer goes through :func:`redact` first.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -101,6 +102,66 @@ def _server_says(err: HfHubHTTPError) -> str:
     return f" The Hub said: {msg}" if msg else ""
 
 
+def _scrub_chain(err: BaseException | None, token: str | bool | None) -> None:
+    """Redact the token from the exceptions chained below ours (``__cause__`` / ``__context__``).
+
+    A traceback prints every chained exception; their messages (a URL with a pasted token, a server answer)
+    are rewritten in place so the chain stays useful for debugging without showing the secret.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        err.args = tuple(redact(a, token) if isinstance(a, str) else a for a in err.args)
+        for attr in ("server_message", "_message"):
+            value = getattr(err, attr, None)
+            if isinstance(value, str):
+                with contextlib.suppress(AttributeError):
+                    setattr(err, attr, redact(value, token))
+        err = err.__cause__ or err.__context__
+
+
+_HTTP_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites huggingface_hub's log records (debug lines carry request URLs) with the token redacted."""
+
+    def __init__(self, token: str | bool | None):
+        super().__init__()
+        self.secrets = _secrets(token)  # read once: get_token() may read a file
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is huggingface_hub's problem, not a reason to drop it
+            return True
+        clean = message
+        for secret in self.secrets:
+            clean = clean.replace(secret, "***")
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+@contextlib.contextmanager
+def redacted_hub_logs(token: str | bool | None = None) -> Iterator[None]:
+    """While the block runs, huggingface_hub's loggers and those of the HTTP stack below it (which log
+    request URLs and response headers at DEBUG / INFO) redact the token from their records."""
+    families = ("huggingface_hub", *_HTTP_LOGGERS)
+    names = dict.fromkeys(
+        [*families, *(n for n in logging.root.manager.loggerDict if n.split(".")[0] in families)]
+    )
+    loggers = [logging.getLogger(n) for n in names]
+    filt = _RedactingFilter(token)
+    for lg in loggers:
+        lg.addFilter(filt)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(filt)
+
+
 @contextlib.contextmanager
 def hub_errors(
     repo_id: str,
@@ -115,26 +176,43 @@ def hub_errors(
     """Run a block of Hub calls; convert whatever huggingface_hub or httpx raise into a :class:`HubError`.
 
     `action` reads like "push to" / "pull" and starts every message: ``Could not push to 'me/x' ...``.
+    The token is redacted from our message, from the chained exceptions and from huggingface_hub's log
+    records emitted inside the block. A push that failed after sending its commit attaches what it found
+    out about the outcome as ``err.hub_tools_outcome`` (see push.commit_folder); that replaces the generic
+    advice, so the message never claims "nothing was changed" when the commit may have landed.
     """
-    what = f"Could not {action} {repo_type} '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
     try:
-        yield
-    except HubError:
+        with redacted_hub_logs(token):
+            yield
+    except HubError as err:
+        _scrub_chain(err.__cause__, token)
         raise
-    except HFValidationError as err:
+    except Exception as err:
+        _scrub_chain(err, token)
+        where = dict(endpoint=endpoint, revision=revision, repo_type=repo_type, token=token, timeout=timeout)
+        _convert(err, repo_id, action, **where)
+        raise
+
+
+def _convert(err, repo_id, action, *, endpoint, revision, repo_type, token, timeout) -> None:
+    """Raise the HubError for `err`; return (the caller re-raises it unchanged) if it is not a Hub error."""
+    what = f"Could not {action} {repo_type} '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+    pushing = action != "pull"
+    outcome = getattr(err, "hub_tools_outcome", None)
+    if isinstance(err, HFValidationError):
         raise InvalidRepoIdError(
             f"'{repo_id}' is not a valid repo id ({redact(str(err), token).splitlines()[0]}). Use the form "
             "'namespace/name' (letters, digits, '-', '_', '.'; at most 96 characters), e.g. 'me/my-model'.",
             repo_id,
         ) from None
-    except RevisionNotFoundError as err:
+    if isinstance(err, RevisionNotFoundError):
         raise HubRevisionNotFoundError(
             f"{what}: revision '{revision or 'main'}' does not exist in '{repo_id}'. "
             "Check the branch, tag or commit hash (list them with `HfApi().list_repo_refs(repo_id)`), "
             "or leave revision unset.",
             repo_id,
         ) from err
-    except RepositoryNotFoundError as err:
+    if isinstance(err, RepositoryNotFoundError):
         status = err.response.status_code if err.response is not None else 404
         if status == 401:
             raise HubAuthError(
@@ -147,13 +225,13 @@ def hub_errors(
             f"repo type; for a private repo, use a token of an account that can read it.",
             repo_id,
         ) from err
-    except RemoteEntryNotFoundError as err:
+    if isinstance(err, RemoteEntryNotFoundError):
         raise HubNotFoundError(
             f"{what}: a file is missing from the repo ({err.response.url.path if err.response else ''}). "
             "Push the repo again with hub_tools so it holds every file.",
             repo_id,
         ) from err
-    except HfHubHTTPError as err:
+    if isinstance(err, HfHubHTTPError):
         status = err.response.status_code if err.response is not None else None
         says = redact(_server_says(err), token)
         if status == 401:
@@ -173,32 +251,51 @@ def hub_errors(
             raise HubNotFoundError(
                 f"{what}: not found (404).{says} Check the repo id and type.", repo_id
             ) from err
-        if status is not None and status >= 500:
+        if pushing and status in (409, 412):
             raise HubError(
-                f"{what}: the Hub failed with {status}.{says} Nothing was changed by this call; retry later.",
+                f"{what}: the repo changed while this push was being prepared (another push landed first; "
+                f"the Hub answered {status}).{says} Nothing from this push was committed, so the two pushes "
+                "are not mixed. Retry the push (check first that you still want to overwrite what landed).",
                 repo_id,
             ) from err
+        if status is not None and status >= 500:
+            after = outcome or (
+                "Nothing was changed by this call; retry later." if not pushing else "Retry later."
+            )
+            raise HubError(f"{what}: the Hub failed with {status}.{says} {after}", repo_id) from err
         raise HubError(f"{what}: the Hub answered {status}.{says}", repo_id) from err
-    except (httpx2.TimeoutException, TimeoutError) as err:
+    if isinstance(err, (httpx2.TimeoutException, TimeoutError)):
+        if pushing:
+            advice = outcome or "Retry later, or pass a larger timeout=."
+            raise HubUnreachableError(
+                f"{what}: {endpoint} did not answer within {timeout} s. {advice}", repo_id
+            ) from err
         raise HubUnreachableError(
             f"{what}: {endpoint} did not answer within {timeout} s. The Hub may be overloaded or down: retry "
             "later, pass a larger timeout=, or set HF_HUB_OFFLINE=1 to use a cached copy.",
             repo_id,
         ) from err
-    except OfflineModeIsEnabled as err:
+    if isinstance(err, OfflineModeIsEnabled):
         raise HubUnreachableError(
             f"{what}: offline mode is on (HF_HUB_OFFLINE=1) and this needs the Hub. Unset HF_HUB_OFFLINE to "
             "reach the Hub.",
             repo_id,
         ) from err
-    except LocalEntryNotFoundError as err:
+    if isinstance(err, LocalEntryNotFoundError):
         raise HubUnreachableError(
             f"{what}: it is not in the local cache and the Hub at {endpoint} cannot be used "
             f"({type(err.__cause__ or err).__name__}). Connect once (unset HF_HUB_OFFLINE, check the network "
             "and HF_ENDPOINT) to download it, then offline loading works.",
             repo_id,
         ) from err
-    except (httpx2.TransportError, ConnectionError) as err:
+    if isinstance(err, (httpx2.TransportError, ConnectionError)):
+        if pushing:
+            advice = outcome or "Retry later."
+            raise HubUnreachableError(
+                f"{what}: cannot connect to {endpoint}, or the connection dropped ({type(err).__name__}). "
+                f"Check your network and HF_ENDPOINT. {advice}",
+                repo_id,
+            ) from err
         raise HubUnreachableError(
             f"{what}: cannot connect to {endpoint} ({type(err).__name__}). Check your network and "
             "HF_ENDPOINT, retry later, or set HF_HUB_OFFLINE=1 to load a cached copy.",

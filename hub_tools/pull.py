@@ -15,6 +15,7 @@ import fnmatch
 import json
 import logging
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
 # Other frameworks' weights are useless to torch + safetensors; skip them too.
 NEVER_DOWNLOAD = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.ot"]
+# The adapters whose bases are being resolved right now, outermost first, as (where, whether the base must
+# come from the Hub because a Hub repo named it): an adapter naming itself, or A -> B -> A, is a cycle; a
+# chain deeper than MAX_BASE_DEPTH is refused as well.
+_BASE_CHAIN: ContextVar[tuple[tuple[str, bool], ...]] = ContextVar("hub_tools_base_chain", default=())
+MAX_BASE_DEPTH = 4
 
 
 def _is_pickle(name: str) -> bool:
@@ -113,13 +119,48 @@ def _header(path: Path) -> dict[str, tuple[list[int], str]]:
         raise RepoContentError(f"'{path.name}' is not a readable safetensors file ({err})") from None
 
 
+def _confined(folder: Path, name: object) -> bool:
+    """True if shard `name` (from an index file) is a plain relative path that stays inside `folder`.
+
+    The name must be relative, without '..' or a drive, and the file, symlinks followed, must live inside
+    `folder` or, for a huggingface_hub snapshot (whose files link to ``../../blobs``), inside that repo's
+    cache folder.
+    """
+    if not isinstance(name, str) or not name or "\0" in name or "\\" in name:
+        return False
+    parts = Path(name).parts
+    if Path(name).is_absolute() or Path(name).drive or any(p in ("..", "") for p in parts):
+        return False
+    root = folder.resolve()
+    if folder.parent.name == "snapshots":  # <cache>/models--ns--name/snapshots/<sha>
+        root = folder.parent.parent.resolve()
+    target = (folder / name).resolve()
+    return target == root or root in target.parents
+
+
 def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], str]]:
-    """All tensors of ``{stem}.safetensors`` or of the shards listed in ``{stem}.safetensors.index.json``."""
+    """All tensors of ``{stem}.safetensors`` or of the shards listed in ``{stem}.safetensors.index.json``.
+
+    Every shard the index names must be a relative path inside the snapshot (or local dir); an index that
+    points elsewhere is refused without saying where it points or whether that exists.
+    """
     single, index = folder / f"{stem}.safetensors", folder / f"{stem}.safetensors.index.json"
+    if single.is_file() and index.is_file():  # e.g. two pushes mixed by a tool without parent_commit
+        raise RepoContentError(
+            f"'{where}' holds both {single.name} and {index.name}, so which weights are meant is unknown "
+            "(two pushes mixed?). Push it again from the model.",
+            where,
+        )
     if single.is_file():
         return _header(single)
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
+        if not all(_confined(folder, s) for s in weight_map.values()):
+            raise RepoContentError(
+                f"'{where}': {index.name} names shard files outside the repo (absolute or '..' paths). "
+                "Nothing outside the repo is ever loaded; push the repo again with plain shard names.",
+                where,
+            )
         missing = sorted({s for s in weight_map.values() if not (folder / s).is_file()})
         if missing:
             raise RepoContentError(
@@ -257,7 +298,13 @@ def _check_adapter_loaded(model, folder: Path, where: str) -> None:
         )
 
 
-def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, where):
+def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, where, from_hub, base_revision):
+    """The base model of an adapter: `base_model` when given, else what its config names.
+
+    A base named by a repo downloaded from the Hub must be a Hub id (never a path on this machine), and it
+    is fetched from the Hub even if a folder of that name exists here. Cycles (an adapter whose base is
+    itself, A -> B -> A) and chains deeper than MAX_BASE_DEPTH raise RepoContentError before any download.
+    """
     if isinstance(base_model, torch.nn.Module):
         return base_model
     base_id = base_model or cfg.get("base_model_name_or_path")
@@ -265,16 +312,55 @@ def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, whe
         raise ValueError(
             f"'{where}' does not name its base model: pass base_model= (a model, repo id or dir)."
         )
+    base_id = str(base_id)
+    if base_model is None and from_hub:
+        try:  # syntax only: whether a folder of that name exists here does not matter
+            validate_repo_id(base_id)
+            is_id = not base_id.startswith((".", "~")) and "/" in base_id
+        except Exception:
+            is_id = False
+        if not is_id:
+            raise RepoContentError(
+                f"'{where}': its adapter config names a base model that is not a Hub repo id (a local path "
+                "or an invalid id); a repo from the Hub never loads files from this machine. Pass "
+                "base_model= (a model, a repo id or a dir you trust).",
+                where,
+            )
+    chain = _BASE_CHAIN.get()
+    seen = [w for w, _ in chain] + [where]
+    if base_id in seen:
+        cycle = " -> ".join([*seen[seen.index(base_id) :], base_id])
+        raise RepoContentError(
+            f"'{where}': the adapter base chain is a cycle ({cycle}); no base model can be built. Pass "
+            "base_model= to choose the base.",
+            where,
+        )
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise RepoContentError(
+            f"'{where}': adapter bases nest deeper than {MAX_BASE_DEPTH} ({' -> '.join(seen)} -> {base_id}). "
+            "Pass base_model= to choose the base.",
+            where,
+        )
     from mad_models import loading
 
-    if (
-        base_id == loading.SMOLLM2_HUB_ID
-    ):  # the project's loader has it offline (HF cache or the GGUF package)
+    if base_id == loading.SMOLLM2_HUB_ID:  # the project's loader has it offline (HF cache or the GGUF)
+        logger.info("'%s': base model %s, loaded offline by mad_models.loading.load_smollm2", where, base_id)
         return loading.load_smollm2()[0]
-    base_rev = cfg.get("revision") if base_model is None else None
-    return pull(
-        base_id, revision=base_rev, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout
+    base_rev = base_revision or (cfg.get("revision") if base_model is None else None)
+    logger.info(
+        "'%s': base model %s at revision %s",
+        where,
+        base_id,
+        base_rev or "main (unpinned: pass base_revision= to pin it)",
     )
+    # a base the repo named (not one the caller chose) must come from the Hub, never a local folder
+    reset = _BASE_CHAIN.set((*chain, (where, from_hub and base_model is None)))
+    try:
+        return pull(
+            base_id, revision=base_rev, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout
+        )
+    finally:
+        _BASE_CHAIN.reset(reset)
 
 
 def pull(
@@ -287,13 +373,16 @@ def pull(
     cache_dir: str | Path | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     dtype: torch.dtype | None = None,
+    base_revision: str | None = None,
 ):
     """Load a mad-models repo: a PeftModel for an adapter, a ManticoreForCausalLM for a hybrid.
 
     Accepts a repo id (with `revision`: branch, tag or commit) or a local directory. Safetensors only:
     a repo with only pickle weights raises UnsafeWeightsError and pickle files are never downloaded.
     Remote code is never run. With HF_HUB_OFFLINE=1 the model comes from the cache. An adapter needs its
-    base: `base_model` (a model, an id or a dir), else the id recorded in its adapter config.
+    base: `base_model` (a model, an id or a dir), else the id recorded in its adapter config (logged; a
+    repo from the Hub may only name a Hub id, never a local path); `base_revision` pins the base's revision.
+    Every shard must lie inside the downloaded snapshot (or the local dir).
 
     Example:
         >>> model = pull("me/pythia-mamba-manticore", revision="abc123")
@@ -303,7 +392,8 @@ def pull(
 
     endpoint = resolve_endpoint(endpoint)
     local = Path(repo_id_or_local_dir).expanduser()
-    if local.is_dir():
+    chain = _BASE_CHAIN.get()
+    if local.is_dir() and not (chain and chain[-1][1]):  # a base named by a Hub repo comes from the Hub
         folder, where = local, str(local)
     elif isinstance(repo_id_or_local_dir, Path) or str(repo_id_or_local_dir).startswith((".", "/", "~")):
         raise ValueError(f"'{repo_id_or_local_dir}' looks like a local path but is not a directory")
@@ -317,7 +407,15 @@ def pull(
 
         cfg = _check_adapter(folder, where)
         base = _base_for(
-            cfg, base_model, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout, where=where
+            cfg,
+            base_model,
+            endpoint=endpoint,
+            token=token,
+            cache_dir=cache_dir,
+            timeout=timeout,
+            where=where,
+            from_hub=folder is not local,
+            base_revision=base_revision,
         )
         with _content_errors(where):  # on a meta-device twin of the base: nothing allocated yet
             validation.check_adapter_fits_base(cfg, base, _weights(folder, "adapter_model", where))

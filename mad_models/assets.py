@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from mad_models.app_backend.render import flatten_report
+from mad_models.hybrid.cost import flatten_report
 
 REPO = Path(__file__).resolve().parents[1]
 SMOLLM2 = "SmolLM2-135M-Instruct"

@@ -293,7 +293,7 @@ def cmd_mad_train(a) -> None:
     from mad_models.mad import vocab_size
     from mad_models.training import build_model, count_parameters, train_mad
 
-    settings = _settings(a.set)
+    settings = {**_settings(a.set), "preset": a.preset}
     if a.model:
         model = _load_model(a.model)
     else:
@@ -315,15 +315,32 @@ def cmd_mad_train(a) -> None:
         data_seed=a.seed,
         **settings,
     )
-    _print({"task": a.task, "params": count_parameters(model), **res, "saved": str(Path(a.out) / "final")})
+    final = Path(a.out) / "final"
+    result = {
+        "task": a.task,
+        "settings": settings,
+        "source_model": a.model or f"{a.arch} from scratch (width {a.width}, {a.layers} layers)",
+        "params": count_parameters(model),
+        **res,
+    }
+    _write_results(a.out, result)
+    _print({**result, **_saved(final, res)})
 
 
 def cmd_mad_eval(a) -> None:
-    from mad_models.mad import evaluate
+    from mad_models.mad import evaluate_metrics
+    from mad_models.mad.compression import DECODER_FILE, CompressionAutoEncoder
 
     model = _load_model(a.model)
-    settings = _settings(a.set)
-    acc = evaluate(
+    if a.task == "compression":
+        if not (Path(a.model) / DECODER_FILE).is_file():
+            raise CLIError(
+                f"{a.model} has no compression decoder ({DECODER_FILE}): compression is MAD's auto-encoder "
+                "task; train the model on it with 'mad train --task compression'"
+            )
+        model = CompressionAutoEncoder.from_pretrained(a.model, model)
+    settings = {**_settings(a.set), "preset": a.preset}
+    acc = evaluate_metrics(
         model,
         a.task,
         split=a.split,
@@ -332,7 +349,25 @@ def cmd_mad_eval(a) -> None:
         batch_size=a.batch_size,
         **settings,
     )
-    _print({"task": a.task, "split": a.split, "settings": settings, "accuracy": acc})
+    _print(
+        {"task": a.task, "split": a.split, "settings": settings, "accuracy": acc["micro"], "macro": acc["macro"]}
+    )
+
+
+def _saved(final: Path, res: dict) -> dict:
+    """``{"saved": dir}`` only when the run finished and wrote ``final/``; else where to resume."""
+    if final.is_dir() and res.get("step") and res.get("step") == res.get("total_steps", res.get("step")):
+        return {"saved": str(final)}
+    return {"saved": None, "note": f"stopped at step {res.get('step')}; run again to resume"}
+
+
+def _write_results(out: str | Path, result: dict) -> None:
+    """``results.json`` in the output directory: task, settings, source model, test accuracy."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.replace(out / "results.json")
 
 
 # ---------------------------------------------------------------- hybrid
@@ -595,8 +630,21 @@ def cmd_pull(a) -> None:
 
 def cmd_space_push(a) -> None:
     hub = _hub()
+    if not Path(a.dir).is_dir():
+        raise NotADirectoryError(f"--dir '{a.dir}' is not a directory")
+    # show what leaves the machine before the commit (git-tracked files or --allow; never secrets)
+    upload, refused = hub.space_files(a.dir, allow=a.allow)
+    print(f"uploading {len(upload)} files from {a.dir}: {', '.join(upload)}", file=sys.stderr)
+    if refused:
+        never = ", ".join(f"{f} ({why})" for f, why in sorted(refused.items()))
+        print(f"never uploaded: {never}", file=sys.stderr)
     url = hub.push_space(
-        a.dir, a.repo_id, private=a.private or None, commit_message=a.message, endpoint=a.endpoint
+        a.dir,
+        a.repo_id,
+        private=a.private or None,
+        commit_message=a.message,
+        endpoint=a.endpoint,
+        allow=a.allow,
     )
     _print({"url": str(url), "commit": getattr(url, "oid", None)})
 
@@ -796,7 +844,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub(space, "push", "upload the Gradio app as a Space (one commit)", "space push", cmd_space_push)
     p.add_argument("repo_id", help="the Space's repo id, e.g. me/mad-models-demo")
-    p.add_argument("--dir", default=".", help="the folder holding app.py (default: the current one)")
+    p.add_argument(
+        "--dir",
+        default=".",
+        help="the folder holding app.py (default: the current one); in a git work tree only tracked files "
+        "are uploaded, and never .env*, *.pem, .netrc, *credentials*, *token* files or symlinks",
+    )
+    p.add_argument(
+        "--allow",
+        nargs="+",
+        metavar="PATTERN",
+        help="upload only files matching these names / glob patterns (relative to --dir)",
+    )
     p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--message", help="commit message")

@@ -170,6 +170,10 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
     folder, name = os.path.split(gguf)
     model = load_causal_lm(folder, device=device, quantization=quantization, gguf_file=name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+    # name them after the Hub model, not the site-packages folder: adapters record this name as their base,
+    # and a pushed adapter or card must neither leak local paths nor name something others cannot fetch
+    model.config._name_or_path = model.name_or_path = SMOLLM2_HUB_ID
+    tokenizer.name_or_path = SMOLLM2_HUB_ID
     return model, tokenizer
 
 

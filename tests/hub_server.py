@@ -9,10 +9,15 @@ It answers just the endpoints huggingface_hub 2.x calls for our push/pull paths:
 - ``GET  /api/{type}s/{repo}[/revision/{rev}]``            repo info (sha, siblings, private, cardData)
 - ``GET  /api/{type}s/{repo}/tree/{rev}[/{path}]``         tree listing
 - ``HEAD/GET /[{type}s/]{repo}/resolve/{rev}/{path}``      resolve, with ETag, X-Repo-Commit, Content-Length
+- ``PUT  /api/{type}s/{repo}/settings``                    update_repo_settings (visibility / private)
 
 Errors carry the same ``X-Error-Code`` / ``X-Error-Message`` headers as the Hub, so the real client raises
 its real exception classes (RepositoryNotFoundError, RevisionNotFoundError, ...). A commit is applied in one
 step under a lock, so it is all-or-nothing, and ``fail_next_commit`` makes the next one fail with a 500.
+A commit whose header names a ``parentCommit`` that is no longer the branch head is refused with 412, as on
+the Hub. ``commit_then_fail`` applies the next commit and then answers 500, drops the connection, or stalls
+(the client sees a failure although the commit landed); ``before_commit`` runs once when the next commit
+request arrives, before it is applied (a concurrent push landing in between).
 Since the preupload always answers "regular", every file travels base64 inside the commit: keep test
 files small (a few MB at most).
 
@@ -27,6 +32,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
@@ -86,6 +92,10 @@ class HubState:
     tokens: dict[str, tuple[str, tuple[str, ...], bool]] = field(default_factory=dict)
     repos: dict[tuple[str, str], Repo] = field(default_factory=dict)
     fail_next_commit: bool = False
+    commit_then_fail: str | None = None  # "500" | "drop" | "stall": apply the next commit, then fail
+    stall_seconds: float = 2.0  # how long a "stall" keeps the client waiting after the commit landed
+    before_commit: Callable[[], None] | None = None  # run once, before the next commit is applied
+    settings_enabled: bool = True  # False: PUT .../settings answers 403 (a token without admin rights)
     delay: float = 0.0  # seconds to sleep before answering anything (simulates a stalled Hub)
     seen_tokens: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
@@ -173,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._commit(repo_type, repo_id, rest[len("commit/") :], user)
             if method == "GET" and (rest == "" or rest.startswith("revision/")):
                 return self._info(repo_type, repo_id, rest[len("revision/") :] or "main", user)
+            if method == "PUT" and rest == "settings":
+                return self._settings(repo_type, repo_id, user)
             if method == "GET" and rest.startswith("tree/"):
                 rev, _, sub = rest[len("tree/") :].partition("/")
                 return self._tree(repo_type, repo_id, rev, sub, user, query)
@@ -190,6 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
 
     # -- endpoints ------------------------------------------------------------------------------------
     def _create_repo(self, user):
@@ -254,11 +269,32 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self._json(200, {"files": files, "commitOid": head.oid})
 
+    def _settings(self, repo_type, repo_id, user):
+        payload = json.loads(self._body() or b"{}")
+        repo = self._writable_repo(repo_type, repo_id, user)
+        if repo is None:
+            return
+        if not self.state.settings_enabled:
+            return self._error(403, None, f"You don't have the rights to change the settings of {repo_id}")
+        visibility = payload.get("visibility")
+        if "private" in payload:
+            visibility = "private" if payload["private"] else "public"
+        if visibility not in (None, "public", "private"):
+            return self._error(400, None, f"Invalid visibility: {visibility}")
+        with self.state.lock:
+            if visibility is not None:
+                repo.private = visibility == "private"
+        self._json(200, {})
+
     def _commit(self, repo_type, repo_id, revision, user):
         body = self._body()
         repo = self._writable_repo(repo_type, repo_id, user)
         if repo is None:
             return
+        hook, self.state.before_commit = self.state.before_commit, None
+        if hook is not None:
+            hook()
+        then_fail, self.state.commit_then_fail = self.state.commit_then_fail, None
         with self.state.lock:
             if self.state.fail_next_commit:
                 self.state.fail_next_commit = False
@@ -291,6 +327,14 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     return self._error(400, None, f"FakeHub does not support '{key}' operations")
             commit = repo.new_commit(files, message, branch=revision)
+        if then_fail == "500":
+            return self._error(500, None, "Internal Error - the commit was applied, then the answer failed")
+        if then_fail == "drop":  # the connection dies before any answer: the client cannot know the outcome
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if then_fail == "stall":
+            time.sleep(self.state.stall_seconds)
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"http://{self.headers['Host']}/{prefix}{repo_id}/commit/{commit.oid}"
         self._json(200, {"commitUrl": url, "commitOid": commit.oid, "pullRequestUrl": None})

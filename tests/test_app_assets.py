@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny import tiny_char_tokenizer, tiny_llama
 
-from mad_models.app_backend.registry import Registry
+from app_backend.registry import Registry
 from mad_models.assets import MAD_MIX, build, main
 
 ROOT = Path(__file__).resolve().parents[1]

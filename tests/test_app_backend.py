@@ -10,16 +10,16 @@ import pytest
 import torch
 from tiny import tiny_char_tokenizer, tiny_llama
 
-from mad_models.app_backend.cache import ModelCache
-from mad_models.app_backend.generation import (
+from app_backend.cache import ModelCache
+from app_backend.generation import (
     AppInputError,
     PromptTooLongError,
     check_max_new_tokens,
     encode_prompt,
     stream_generate,
 )
-from mad_models.app_backend.registry import Registry
-from mad_models.app_backend.runtime import pick_runtime
+from app_backend.registry import Registry
+from app_backend.runtime import pick_runtime
 
 
 def linear_loader(sizes: dict[str, int], calls: list[str]):

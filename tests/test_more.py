@@ -266,12 +266,6 @@ def test_truncated_safetensors(tmp_path):
     os.remove(path)
 
 
-def test_mixed_adapter_batches_are_refused():
-    model = get_peft_model(tiny_llama(), MoReConfig(target_modules=["q_proj"]))
-    with pytest.raises(ValueError, match="mixed-adapter batches"):
-        model(torch.randint(0, VOCAB, (2, 5)), adapter_names=["default", "default"])
-
-
 def test_half_precision_base_and_all_linear(tmp_path):
     ids = torch.randint(0, VOCAB, (2, 8))
     base = tiny_llama().to(torch.bfloat16)

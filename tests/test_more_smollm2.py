@@ -16,6 +16,9 @@ def test_more_finetunes_smollm2():
     assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
     cfg = MoReConfig(nblocks=4, block_rank=1, target_modules=["q_proj", "k_proj", "v_proj"])
     peft_model = get_peft_model(model, cfg)
+    # named by its Hub id, not the site-packages folder of the GGUF (the adapter records it as its base)
+    assert model.config._name_or_path == tok.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert peft_model.peft_config["default"].base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     rep = adapter_report(peft_model)
     # q: 576->576, k and v: 576->192 (3 kv heads of 64); k*r = 4; 30 layers
     assert rep.trainable_params == 30 * 4 * ((576 + 576) + 2 * (576 + 192))

@@ -31,6 +31,10 @@ def mad_data():
     return MADDataset("in_context_recall", num_examples=32, seq_len=16)
 
 
+def held_data():
+    return MADDataset("in_context_recall", split="valid", num_examples=16, seq_len=16)
+
+
 def args(out, **kw):
     return TrainArgs(str(out), **{**dict(batch_size=8, log_every=2, save_every=2, progress=False), **kw})
 
@@ -72,7 +76,9 @@ def test_pretrain_projectors_with_frozen_mixture(tmp_path):
 def test_darts_search_moves_the_mixture_and_the_weights(tmp_path, mode):
     h = hybrid()
     comp_before = snapshot(h, lambda n: n.startswith("components"))
-    res = search_mixtures(h, mad_data(), args(tmp_path, max_steps=4, lr=1e-3), arch_lr=0.05, mode=mode)
+    res = search_mixtures(
+        h, mad_data(), args(tmp_path, max_steps=4, lr=1e-3), arch_data=held_data(), arch_lr=0.05, mode=mode
+    )
     w = torch.tensor(res["mixture"])
     assert w.shape == (2, 2) and torch.allclose(w.sum(-1), torch.ones(2), atol=1e-4)
     assert not torch.allclose(w, torch.full((2, 2), 0.5))  # moved off the uniform start
@@ -84,7 +90,9 @@ def test_darts_search_moves_the_mixture_and_the_weights(tmp_path, mode):
 
 def test_gaea_keeps_weights_on_the_simplex(tmp_path):
     h = hybrid()
-    res = search_mixtures(h, mad_data(), args(tmp_path, max_steps=4), arch_lr=0.5, method="gaea")
+    res = search_mixtures(
+        h, mad_data(), args(tmp_path, max_steps=4), arch_data=held_data(), arch_lr=0.5, method="gaea"
+    )
     w = h.mixture_weights().detach()
     assert h.mixture.mode == "simplex" and (w >= 0).all()
     assert torch.allclose(w.sum(-1), torch.ones(2), atol=1e-5)
@@ -95,7 +103,15 @@ def test_dash_search_resumes_exactly(tmp_path):
     # Gumbel noise draws from the global RNG: exact resumption needs the RNG state and both optimisers
     def run(out, **kw):
         h = hybrid()
-        search_mixtures(h, mad_data(), args(out, max_steps=5, **kw), arch_lr=0.05, method="dash", tau=0.5)
+        search_mixtures(
+            h,
+            mad_data(),
+            args(out, max_steps=5, **kw),
+            arch_data=held_data(),
+            arch_lr=0.05,
+            method="dash",
+            tau=0.5,
+        )
         return h
 
     full = run(tmp_path / "a")
@@ -111,7 +127,7 @@ def test_dash_search_resumes_exactly(tmp_path):
 
 def test_retrain_keeps_the_searched_mixture_fixed(tmp_path):
     h = hybrid()
-    search_mixtures(h, mad_data(), args(tmp_path / "s", max_steps=3), arch_lr=0.05)
+    search_mixtures(h, mad_data(), args(tmp_path / "s", max_steps=3), arch_data=held_data(), arch_lr=0.05)
     searched = h.mixture.expected_weights().clone()
     before = snapshot(h, lambda n: n.startswith("components"))
     retrain(h, mad_data(), args(tmp_path / "r", max_steps=3, lr=1e-2))

@@ -7,7 +7,7 @@ layer) and the SSM scan (about 9 * d_inner * d_state per Mamba layer). Elementwi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -125,3 +125,16 @@ def cost_report(model: ManticoreForCausalLM, context: int = 1024) -> dict:
         "standalone": standalone,
         "relative_flops": {k: total_flops / v["flops_per_token"] for k, v in standalone.items()},
     }
+
+
+def flatten_report(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested report (dicts, lists of dicts) as one flat {"a / b / c": value} table; number lists stay."""
+    out: dict[str, Any] = {}
+    items = d.items() if isinstance(d, dict) else enumerate(d)
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)) and v and not all(isinstance(x, (int, float)) for x in v):
+            out.update(flatten_report(v, key + " / "))
+        else:
+            out[key] = v
+    return out

@@ -131,9 +131,12 @@ class BlockMixture(nn.Module):
 
 
 class ExponentiatedGradient(torch.optim.Optimizer):
-    """Exponentiated-gradient descent on the simplex (GAEA): w <- w * exp(-lr * grad), renormalised.
+    """Exponentiated-gradient descent on the simplex (GAEA): w <- w * exp(clip(-lr * grad)), renormalised.
 
-    Each row (last dim) of every parameter stays on the probability simplex; zero entries stay zero.
+    As the reference: the exponent is clipped to [-``clip``, ``clip``] (9) and every weight that is
+    not pruned is kept >= ``floor`` (1e-5), so one large gradient cannot zero a component for good.
+    Each row (last dim) of every parameter stays on the probability simplex (floor, then renormalise);
+    entries that are exactly zero (pruned components) stay zero.
 
     Example:
     ```python
@@ -142,10 +145,16 @@ class ExponentiatedGradient(torch.optim.Optimizer):
     ```
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 0.1):
+    def __init__(
+        self, params: Iterable[torch.Tensor], lr: float = 0.1, floor: float = 1e-5, clip: float = 9.0
+    ):
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        super().__init__(params, {"lr": lr})
+        if not 0 <= floor < 1:
+            raise ValueError(f"floor must be in [0, 1), got {floor}")
+        if clip <= 0:
+            raise ValueError(f"clip must be > 0, got {clip}")
+        super().__init__(params, {"lr": lr, "floor": floor, "clip": clip})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -157,9 +166,13 @@ class ExponentiatedGradient(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                alive = p > 0
+                grad = torch.nan_to_num(p.grad, nan=0.0)
+                expo = (-group["lr"] * grad).clamp(-group["clip"], group["clip"])
                 # subtract the row max of the exponent for stability; it cancels in the renormalisation
-                expo = -group["lr"] * p.grad
                 expo = expo - expo.max(dim=-1, keepdim=True).values
                 p.mul_(expo.exp())
+                p.div_(p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny))
+                p.copy_(torch.where(alive, p.clamp_min(group["floor"]), torch.zeros_like(p)))
                 p.div_(p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny))
         return loss

@@ -650,8 +650,12 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             for m, a in enumerate(self._adapters)
         ]
 
-        h = sum(w[0, m] * _pad(self._adapters[m].embed(input_ids), D) for m in self._kept[0])  # (B, T, D)
-        for i, kept in enumerate(self._kept):
+        # A component whose weight in a block is exactly 0 does not run there: the result is exact
+        # (it would add 0 * y), the cost is saved, and a NaN inside it cannot reach the output.
+        live = (w != 0).tolist()  # one host sync per forward
+        kept_live = [[m for m in kept if live[i][m]] for i, kept in enumerate(self._kept)]
+        h = sum(w[0, m] * _pad(self._adapters[m].embed(input_ids), D) for m in kept_live[0])  # (B, T, D)
+        for i, kept in enumerate(kept_live):
             out = 0
             for m in kept:
                 a, adapter, key = w[i, m], self._adapters[m], self._key(m, i)
@@ -678,7 +682,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             h = h[:, logits_to_keep]
         V = self.config.vocab_size
         logits = 0
-        for m in self._kept[-1]:
+        for m in kept_live[-1]:
             adapter = self._adapters[m]
             lm = adapter.head(h[..., : adapter.hidden_size])  # (B, T', V_m)
             if lm.shape[-1] < V:  # ids the smaller vocabulary does not have are never predicted

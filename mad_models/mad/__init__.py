@@ -7,11 +7,15 @@ Example:
     torch.Size([16, 128])
 """
 
-from mad_models.mad.data import MADDataset, evaluate, logits_of, scored_counts
+from mad_models.mad.baselines import chance_accuracy, heuristic_accuracy, heuristic_predictions, target_tokens
+from mad_models.mad.compression import CompressionAutoEncoder
+from mad_models.mad.data import Accuracy, MADDataset, evaluate, evaluate_metrics, logits_of, scored_counts
 from mad_models.mad.tasks import (
     DEFAULTS,
     HARDER,
     IGNORE,
+    PRESETS,
+    SPLITS,
     TASKS,
     make_task,
     memorization_map,
@@ -20,6 +24,15 @@ from mad_models.mad.tasks import (
 )
 
 __all__ = [
+    "Accuracy",
+    "CompressionAutoEncoder",
+    "PRESETS",
+    "SPLITS",
+    "evaluate_metrics",
+    "chance_accuracy",
+    "heuristic_accuracy",
+    "heuristic_predictions",
+    "target_tokens",
     "DEFAULTS",
     "HARDER",
     "IGNORE",

@@ -10,14 +10,23 @@ Conventions shared with the MAD reference (mad-lab), so numbers are comparable:
 - copying and compression reserve ``vocab_size - 1`` (copy / compress token) and ``vocab_size - 2``
   (blank token); memorization reserves ``vocab_size - 1`` as the insert token.
 
+- fuzzy recall follows MAD-lab's multi-query setting: the last id is a pad token (sequences are
+  left-padded), keys are motifs of 1..k distinct tokens (exactly k in the held-out splits), values
+  motifs of 1..v distinct tokens; a held-out sequence scores only the values of keys shown earlier
+  and the final probe pair, about 4.6 positions per sequence on the defaults as in MAD-lab;
+- compression is MAD's auto-encoder: ``seq_len - 1`` random tokens then the compression token; every
+  token must be rebuilt from the one hidden state at the compression token
+  (``mad_models.mad.compression.CompressionAutoEncoder`` wraps any causal LM). Targets are the
+  tokens themselves (unshifted), the compression token's own position is not scored.
+
 Differences from the reference, on purpose:
 - sequences are exactly ``seq_len`` long (the reference's recall returned ``seq_len - 1``);
 - selective copying honours ``num_tokens_to_copy`` and draws blank positions from the seeded
   generator (the reference used the unseeded global numpy RNG);
-- the train split scores every value (recall) so no capacity is spent on random keys; the test split
-  scores only probed values (multi-query probing);
-- compression is posed for causal LMs: the sequence, a compress token, then blanks at which the
-  sequence must be reproduced in order (the reference used a separate auto-encoder head).
+- the train split scores every value (recall) so no capacity is spent on random keys; the held-out
+  splits (valid, test) score only probed values (multi-query probing);
+- every split draws from its own random stream, seeded from (seed, split): no seed makes the
+  training data repeat the test set (the reference drew both from one stream per seed).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ IGNORE = -100
 DEFAULTS: dict[str, dict] = {
     "in_context_recall": dict(vocab_size=16, seq_len=128, num_train_examples=12_800),
     "fuzzy_recall": dict(
-        vocab_size=16, seq_len=128, k_motif_size=3, v_motif_size=3, num_keys=8, num_train_examples=12_800
+        vocab_size=16, seq_len=128, k_motif_size=3, v_motif_size=3, num_train_examples=12_800
     ),
     "noisy_recall": dict(
         vocab_size=32, seq_len=128, noise_vocab_size=16, frac_noise=0.2, num_train_examples=12_800
@@ -38,6 +47,20 @@ DEFAULTS: dict[str, dict] = {
     "selective_copying": dict(vocab_size=16, seq_len=256, num_tokens_to_copy=16, num_train_examples=12_800),
     "compression": dict(vocab_size=16, seq_len=32, num_train_examples=12_800),
     "memorization": dict(vocab_size=256, seq_len=32, kv_map_seed=12345, num_train_examples=256),
+}
+
+# Named presets: "easy" = MAD's defaults above; "manticore" = the settings Manticore's reference ran
+# MAD with (vocab 128, 800 training sequences, 80% noise, memorization vocab 8192).
+PRESETS: dict[str, dict[str, dict]] = {
+    "easy": {name: {} for name in DEFAULTS},
+    "manticore": {
+        "in_context_recall": dict(vocab_size=128, num_train_examples=800),
+        "fuzzy_recall": dict(vocab_size=128, num_train_examples=800),
+        "noisy_recall": dict(vocab_size=144, frac_noise=0.8, num_train_examples=800),
+        "selective_copying": dict(vocab_size=128, num_tokens_to_copy=96, num_train_examples=800),
+        "compression": {},
+        "memorization": dict(vocab_size=8192),
+    },
 }
 
 # name -> {setting: harder values}; vary one at a time from the defaults (MAD score = mean over them).
@@ -56,6 +79,18 @@ HARDER: dict[str, dict[str, list]] = {
 
 NUM_TEST_EXAMPLES = 1_280
 TEST_SEED = 12345
+SPLITS = ("train", "valid", "test")
+HELD_OUT = ("valid", "test")  # scored like the test set (multi-query probing)
+
+
+def split_generator(seed: int, split: str) -> torch.Generator:
+    """The random stream of one split: seeded from (seed, split), so splits never share a stream."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -138,59 +173,76 @@ def fuzzy_recall(
     seq_len: int = 128,
     k_motif_size: int = 3,
     v_motif_size: int = 3,
-    num_keys: int = 8,
     test: bool = False,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recall where keys and values are motifs of 1..k (1..v) tokens; the test split uses k-token keys.
+    """MAD-lab's fuzzy in-context recall (multi-query): motif keys and values, left-padded.
 
-    Each sequence has a dictionary of ``num_keys`` key motifs (duplicates resolved to the first one, so
-    the map stays a function); pairs are drawn from it and concatenated. Key tokens come from the lower
-    half of the vocabulary and value tokens from the upper half, so a key is exactly a maximal run of
-    key tokens.
+    Token layout: keys from ``[0, (V-1)//2)``, values from ``[(V-1)//2, V-1)``, pad ``V-1``. A key is
+    a motif of 1..k distinct key tokens (exactly k in held-out splits), a value a motif of 1..v
+    distinct value tokens; a key seen again in a sequence maps to its first value. Pairs are drawn
+    until the sequence is nearly full, then a final probe repeats a random earlier pair, and the
+    sequence is left-padded to ``seq_len``. Held-out splits score the values of repeated keys and of
+    the probe (about 4.6 positions per sequence on the defaults); the train split scores every value.
     """
     _check_int("num_examples", num_examples, 1)
-    _check_int("vocab_size", vocab_size, 4)
+    _check_int("vocab_size", vocab_size, 5)
     _check_int("k_motif_size", k_motif_size, 1)
     _check_int("v_motif_size", v_motif_size, 1)
-    _check_int("num_keys", num_keys, 1)
     _check_int("seq_len", seq_len, 1)
-    if seq_len < 2 * (k_motif_size + v_motif_size):
+    n, g, K, Vm = num_examples, generator, k_motif_size, v_motif_size
+    pad = vocab_size - 1
+    nk = pad // 2
+    nv = pad - nk
+    if K > nk or Vm > nv:
         raise ValueError(
-            f"seq_len ({seq_len}) must hold two pairs of the largest motifs: "
-            f">= 2 * (k_motif_size + v_motif_size) = {2 * (k_motif_size + v_motif_size)}"
+            f"motifs have distinct tokens: k_motif_size ({K}) must be <= {nk} key tokens and v_motif_size "
+            f"({Vm}) <= {nv} value tokens for vocab_size {vocab_size}"
         )
-    n, g, m = num_examples, generator, num_keys
-    nk = vocab_size // 2
-    k_len = (
-        torch.full((n, m), k_motif_size) if test else torch.randint(1, k_motif_size + 1, (n, m), generator=g)
-    )
-    v_len = torch.randint(1, v_motif_size + 1, (n, m), generator=g)
-    k_tok = torch.randint(0, nk, (n, m, k_motif_size), generator=g)
-    v_tok = torch.randint(nk, vocab_size, (n, m, v_motif_size), generator=g)
-    k_valid = torch.arange(k_motif_size) < k_len.unsqueeze(-1)  # (N, M, k)
-    v_valid = torch.arange(v_motif_size) < v_len.unsqueeze(-1)
+    S = K + Vm
+    limit = seq_len + 2 - 2 * S  # draw pairs while the body is shorter (body + probe <= seq_len + 1)
+    if limit < 1:
+        raise ValueError(
+            f"seq_len ({seq_len}) must hold a pair and its probe of the largest motifs: "
+            f">= 2 * (k_motif_size + v_motif_size) - 1 = {2 * S - 1}"
+        )
+    E = limit // 2 + 1  # pairs have >= 2 tokens
+    k_len = torch.full((n, E), K) if test else torch.randint(1, K + 1, (n, E), generator=g)
+    v_len = torch.randint(1, Vm + 1, (n, E), generator=g)
+    k_tok = torch.rand(n, E, nk, generator=g).argsort(-1)[..., :K]  # distinct tokens within a motif
+    v_tok = torch.rand(n, E, nv, generator=g).argsort(-1)[..., :Vm] + nk
+    k_valid = torch.arange(K) < k_len.unsqueeze(-1)  # (N, E, K)
+    # a key seen again maps to its first value (the map stays a function within the sequence)
+    same_tok = (k_tok.unsqueeze(2) == k_tok.unsqueeze(1)) | ~k_valid.unsqueeze(2)  # (N, E, E, K)
+    same = same_tok.all(-1) & (k_len.unsqueeze(2) == k_len.unsqueeze(1))  # (N, E, E)
+    first = same.int().argmax(-1)  # (N, E) the first pair with this key
+    repeated = first < torch.arange(E)
+    v_tok = v_tok.gather(1, first.unsqueeze(-1).expand(-1, -1, Vm))
+    v_len = v_len.gather(1, first)
+    v_valid = torch.arange(Vm) < v_len.unsqueeze(-1)
 
-    # Identical key motifs in one dictionary share the first entry's value (keeps the map a function).
-    k_code = torch.where(k_valid, k_tok, -1)
-    same = (k_code.unsqueeze(2) == k_code.unsqueeze(1)).all(-1)  # (N, M, M)
-    canon = same.int().argmax(-1)  # first equal entry
+    start = (k_len + v_len).cumsum(1) - (k_len + v_len)  # (N, E) body offset of each pair
+    kept = start < limit  # (N, E); pair 0 always kept
+    n_kept = kept.sum(1)  # (N,)
+    probe = (torch.rand(n, generator=g) * n_kept).long().clamp(max=E - 1)  # a random kept pair
+    pidx = probe.view(n, 1)
 
-    entries = (seq_len + 1) // 2 + 1  # every pair has >= 2 tokens
-    pick = canon.gather(1, torch.randint(0, m, (n, entries), generator=g))  # (N, E) canonical ids
-    ik = pick.unsqueeze(-1).expand(-1, -1, k_motif_size)
-    iv = pick.unsqueeze(-1).expand(-1, -1, v_motif_size)
-    ek, ekv = k_tok.gather(1, ik), k_valid.gather(1, ik)  # (N, E, k)
-    ev, evv = v_tok.gather(1, iv), v_valid.gather(1, iv)  # (N, E, v)
-    probed = _seen_before(pick, m, torch.ones_like(pick, dtype=torch.bool))
+    def with_probe(x: torch.Tensor) -> torch.Tensor:  # (N, E, ...) -> (N, E + 1, ...): probe last
+        idx = pidx.view(n, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
+        return torch.cat([x, x.gather(1, idx)], 1)
 
-    tokens = torch.cat([ek, ev], -1).flatten(1)  # (N, E * S)
-    valid = torch.cat([ekv, evv], -1).flatten(1)
-    unit_scored = probed if test else torch.ones_like(probed)
-    is_val = torch.cat([torch.zeros_like(ekv), evv & unit_scored.unsqueeze(-1)], -1).flatten(1)
-    # Compact the valid slots to the front of each row (stable, so order is kept), then cut.
-    order = (~valid).int().argsort(dim=1, stable=True)[:, : seq_len + 1]
-    return _shift(tokens.gather(1, order), is_val.gather(1, order), seq_len)
+    tokens = torch.cat([with_probe(k_tok), with_probe(v_tok)], -1)  # (N, E+1, S)
+    valid = torch.cat([with_probe(k_valid), with_probe(v_valid)], -1)
+    valid &= torch.cat([kept, torch.ones(n, 1, dtype=torch.bool)], 1).unsqueeze(-1)
+    unit_scored = torch.cat([repeated if test else torch.ones_like(repeated), torch.ones(n, 1).bool()], 1)
+    scored = torch.cat([torch.zeros_like(with_probe(k_valid)), with_probe(v_valid)], -1)
+    scored &= valid & unit_scored.unsqueeze(-1)
+
+    tokens, valid, scored = tokens.flatten(1), valid.flatten(1), scored.flatten(1)
+    # right-align the valid slots, in order (stable sort puts the unused slots first), then left-pad
+    order = valid.int().argsort(dim=1, stable=True)[:, -(seq_len + 1) :]
+    tokens = torch.where(valid.gather(1, order), tokens.gather(1, order), pad)
+    return _shift(tokens, scored.gather(1, order), seq_len)
 
 
 def selective_copying(
@@ -235,24 +287,21 @@ def compression(
     test: bool = False,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L = seq_len / 2 random tokens, a compress token, then L - 1 blanks; reproduce the L tokens.
+    """MAD's compression: ``seq_len - 1`` random tokens, then the compression token (``V - 1``).
 
-    The output at the compress token is the first token; the blanks give no information, so a
-    recurrent model must carry the whole sequence in its state past the compress token.
+    Targets are the input tokens themselves at every position but the last (an auto-encoder target,
+    not a next-token one): a model must rebuild the whole sequence from its hidden state at the
+    compression token, through ``mad_models.mad.compression.CompressionAutoEncoder``.
     """
     del test
     _check_int("num_examples", num_examples, 1)
     _check_int("vocab_size", vocab_size, 3)
     _check_int("seq_len", seq_len, 2)
-    if seq_len % 2:
-        raise ValueError(f"seq_len must be even (sequence + compress token + blanks), got {seq_len}")
-    n, g, half = num_examples, generator, seq_len // 2
-    content = torch.randint(0, vocab_size - 2, (n, half), generator=g)
-    inputs = torch.full((n, seq_len), vocab_size - 2, dtype=torch.long)  # blanks
-    inputs[:, :half] = content
-    inputs[:, half] = vocab_size - 1  # compress token
-    targets = torch.full((n, seq_len), IGNORE, dtype=torch.long)
-    targets[:, half:] = content
+    n, g = num_examples, generator
+    inputs = torch.randint(0, vocab_size - 1, (n, seq_len), generator=g)
+    inputs[:, -1] = vocab_size - 1  # compression token
+    targets = inputs.clone()
+    targets[:, -1] = IGNORE
     return inputs, targets
 
 
@@ -300,16 +349,19 @@ GENERATORS = {
 TASKS = tuple(GENERATORS)
 
 
-def task_settings(name: str, **settings) -> dict:
-    """The full settings of a task: its defaults overridden by ``settings`` (unknown names refused)."""
+def task_settings(name: str, preset: str = "easy", **settings) -> dict:
+    """The full settings of a task: its defaults, then the ``preset``'s, then ``settings`` (unknown
+    names refused)."""
     if name not in DEFAULTS:
         raise ValueError(f"unknown MAD task {name!r}; choose one of {', '.join(TASKS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     unknown = set(settings) - set(DEFAULTS[name])
     if unknown:
         raise ValueError(
             f"unknown setting(s) {sorted(unknown)} for task {name!r}; valid: {sorted(DEFAULTS[name])}"
         )
-    return {**DEFAULTS[name], **settings}
+    return {**DEFAULTS[name], **PRESETS[preset][name], **settings}
 
 
 def make_task(
@@ -317,31 +369,34 @@ def make_task(
     split: str = "train",
     seed: int | None = None,
     num_examples: int | None = None,
+    preset: str = "easy",
     **settings,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate a MAD task split: ``(inputs, targets)``, LongTensors (N, T), targets -100 where unscored.
 
-    ``seed`` defaults to 0 for train and 12345 for test; ``num_examples`` to the task's train size or
-    1,280 for test. Other keyword arguments override the task's defaults (see ``DEFAULTS``).
+    ``split``: "train", "valid" (held out for choices: lr, architecture steps) or "test". Each split
+    draws from its own stream seeded from (seed, split). ``seed`` defaults to 0 for train and valid
+    and 12345 for test; ``num_examples`` to the task's train size, or 1,280 for valid and test. Other
+    keyword arguments override the ``preset``'s settings (see ``DEFAULTS`` and ``PRESETS``).
 
     Example:
         >>> x, y = make_task("in_context_recall", split="test", num_examples=4, seq_len=32)
         >>> x.shape, y.shape
         (torch.Size([4, 32]), torch.Size([4, 32]))
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    cfg = task_settings(name, **settings)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    cfg = task_settings(name, preset, **settings)
     n_train = cfg.pop("num_train_examples")
     if num_examples is None:
         num_examples = n_train if split == "train" else NUM_TEST_EXAMPLES
     if seed is None:
-        seed = 0 if split == "train" else TEST_SEED
+        seed = TEST_SEED if split == "test" else 0
     _check_int("seed", seed, 0)
-    g = torch.Generator().manual_seed(seed)
-    return GENERATORS[name](num_examples, test=split == "test", generator=g, **cfg)
+    g = split_generator(seed, split)
+    return GENERATORS[name](num_examples, test=split in HELD_OUT, generator=g, **cfg)
 
 
-def vocab_size(name: str, **settings) -> int:
+def vocab_size(name: str, preset: str = "easy", **settings) -> int:
     """The vocabulary size a model needs for a task with these settings."""
-    return task_settings(name, **settings)["vocab_size"]
+    return task_settings(name, preset, **settings)["vocab_size"]

@@ -156,15 +156,13 @@ class Linear(nn.Module, MoReLayer):
             self.set_base_weight((weight - delta.to(device=weight.device, dtype=weight.dtype)).contiguous())
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if kwargs.get("adapter_names") is not None:
-            raise ValueError(
-                "MoRe does not support mixed-adapter batches (adapter_names); use set_adapter instead."
-            )
-        kwargs.pop("adapter_names", None)
+        adapter_names = kwargs.pop("adapter_names", None)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         result = self.base_layer(x, *args, **kwargs)  # (..., m)
         if self.merged:
             return result
@@ -185,6 +183,40 @@ class Linear(nn.Module, MoReLayer):
                 delta = monarch_linear(xa, b1, b2, self.out_features, alpha=self.scale[active_adapter])
                 result = result + delta.to(result.dtype)
         return result.to(out_dtype)
+
+    def _mixed_batch_forward(
+        self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
+    ) -> torch.Tensor:
+        """Row ``i`` of the batch gets adapter ``adapter_names[i]`` ("__base__": none), as LoRA's
+        ``_mixed_batch_forward``; names this layer does not hold (another tuner's) add nothing here."""
+        if len(x) != len(adapter_names):
+            raise ValueError(
+                f"Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(adapter_names)} and {len(x)} respectively."
+            )
+        if self.merged:
+            raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` "
+                "first."
+            )
+        result = self.base_layer(x, *args, **kwargs)  # (B, ..., m)
+        if self.quantization_backend is not None:
+            result = self.quantization_backend.maybe_clone_base_result(result)
+        out_dtype = result.dtype
+        for adapter in dict.fromkeys(adapter_names):  # unique, in first-seen order
+            if adapter == "__base__" or adapter not in self.more_blkdiag1:
+                continue
+            rows = [i for i, name in enumerate(adapter_names) if name == adapter]
+            b1, b2 = self.more_blkdiag1[adapter], self.more_blkdiag2[adapter]
+            xa = self._cast_input_dtype(self.more_dropout[adapter](x[rows]), b1.dtype)  # (b, ..., n)
+            if out_dtype == b1.dtype:  # the same fused addmm the single-adapter path takes
+                result[rows] = monarch_linear(
+                    xa, b1, b2, self.out_features, residual=result[rows], alpha=self.scale[adapter]
+                )
+            else:
+                delta = monarch_linear(xa, b1, b2, self.out_features, alpha=self.scale[adapter])
+                result[rows] = result[rows] + delta.to(out_dtype)
+        return result
 
     def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
         return True  # additive: W' = W + delta

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 
-from peft.tuners.tuners_utils import BaseTuner
+from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, get_quantization_kwargs
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 from .config import MoReConfig
@@ -61,11 +64,42 @@ class MoReModel(BaseTuner):
 
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
-        if kwargs.get("adapter_names") is not None:
-            raise ValueError(
-                "MoRe does not support mixed-adapter batches (adapter_names); use set_adapter instead."
-            )
-        yield
+        """``model(..., adapter_names=[...])`` / ``generate(..., adapter_names=[...])``: row ``i`` runs
+        adapter ``adapter_names[i]`` ("__base__": the base), as with LoRA.
+
+        The names go to every PEFT layer in the model, not only MoRe's, so adapters of another type
+        injected into the same module tree (``peft.inject_adapter_in_model``) mix in one batch too.
+        """
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")
+        if not isinstance(adapter_names, (list, tuple)):
+            raise TypeError(f"Got adapter names of type {type(adapter_names)}, expected a list of str.")
+        layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        known = set()
+        for layer in layers:
+            for attr in layer.adapter_layer_names:
+                known |= set(getattr(layer, attr).keys())
+        unknown = {n for n in adapter_names if n != "__base__"} - known
+        if unknown:
+            raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(sorted(unknown))}")
+        num_beams = kwargs.get("num_beams")
+        if isinstance(num_beams, int) and num_beams > 1:  # generate repeats every row num_beams times
+            adapter_names = [n for n in adapter_names for _ in range(num_beams)]
+        hook = partial(_adapter_names_pre_forward_hook, adapter_names=list(adapter_names))
+        handles = [
+            m.register_forward_pre_hook(hook, with_kwargs=True)
+            for m in self.model.modules()
+            if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):

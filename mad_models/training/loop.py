@@ -387,7 +387,7 @@ class Trainer:
             if hasattr(model, "save_pretrained"):
                 save_pretrained(model, self.out / "final")
         acc.wait_for_everyone()
-        return {**last, "step": self.step, "train_time": self.train_time}
+        return {**last, "step": self.step, "total_steps": self.total_steps, "train_time": self.train_time}
 
 
 def default_step(trainer: Trainer, batch: dict) -> dict[str, torch.Tensor]:

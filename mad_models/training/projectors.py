@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
-from mad_models.training._hybrid import check_hybrid, mixture_ids, mixture_log
+from mad_models.training._hybrid import check_hybrid, mixture_ids, mixture_log, refuse_simplex_with_adamw
 from mad_models.training.finetune import dataset_metrics
 from mad_models.training.loop import TrainArgs, train_with
 from mad_models.training.text import pad_collate
@@ -38,6 +38,7 @@ def pretrain_projectors(
     if not train_mixture:
         for p in hybrid.mixture_parameters():
             p.requires_grad_(False)
+    refuse_simplex_with_adamw(hybrid, "pretrain_projectors")
     proj = {id(p) for p in hybrid.projector_parameters()}
     params = [p for p in hybrid.parameters() if p.requires_grad]
     if not any(id(p) in proj for p in params):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from mad_models.hybrid.cost import flatten_report
+
 IGNORE = -100
 
 
@@ -61,19 +63,6 @@ def mad_example_html(example: dict[str, Any]) -> str:
         "(✓ prediction right, ✗ prediction→target wrong; grey = input tokens).</p>"
         f"<div style='font-family:monospace;line-height:1.9;word-wrap:break-word'>{' '.join(spans)}</div>"
     )
-
-
-def flatten_report(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested report (dicts, lists of dicts) as one flat {"a / b / c": value} table; number lists stay."""
-    out: dict[str, Any] = {}
-    items = d.items() if isinstance(d, dict) else enumerate(d)
-    for k, v in items:
-        key = f"{prefix}{k}"
-        if isinstance(v, (dict, list)) and v and not all(isinstance(x, (int, float)) for x in v):
-            out.update(flatten_report(v, key + " / "))
-        else:
-            out[key] = v
-    return out
 
 
 def cost_rows(cost: Any) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from mad_models.app_backend.registry import Loaded, model_nbytes
+from app_backend.registry import Loaded, model_nbytes
 
 ProgressFn = Callable[[float, str], None]
 
@@ -16,9 +16,12 @@ ProgressFn = Callable[[float, str], None]
 class ModelCache:
     """Keeps loaded models until their total size passes ``max_bytes``, then drops the least recently used.
 
-    ``load(name, get)`` builds ``(model, tokenizer)``; ``get`` lets an adapter ask the cache for
-    its base, so the base is loaded once and shared. A model larger than the bound is still
-    returned (the caller asked for it) but is evicted as soon as something else is loaded.
+    ``load(name, get)`` builds ``(model, tokenizer)`` or a ``Loaded``; ``get`` lets an adapter ask the
+    cache for its base, so the base is loaded once and shared. An adapter's ``Loaded`` names its
+    ``base`` and counts only its own weights (the base is counted once, under the base's name);
+    evicting a base evicts its adapters with it, and an evicted adapter leaves its host. A model
+    larger than the bound is still returned (the caller asked for it) but is evicted as soon as
+    something else is loaded.
 
     Example:
         >>> cache = ModelCache(max_bytes=10**9, load=lambda name, get: (torch.nn.Linear(2, 2), None))
@@ -46,14 +49,19 @@ class ModelCache:
         with name_lock:
             with self._lock:  # another worker may have finished loading it while we waited
                 if name in self._items:
-                    self._items.move_to_end(name)
+                    self._touch(name)
                     self.hits += 1
                     return self._items[name]
             if progress is not None:
                 progress(0.0, f"loading {name}")
             t0 = time.perf_counter()
-            model, tok = self._load(name, lambda base: self.get(base, progress))
-            item = Loaded(name, model, tok, model_nbytes(model), time.perf_counter() - t0)
+            built = self._load(name, lambda base: self.get(base, progress))
+            if isinstance(built, Loaded):
+                item = built
+                item.load_seconds = time.perf_counter() - t0
+            else:
+                model, tok = built
+                item = Loaded(name, model, tok, model_nbytes(model), time.perf_counter() - t0)
             if progress is not None:
                 progress(1.0, f"loaded {name} in {item.load_seconds:.1f} s")
             with self._lock:
@@ -71,11 +79,33 @@ class ModelCache:
             self._evict(keep=name)
         return item
 
+    def _touch(self, name: str) -> None:
+        self._items.move_to_end(name)
+        base = self._items[name].base
+        if base in self._items:  # using an adapter uses its base
+            self._items.move_to_end(base)
+
     def _evict(self, keep: str) -> None:
+        keep_base = self._items[keep].base if keep in self._items else None
         while self.total_bytes > self.max_bytes and len(self._items) > 1:
-            victim = next(n for n in self._items if n != keep)
-            del self._items[victim]
-            self.evictions += 1
+            victim = next((n for n in self._items if n not in (keep, keep_base)), None)
+            if victim is None:
+                return
+            self._drop(victim)
+
+    def _drop(self, name: str) -> None:
+        item = self._items.pop(name)
+        self.evictions += 1
+        if item.host is not None and item.adapter is not None:
+            item.host.remove(item.adapter)
+        for dependent in [n for n, it in self._items.items() if it.base == name]:
+            self._drop(dependent)
+
+    def discard(self, name: str) -> None:
+        """Forget ``name`` (and its adapters, for a base) now."""
+        with self._lock:
+            if name in self._items:
+                self._drop(name)
 
     @property
     def total_bytes(self) -> int:

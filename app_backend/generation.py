@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mad_models.app_backend.registry import AppInputError
+from app_backend.registry import AppInputError
 
 MAX_NEW_TOKENS = 256
 MAX_PROMPT_TOKENS = 512
@@ -102,15 +102,16 @@ def decode(ids: list[int], tokenizer: Any) -> str:
 
 
 class _SeededSampler:
-    """A logits processor that samples with its own generator and leaves only the drawn token.
+    """A logits processor that samples with its own generator per row and leaves only the drawn token.
 
     ``generate`` then runs greedy (argmax) decoding over a one-hot score, so it picks the token we drew.
+    Each row has its own generator seeded alike, so a row of a batch draws what it would draw alone.
     """
 
-    def __init__(self, seed: int, temperature: float, top_k: int):
+    def __init__(self, seed: int, temperature: float, top_k: int, rows: int = 1):
         import torch
 
-        self.gen = torch.Generator().manual_seed(int(seed))
+        self.gens = [torch.Generator().manual_seed(int(seed)) for _ in range(rows)]
         self.temperature = max(float(temperature), 1e-5)
         self.top_k = int(top_k)
 
@@ -122,13 +123,15 @@ class _SeededSampler:
             kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1).cpu()
-        tok = torch.multinomial(probs, 1, generator=self.gen).to(scores.device)  # (B, 1)
+        tok = torch.cat(
+            [torch.multinomial(probs[i : i + 1], 1, generator=g) for i, g in enumerate(self.gens)]
+        ).to(scores.device)  # (B, 1)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter(-1, tok, 0.0)
 
 
-class _QueueStreamer:
-    """Gets new token ids from ``generate`` (running in a worker thread) into a queue."""
+class _RowsStreamer:
+    """Gets each step's new tokens (one per row) from ``generate`` (in a worker thread) into a queue."""
 
     def __init__(self):
         self.q: queue.Queue = queue.Queue()
@@ -138,8 +141,7 @@ class _QueueStreamer:
         if not self.prompt_seen:  # generate first puts the prompt itself
             self.prompt_seen = True
             return
-        for t in value.reshape(-1).tolist():
-            self.q.put(int(t))
+        self.q.put([int(t) for t in value.reshape(-1).tolist()])
 
     def end(self) -> None:
         self.q.put(None)
@@ -162,28 +164,83 @@ def stream_generate(
         >>> list(stream_generate(model, [1, 2, 3], max_new_tokens=4))   # greedy
         [17, 5, 5, 9]
     """
+    stats = stats if stats is not None else GenStats()
+    for _, tok in stream_generate_rows(
+        model,
+        [ids],
+        max_new_tokens,
+        sample=sample,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        stats=[stats],
+        stop_at_eos=stop_at_eos,
+    ):
+        yield tok
+
+
+def stream_generate_rows(
+    model: Any,
+    rows: list[list[int]],
+    max_new_tokens: int,
+    *,
+    adapter_names: list[str] | None = None,
+    hold: Any = None,
+    sample: bool = False,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    stats: list[GenStats] | None = None,
+    stop_at_eos: bool = True,
+) -> Iterator[tuple[int, int]]:
+    """One batched ``generate`` over several prompts; yields ``(row, token id)`` as tokens come.
+
+    Prompts of unequal length are padded on the left (attention mask 0 there), so each row's tokens
+    are the ones it gets alone. ``adapter_names`` (an ``AdapterHost`` model) runs row ``i`` with adapter
+    ``adapter_names[i]`` ("__base__": none); ``hold`` is a context manager held around the generation
+    (the host's read lock). A row stops at its EOS; the others go on.
+
+    Example:
+        >>> for row, tok in stream_generate_rows(host.model, [ids, ids], 8, adapter_names=["__base__", "a0"]):
+        ...     cols[row].append(tok)
+    """
+    import contextlib
+
     import torch
     from transformers import LogitsProcessorList
     from transformers.generation.streamers import BaseStreamer
 
-    class Streamer(_QueueStreamer, BaseStreamer):
+    from app_backend.shared import adapter_rows
+
+    class Streamer(_RowsStreamer, BaseStreamer):
         pass
 
-    stats = stats if stats is not None else GenStats()
+    n = len(rows)
+    stats = stats if stats is not None else [GenStats() for _ in rows]
     streamer = Streamer()
     device = next(model.parameters()).device
-    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
     eos = getattr(model.generation_config, "eos_token_id", None) if stop_at_eos else None
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    pad = eos if isinstance(eos, int) else (eos[0] if eos else 0)
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor(
+        [[pad] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=device
+    )
+    attention_mask = torch.tensor(
+        [[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device
+    )
     kwargs = dict(
         input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
+        attention_mask=attention_mask,
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
         streamer=streamer,
         eos_token_id=eos,
-        pad_token_id=eos if isinstance(eos, int) else (eos[0] if eos else 0),
-        logits_processor=LogitsProcessorList([_SeededSampler(seed, temperature, top_k)]) if sample else None,
+        pad_token_id=pad,
+        logits_processor=(
+            LogitsProcessorList([_SeededSampler(seed, temperature, top_k, rows=n)]) if sample else None
+        ),
         temperature=None,
         top_p=None,
         top_k=None,
@@ -192,25 +249,38 @@ def stream_generate(
 
     def run() -> None:
         try:
-            with torch.inference_mode():
+            rows_ctx = adapter_rows(adapter_names) if adapter_names is not None else contextlib.nullcontext()
+            with hold or contextlib.nullcontext(), rows_ctx, torch.inference_mode():
                 model.generate(**kwargs)
         except BaseException as e:  # re-raised in the caller's thread
             errors.append(e)
+        finally:
             streamer.end()
 
+    done = [False] * n
     t0 = time.perf_counter()
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     while True:
-        tok = streamer.q.get()
-        if tok is None:
+        step = streamer.q.get()
+        if step is None:
             break
-        stats.n_tokens += 1
-        if stats.n_tokens == 1:
-            stats.first_token_s = time.perf_counter() - t0
-        stats.total_s = time.perf_counter() - t0
-        yield tok
+        now = time.perf_counter() - t0
+        for i, tok in enumerate(step):
+            if done[i]:
+                continue
+            st = stats[i]
+            st.n_tokens += 1
+            if st.n_tokens == 1:
+                st.first_token_s = now
+            st.total_s = now
+            if tok in eos_ids:
+                done[i] = True
+            yield i, tok
     worker.join()
-    stats.total_s = time.perf_counter() - t0
+    end = time.perf_counter() - t0
+    for i, st in enumerate(stats):
+        if not done[i]:
+            st.total_s = end
     if errors:
         raise errors[0]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("causal_lm", "adapter", "smollm2")
-DEFAULT_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 class AppInputError(ValueError):
@@ -167,8 +167,11 @@ class Loaded:
     name: str
     model: Any
     tokenizer: Any
-    nbytes: int
+    nbytes: int  # what this entry adds to memory: an adapter's own weights, not its base's
     load_seconds: float
+    base: str | None = None  # an adapter's base entry
+    host: Any = None  # AdapterHost: the base's shared tree (on the base entry, and on each adapter)
+    adapter: str | None = None  # the adapter's id in ``host``
 
 
 def model_nbytes(model: Any) -> int:

@@ -1,0 +1,1 @@
+"""The Gradio layer: one small builder per tab; the logic behind them lives in ``app_backend.service``."""
