@@ -117,13 +117,13 @@ def test_non_finite_lr_and_negative_warmup_are_refused(flag, value, match, tmp_p
     assert f"argument {flag}" in err and match in err
 
 
-def test_a_run_whose_loss_turns_nan_stops_without_saving(tmp_path, capsys):
-    out = tmp_path / "nan-run"
+def test_a_run_whose_loss_turns_nan_stops_without_saving(dirs, tmp_path, capsys):
+    out, data = tmp_path / "nan-run", tmp_path / "no-labels.jsonl"
+    row = {"input_ids": list(range(3, 19)), "labels": [-100] * 16}  # nothing scored: the mean loss is 0/0
+    data.write_text("".join(json.dumps(row) + "\n" for _ in range(24)))
     line = fails(
-        ["mad", "train", "--task", "memorization", "--arch", "llama", "--width", "32", "--layers", "1",
-         "--set", "vocab_size=16", "--set", "seq_len=8", "--num-train", "64", "--num-test", "32",
-         "--steps", "6", "--batch-size", "16", "--lr", "1e30", "--log-every", "3", "--save-every", "2",
-         "--no-progress", "--out", out],
+        ["more", "train", "--base-model", dirs / "plain", "--data", data, "--steps", "6", "--batch-size", "8",
+         "--log-every", "3", "--save-every", "2", "--no-progress", "--out", out],
         capsys,
     )  # fmt: skip
     assert "became not finite by step" in line and "stopped without saving" in line
