@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -74,8 +76,25 @@ def _positive(cast, bad: str, not_positive: str):
     return parse
 
 
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(text)
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 _positive_int = _positive(int, "expected an integer", "expected an integer > 0")
-_positive_float = _positive(float, "expected a number", "expected a number > 0")
+_positive_float = _positive(_finite_float, "expected a finite number", "expected a number > 0")
 # An int is a parameter count; a number with a point (0.5) a fraction of LoRA at --lora-rank.
 _budget = _positive(_number, "budget must be a number", "budget must be > 0")
 
@@ -90,7 +109,7 @@ def _add_train(
     g.add_argument("--batch-size", type=_positive_int, default=batch_size)
     g.add_argument("--lr", type=_positive_float, default=lr)
     g.add_argument("--weight-decay", type=float, default=wd)
-    g.add_argument("--warmup-steps", type=int, default=0)
+    g.add_argument("--warmup-steps", type=_non_negative_int, default=0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--log-every", type=_positive_int, default=10)
     g.add_argument("--save-every", type=_positive_int, default=100, help="checkpoint every N steps")
@@ -122,6 +141,33 @@ def _train_args(a: argparse.Namespace, **extra):
     )
 
 
+def _check_out(out: str) -> None:
+    """Refuse an --out that is a file or lies in a folder we cannot write, before any work is done."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--out {out} is a file; give a directory (nothing was saved)")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        raise CLIError(f"--out {out}: {existing} is not a writable directory (nothing was saved)")
+
+
+def _require_saved(out: str) -> None:
+    """Saving to a file path only logs a warning in transformers: make "nothing saved" an error."""
+    if not any((Path(out) / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise CLIError(f"nothing was saved to {out}")
+
+
+def _check_ids(rows, vocab: int, path: str) -> None:
+    """Pre-tokenised JSONL rows must use ids the model has (else an IndexError deep in the embedding)."""
+    for i in range(len(rows)):
+        ids = rows[i]["input_ids"]
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+            raise CLIError(
+                f"{path}: row {i + 1} has token id {bad}, outside the model's vocabulary of {vocab} ids"
+            )
+
+
 def _print(obj) -> None:
     print(json.dumps(obj, indent=1, default=str))
 
@@ -134,6 +180,10 @@ def _load_model(path: str):
 
     if not Path(path).is_dir():
         raise CLIError(f"--model {path!r} is not a directory saved by save_pretrained")
+    if (Path(path) / "config.json").is_file():
+        from mad_models.validation import check_causal_lm_folder
+
+        check_causal_lm_folder(Path(path))  # config against the weight headers before allocating
     return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
 
 
@@ -207,6 +257,10 @@ def _adapter_data(a, *base_args):
         tok = _tokenizer(a.tokenizer, None)
     train = load_jsonl(a.data, tok, block_size=a.block_size)
     val = load_jsonl(a.eval_data, tok, block_size=a.block_size) if a.eval_data else None
+    vocab = base.get_input_embeddings().num_embeddings
+    _check_ids(train, vocab, a.data)
+    if val is not None:
+        _check_ids(val, vocab, a.eval_data)
     return base, tok, train, val
 
 
@@ -362,6 +416,7 @@ def _save_with_tokenizer(model, model_dir: str, out: str) -> None:
     from mad_models.loading import save_pretrained
 
     save_pretrained(model, out)
+    _require_saved(out)
     tok = _tokenizer(None, model_dir)
     if tok is not None:
         tok.save_pretrained(out)
@@ -430,7 +485,14 @@ def cmd_hybrid_search(a) -> None:
 
 
 def cmd_hybrid_prune(a) -> None:
+    from mad_models.hybrid import ManticoreForCausalLM
+
     hybrid = _load_model(a.model)
+    if not isinstance(hybrid, ManticoreForCausalLM):
+        raise CLIError(
+            f"--model {a.model} is a {type(hybrid).__name__}, not a Manticore hybrid; only hybrids can be "
+            "pruned (build one with 'mad-models hybrid build')"
+        )
     if a.argmax == (a.threshold is not None):
         raise CLIError("give exactly one of --threshold T or --argmax")
     small = hybrid.discretize() if a.argmax else hybrid.prune(threshold=a.threshold)
@@ -562,6 +624,7 @@ def cmd_pull(a) -> None:
     base = _hub_base(a)
     model = hub.pull(a.repo_id, a.revision, base_model=base, endpoint=a.endpoint)
     save_pretrained(model, a.out)
+    _require_saved(a.out)
     _print({"loaded": type(model).__name__, "saved": a.out})
 
 
@@ -803,15 +866,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mad-models``; returns the exit code (0 ok, 2 usage error, 1 failure)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def fail(code: int, err: BaseException) -> None:  # one line, whatever the message holds
+        parser.exit(code, f"mad-models: error: {' '.join(str(err).split()) or type(err).__name__}\n")
+
     try:
+        if getattr(args, "out", None):
+            _check_out(args.out)
         args.func(args)
     except CLIError as err:
-        parser.exit(2, f"mad-models: error: {err}\n")
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:
-        parser.exit(1, f"mad-models: error: {err}\n")
+        fail(2, err)
+    # bad input surfaces as these: unreadable or unwritable paths (OSError: missing, pickle-only, read-only,
+    # a file where a dir belongs), ids outside a vocabulary (IndexError), the wrong kind of model
+    # (AttributeError), a diverged run (ArithmeticError)
+    except (ValueError, TypeError, OSError, IndexError, AttributeError, KeyError, ArithmeticError) as err:
+        fail(1, err)
     except Exception as err:
         if type(err).__module__.startswith("hub_tools"):  # Hub errors name the repo and what to do
-            parser.exit(1, f"mad-models: error: {err}\n")
+            fail(1, err)
         raise
     return 0
 

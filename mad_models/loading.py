@@ -93,6 +93,10 @@ def load_causal_lm(
     if quantization not in (None, "4bit", "8bit"):
         raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
     device, dtype, _ = pick_device(device)
+    if gguf_file is None and os.path.isfile(os.path.join(name_or_path, "config.json")):
+        from mad_models.validation import check_causal_lm_folder
+
+        check_causal_lm_folder(name_or_path)  # config vs weight headers first: nothing allocated yet
     kwargs = offline_safe(dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only))
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file

@@ -52,13 +52,14 @@ def checkpoint_root(folder: Path) -> Path:
 
 
 def confined(path: Path, root: Path | None = None) -> Path:
-    """``path`` with links resolved; ``CheckpointError`` if it leads outside ``root`` (default: its folder).
+    """``path`` with links resolved; ``CheckpointError`` if it leads outside ``root`` (default: its folder,
+    or the repo's cache folder for a file in a Hugging Face cache snapshot).
 
     A checkpoint folder may hold links (the Hugging Face cache links every file to a blob of the same repo),
     but a link to ``/etc/passwd`` or another user's file is refused; the outside target is not named.
     """
     path = Path(path)
-    root = Path(root if root is not None else path.parent).resolve()
+    root = Path(root if root is not None else checkpoint_root(path.parent)).resolve()
     real = path.resolve()
     if real != root and root not in real.parents:
         raise CheckpointError(
@@ -282,6 +283,28 @@ def check_pretrained_folder(
     return cfg
 
 
+def check_causal_lm_folder(folder: Path, root: Path | None = None) -> dict:
+    """:func:`check_pretrained_folder` for whichever causal LM ``config.json`` names (never remote code).
+
+    Example:
+        >>> # check_causal_lm_folder(Path("runs/neox/final"))  # before AutoModelForCausalLM.from_pretrained
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    root = Path(root) if root is not None else checkpoint_root(folder)
+    read_json_config(folder / "config.json", root)  # a clear error for broken JSON, links out, nesting
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        raise CheckpointError(f"config.json cannot be read as a transformers config: {err}") from None
+
+    def build(c):
+        return AutoModelForCausalLM.from_config(c, trust_remote_code=False)
+
+    return check_pretrained_folder(build, folder, root, config=config)
+
+
 # ------------------------------------------------------------------------------------------ adapters
 
 _RANK_DIM = {"lora_A": 0, "lora_B": 1, "lora_embedding_A": 0, "lora_embedding_B": 1}
@@ -470,6 +493,7 @@ __all__ = [
     "checkpoint_root",
     "check_adapter_fits_base",
     "check_adapter_header",
+    "check_causal_lm_folder",
     "check_manticore_config",
     "check_module_against_header",
     "checkpoint_header",

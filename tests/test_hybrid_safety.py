@@ -41,6 +41,15 @@ def test_from_pretrained_validates_mixture_values_as_set_mixture_does(tmp_path, 
         ManticoreForCausalLM.from_pretrained(folder)
 
 
+def test_a_bf16_hybrid_with_fixed_weights_loads(tmp_path):
+    hybrid = ManticoreForCausalLM.from_components([tiny_neox(), tiny_mamba()], n_blocks=2).to(torch.bfloat16)
+    hybrid.set_mixture([[0.2, 0.8], [0.9, 0.1]])  # rounded in bf16: rows sum to 1 +- 1e-3
+    hybrid.save_pretrained(tmp_path)
+    loaded = ManticoreForCausalLM.from_pretrained(tmp_path)
+    assert loaded.dtype == torch.bfloat16
+    assert torch.equal(loaded.mixture_weights(), hybrid.mixture_weights())
+
+
 def test_from_components_leaves_the_callers_models_alone_and_says_it_shares_them(caplog):
     neox, mamba = tiny_neox().train(), tiny_mamba().eval()  # different modes: the hybrid must not align them
     neox_head = neox.lm_head.weight.detach().clone()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,44 @@ def test_direct_loaders_check_a_huge_vocab_against_the_file_first(hybrid_dir, tm
     assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
 
 
+def test_load_causal_lm_checks_a_local_dir_first(tmp_path):
+    from mad_models.loading import load_causal_lm
+
+    folder = tmp_path / "huge-llama"
+    tiny_llama().save_pretrained(folder)
+    _edit_json(folder / "config.json", vocab_size=1_000_000)
+    grew = peak_growth_mb(
+        lambda: load_causal_lm(folder), ValueError, r"model.safetensors does not match config.json.*1000000"
+    )
+    assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
+
+
+def test_direct_loader_checks_a_hub_checkpoint_before_building(hub, hybrid_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(
+        constants, "ENDPOINT", hub.url
+    )  # read at import: point the plain client at the test Hub
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    folder = _copy(hybrid_dir, tmp_path / "huge-vocab")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["vocab_size"] = 1_000_000
+    for comp in cfg["components"]:
+        comp["vocab_size"] = 1_000_000
+    (folder / "config.json").write_text(json.dumps(cfg))
+    commit_folder(
+        folder, "me/huge-vocab", commit_message="1M vocab next to 128-row weights", token=WRITE_TOKEN
+    )
+    grew = peak_growth_mb(
+        lambda: AutoModelForCausalLM.from_pretrained("me/huge-vocab", token=WRITE_TOKEN),
+        ValueError,
+        r"me/huge-vocab: model.safetensors does not match config.json",
+    )
+    assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
+
+
 # ---------------------------------------------------------------- bad JSON and configs: clear errors
 
 
@@ -191,6 +230,8 @@ def test_bad_config_json_names_the_file_in_pull_over_the_hub(hub, tmp_path, monk
     commit_folder(folder, "me/bad-config", commit_message="truncated config")
     with pytest.raises(RepoContentError, match=r"'me/bad-config': config.json is not valid JSON"):
         pull("me/bad-config")
+    with pytest.raises(ValueError, match=r"plain: config.json is not valid JSON"):
+        ManticoreForCausalLM.from_pretrained(folder)
 
 
 def test_unknown_component_type(hub, hybrid_dir, tmp_path, monkeypatch):
@@ -249,6 +290,26 @@ def test_adapter_tensor_must_be_floating_point(hub, lora_dir, tmp_path, monkeypa
         pull("me/lora-int", base_model=tiny_llama())
 
 
+def test_more_adapter_direct_load_checks_shapes_and_dtypes(tmp_path):
+    from peft import PeftModel
+
+    folder = tmp_path / "more"
+    model = get_peft_model(tiny_llama(), MoReConfig(nblocks=4, block_rank=1, target_modules=["q_proj"]))
+    model.save_pretrained(folder, save_embedding_layers=False)
+    relabelled = tmp_path / "more-int"
+    _relabel(folder, relabelled, "adapter_model", lambda k: "blkdiag1" in k, lambda t: t.view(torch.int32))
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors: tensor .*blkdiag1.* has dtype I32"):
+        PeftModel.from_pretrained(tiny_llama(), relabelled)
+    _edit_json(folder / "adapter_config.json", block_rank=20_000)
+    base = tiny_llama()
+    grew = peak_growth_mb(
+        lambda: PeftModel.from_pretrained(base, folder),
+        ValueError,
+        r"does not fit nblocks=4, block_rank=20000",
+    )
+    assert grew < BIG_MB, f"peak RSS grew {grew:.0f} MB before the config was refused"
+
+
 # --------------------------------------------------------------------------------- hole 7: remote code
 
 
@@ -266,18 +327,27 @@ def test_no_remote_code_runs_even_when_a_terminal_would_say_yes(tmp_path, monkey
         folder = tmp_path / name
         (tiny_neox() if name == "neox" else tiny_mamba()).save_pretrained(folder)
         tiny_char_tokenizer().save_pretrained(folder)
-        _edit_json(
-            folder / "tokenizer_config.json", auto_map={"AutoTokenizer": ["tokenization_evil.EvilTok", None]}
-        )
+        tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        del tok_cfg["tokenizer_class"]  # without a local class, transformers asks whether to trust the code
+        tok_cfg["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTok", None]}
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
         _edit_json(folder / "config.json", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilLM"})
         (folder / "tokenization_evil.py").write_text(evil)
         (folder / "modeling_evil.py").write_text(evil)
         folders.append(folder)
+    tok_dir = tmp_path / "tokenizer"  # a tokenizer alone: nothing local tells transformers its class
+    tiny_char_tokenizer().save_pretrained(tok_dir)
+    shutil.copy(folders[0] / "tokenizer_config.json", tok_dir / "tokenizer_config.json")
+    (tok_dir / "tokenization_evil.py").write_text(evil)
     monkeypatch.setattr("builtins.input", lambda *a, **k: "y")  # the terminal's answer to the trust prompt
 
     attempts = [
         lambda: ManticoreForCausalLM.from_components([str(f) for f in folders], n_blocks=2),
-        lambda: cli._tokenizer(str(folders[0]), None),
+        lambda: cli._tokenizer(str(tok_dir), None),
+        lambda: cli._tokenizer(None, str(tok_dir)),
+        lambda: ManticoreForCausalLM.from_components(
+            [tiny_neox(), tiny_mamba()], n_blocks=2, tokenizers=[str(tok_dir), str(tok_dir)]
+        ),
         lambda: load_causal_lm(str(folders[0])),
         lambda: pull(folders[0]),
     ]
@@ -289,9 +359,17 @@ def test_no_remote_code_runs_even_when_a_terminal_would_say_yes(tmp_path, monkey
         lambda: ManticoreForCausalLM.from_pretrained(hybrid_dir),
         lambda: pull(hybrid_dir),
     ]
+    from transformers import AutoTokenizer
+
+    with pytest.raises(AttributeError, match="EvilTok"):  # the set-up is live: a trusting call runs it
+        AutoTokenizer.from_pretrained(tok_dir)
+    assert marker.exists()
+    marker.unlink()
     for attempt in attempts:
+        for module in [m for m in sys.modules if m.endswith("_evil")]:  # imported once per process otherwise
+            del sys.modules[module]
         try:
             attempt()
-        except (ValueError, OSError):
-            pass  # refusing is fine; running the code is not
+        except Exception:  # refusing is fine; running the code is not
+            pass
         assert not marker.exists()

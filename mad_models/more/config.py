@@ -110,6 +110,13 @@ class MoReConfig(PeftConfig):
         weights = os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
         if os.path.isfile(weights):
             check_safetensors_file(weights)
+            from pathlib import Path
+
+            from mad_models.validation import check_adapter_header, safetensors_header
+
+            # factor shapes must fit nblocks / block_rank and weights be floats, before layers are built
+            implied = {"peft_type": "MORE", "nblocks": config.nblocks, "block_rank": config.block_rank}
+            check_adapter_header(implied, safetensors_header(Path(weights)), weights)
         elif os.path.isfile(pickle := os.path.join(folder, WEIGHTS_NAME)):
             raise ValueError(
                 f"{pickle} is a pickle, which MoRe never loads (unpickling can run code from the file); "

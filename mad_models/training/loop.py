@@ -229,7 +229,23 @@ class Trainer:
         keep = [ln for ln in self.log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
         self.log_path.write_text("".join(ln + "\n" for ln in keep))
 
+    def _check_finite(self, window: torch.Tensor, weights: bool = False) -> None:
+        """Stop a diverged run before it logs or saves: the loss summed since the last log line, and (before
+        saving) the weights, which the last step may have made non-finite while its loss was still finite."""
+        loss = self.accelerator.reduce(window.clone(), reduction="sum")[0]
+        params = self.unwrapped.named_parameters() if weights else ()
+        bad = [n for n, p in params if not torch.isfinite(p.detach()).all()]
+        if not torch.isfinite(loss) or bad:
+            what = (
+                f"the training loss ({loss.item()})" if not torch.isfinite(loss) else f"the weights {bad[:3]}"
+            )
+            raise FloatingPointError(
+                f"{self.job}: {what} became not finite by step {self.step}; stopped without saving. Lower "
+                "the learning rate (--lr) or check the data; earlier checkpoints are kept."
+            )
+
     def _save(self, window: torch.Tensor) -> None:
+        self._check_finite(window, weights=True)
         acc = self.accelerator
         save_checkpoint(
             self.ckpt_root / f"step-{self.step:08d}",
@@ -343,6 +359,7 @@ class Trainer:
             self.train_time += time.perf_counter() - t0
             bar.update(1)
             if self.step % args.log_every == 0 or self.step == self.total_steps:
+                self._check_finite(window)
                 w = acc.reduce(window.clone(), reduction="sum")
                 last = {
                     "step": self.step,
