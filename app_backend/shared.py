@@ -112,9 +112,13 @@ class AdapterHost:
         from peft import inject_adapter_in_model
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+        from mad_models.more.report import embedding_targeted
+
         config = copy.deepcopy(peft_model.peft_config[adapter])
         config.inference_mode = True
-        state = get_peft_model_state_dict(peft_model, adapter_name=adapter)
+        # an explicit answer: PEFT's "auto" would look the base's config up on the Hub
+        embeddings = embedding_targeted(config, peft_model)
+        state = get_peft_model_state_dict(peft_model, adapter_name=adapter, save_embedding_layers=embeddings)
         aid = f"a{next(self._ids)}"  # display names hold '.', '/', ':' which module names cannot
         with self._lock.write(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*peft_config.*")  # several adapters: on purpose
