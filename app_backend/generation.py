@@ -207,7 +207,7 @@ def stream_generate_rows(
     import contextlib
 
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     from app_backend.shared import adapter_rows
@@ -245,6 +245,12 @@ def stream_generate_rows(
         top_p=None,
         top_k=None,
     )
+    stop = threading.Event()  # set when the caller stops reading (Stop button, client gone)
+
+    def stop_requested(input_ids, scores, **kwargs):  # a StoppingCriteria: (B,) bools
+        return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    kwargs["stopping_criteria"] = StoppingCriteriaList([stop_requested])
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -261,22 +267,25 @@ def stream_generate_rows(
     t0 = time.perf_counter()
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    while True:
-        step = streamer.q.get()
-        if step is None:
-            break
-        now = time.perf_counter() - t0
-        for i, tok in enumerate(step):
-            if done[i]:
-                continue
-            st = stats[i]
-            st.n_tokens += 1
-            if st.n_tokens == 1:
-                st.first_token_s = now
-            st.total_s = now
-            if tok in eos_ids:
-                done[i] = True
-            yield i, tok
+    try:
+        while True:
+            step = streamer.q.get()
+            if step is None:
+                break
+            now = time.perf_counter() - t0
+            for i, tok in enumerate(step):
+                if done[i]:
+                    continue
+                st = stats[i]
+                st.n_tokens += 1
+                if st.n_tokens == 1:
+                    st.first_token_s = now
+                st.total_s = now
+                if tok in eos_ids:
+                    done[i] = True
+                yield i, tok
+    finally:  # also when the consumer closes this generator early: generate stops at the next token
+        stop.set()
     worker.join()
     end = time.perf_counter() - t0
     for i, st in enumerate(stats):

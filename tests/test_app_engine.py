@@ -196,3 +196,23 @@ def test_load_rules_sessions_and_public_space(assets):
     for source in (str(assets / "mad/hybrid"), "./mad/hybrid", "/etc", "~/x", "not a repo id"):
         with pytest.raises(AppInputError, match="public Space: Load takes Hub repo ids"):
             public.load(source, "", "", session="p")
+
+
+def test_closing_the_stream_stops_generate(svc):
+    """What the Stop button does: gradio closes the generator; generate must stop, not run on."""
+    import time
+
+    model = svc.get("mad/attention").model
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        gen = stream_generate_rows(model, [[1, 2, 3]], 256, stop_at_eos=False)
+        next(gen)
+        next(gen)
+        gen.close()
+        time.sleep(1.0)
+        n = len(calls)
+        time.sleep(0.5)
+        assert len(calls) == n < 256  # stopped, long before 256 steps
+    finally:
+        handle.remove()
