@@ -52,6 +52,12 @@ def sharing_copy(model: Any) -> Any:
     """A new module tree over the same parameters and buffers: changing modules in it (injecting adapter
     layers) leaves ``model`` as it is, and no weight is copied."""
     memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    for module in model.modules():
+        # bitsandbytes 8-bit layers keep their int8 weight in a state object (moved there from the
+        # weight on the first forward): the copy must share that object too, or it loses the weight
+        state = getattr(module, "state", None)
+        if state is not None and type(state).__name__ == "MatmulLtState":
+            memo[id(state)] = state
     return copy.deepcopy(model, memo)
 
 

@@ -216,3 +216,31 @@ def test_closing_the_stream_stops_generate(svc):
         assert len(calls) == n < 256  # stopped, long before 256 steps
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("quant", ["4bit", "8bit"])
+def test_adapter_host_on_a_quantized_base(quant, assets):
+    """The 4/8-bit base path (bitsandbytes runs on CPU here): adapters share the quantized base and mix
+    in one batch; each row equals that PeftModel alone on the same quantized base."""
+    from app_backend.shared import AdapterHost, adapter_rows, sharing_copy
+    from hub_tools import pull
+    from mad_models.loading import load_causal_lm
+
+    base = load_causal_lm(assets / "language/base", device="cpu", quantization=quant)
+    host = AdapterHost(base)
+    ids = torch.randint(0, 128, (3, 7))
+    alone = {}
+    for sub in ["lora", "more"]:
+        peft_model = pull(str(assets / "language" / sub), base_model=sharing_copy(base))
+        alone[host.add(peft_model)] = peft_model
+    names = [*alone, "__base__"]
+    # references after every add (wrapping a bnb layer re-packs its quantization state, which moves
+    # logits by ~1e-3), in the same batch shape (quantized kernels round differently per shape)
+    with torch.no_grad():
+        refs = [alone[n](ids).logits[row] for row, n in enumerate(names[:2])] + [base(ids).logits[2]]
+    with host.reading(), adapter_rows(names), torch.no_grad():
+        mixed = host.model(ids).logits
+    for row, ref in enumerate(refs):
+        torch.testing.assert_close(mixed[row], ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        assert not torch.allclose(mixed[0], base(ids).logits[0], atol=1e-3)

@@ -45,6 +45,7 @@ def open_app(browser, app_url):
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.goto(app_url)
     page.get_by_text("Device:").wait_for(timeout=120_000)
+    page.locator("#models input[type=checkbox]").first.wait_for(timeout=60_000)
     return page
 
 
@@ -149,6 +150,7 @@ def test_load_errors_keep_the_pickers_and_loads_belong_to_the_session(browser, a
     assert other.locator("#models input[type=checkbox]").count() == n_models
     page.reload()  # a reload is a new session: the list and the server agree again
     page.get_by_text("Device:").wait_for(timeout=120_000)
+    page.locator("#models input[type=checkbox]").first.wait_for(timeout=60_000)
     assert page.locator("#models input[type=checkbox]").count() == n_models
     set_models(other, ["mad/attention"])
     other.locator("#prompt textarea").fill("1 2")
