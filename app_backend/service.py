@@ -27,7 +27,7 @@ from app_backend.generation import (
     check_max_new_tokens,
     decode,
     encode_prompt,
-    stream_generate_rows,
+    stream_generate_steps,
 )
 from app_backend.registry import (
     AppInputError,
@@ -283,7 +283,7 @@ class AppService:
             cols[i]["stats"] = "generating…" + (f" (batched ×{len(batch)})" if len(batch) > 1 else "")
         yield cols
         try:
-            for row, tok in stream_generate_rows(
+            for step in stream_generate_steps(
                 host.model if shared else first.model,
                 [prompts[i] for i in batch],
                 settings["max_new_tokens"],
@@ -296,11 +296,12 @@ class AppService:
                 stats=stats,
                 stop_at_eos=first.tokenizer is not None,
             ):
-                col, item = cols[batch[row]], loaded[batch[row]]
-                col["token_ids"].append(tok)
-                col["text"] = decode(col["token_ids"], item.tokenizer)
-                col["stats"] = "generating · " + stats[row].line()
-                yield cols
+                for row, tok in step:
+                    col, item = cols[batch[row]], loaded[batch[row]]
+                    col["token_ids"].append(tok)
+                    col["text"] = decode(col["token_ids"], item.tokenizer)
+                    col["stats"] = f"generating · {stats[row].line()} (of {settings['max_new_tokens']})"
+                yield cols  # once per step: every column of the batch moved on
         except Exception as e:  # noqa: BLE001
             for i in batch:
                 _fail(cols[i], e)
