@@ -46,7 +46,7 @@ def compare(client, prompt, models, max_new=12, mode="greedy", seed=0, temperatu
     cols = result["results"]
     assert [c["name"] for c in cols] == models
     assert result["settings"]["max_new_tokens"] == max_new and all(c["settings"] for c in cols)
-    values = [o["value"] if isinstance(o, dict) else o for o in out]  # gr.update dicts
+    values = [o.get("value") if isinstance(o, dict) else o for o in out]  # gr.update dicts
     assert values[HEAD : HEAD + len(models)] == [c["text"] for c in cols]  # the columns show the JSON
     for c, line in zip(cols, values[HEAD + N_COLS : HEAD + N_COLS + len(models)], strict=True):
         c["stats"] = line
@@ -73,7 +73,7 @@ def greedy_reference(model, tok, prompt, max_new):
 def test_compare_greedy_base_and_merged_adapters(client, assets):
     names = ["tiny-base", "tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"]
     cols = compare(client, "Hello there", names, max_new=12)
-    ids = {c["model"]: c["token_ids"] for c in cols}
+    ids = {c["name"]: c["token_ids"] for c in cols}
     assert all(c["error"] is None and len(c["token_ids"]) >= 1 for c in cols)
     assert all(
         c["stats"].startswith("done · ") and "tok/s" in c["stats"] and c["tokens_per_s"] > 0 for c in cols
@@ -177,7 +177,7 @@ def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
 
 def test_load_tab(client, assets, tmp_path):
     # a repo that does not exist (offline Hub): a message naming it, no trace
-    msg = client.predict("nobody-here/no-such-repo", "", "", api_name="/load")
+    msg = client.predict("nobody-here/no-such-repo", "", "", api_name="/load")[0]
     assert msg.startswith("⚠") and "nobody-here/no-such-repo" in msg and "Traceback" not in msg
     # an adapter trained for another base: clean "does not fit"
     from peft import LoraConfig, get_peft_model
@@ -195,16 +195,18 @@ def test_load_tab(client, assets, tmp_path):
     )
     other = get_peft_model(narrow, LoraConfig(r=2, target_modules=["q_proj"]))
     other.save_pretrained(tmp_path / "other")
-    assert "does not fit base 'tiny-base'" in client.predict(
-        str(tmp_path / "other"), "", "tiny-base", api_name="/load"
+    assert (
+        "does not fit base 'tiny-base'"
+        in client.predict(str(tmp_path / "other"), "", "tiny-base", api_name="/load")[0]
     )
-    assert "is an adapter: pick the base" in client.predict(
-        str(assets / "language/lora"), "", "", api_name="/load"
-    )
+    msg, models, hybrids = client.predict(str(assets / "language/lora"), "", "", api_name="/load")
+    assert "is an adapter: pick the base" in msg
+    assert models.get("choices") is None  # a failed load leaves the pickers as they are
     # a good local adapter loads through hub_tools and is then usable in Compare (same session)
-    msg = client.predict(str(assets / "language/lora"), "", "tiny-base", api_name="/load")
+    msg, models, _ = client.predict(str(assets / "language/lora"), "", "tiny-base", api_name="/load")
     name = "loaded: lora"
     assert name in msg and "shares its base" in msg and str(assets) not in msg
+    assert name in [c[0] if isinstance(c, list) else c for c in models["choices"]]
     cols = compare(client, "Hello there", [name, "tiny-base + LoRA"], max_new=8)
     assert cols[0]["token_ids"] == cols[1]["token_ids"]
 
@@ -214,7 +216,7 @@ def test_registry_json_is_what_the_app_shows(client, assets):
     assert "/compare" in info["named_endpoints"] and "/mixture" in info["named_endpoints"]
     registry = json.loads((assets / "registry.json").read_text())
     cols = compare(client, "1 2", ["mad/mamba"], max_new=2)
-    assert cols[0]["model"] in {m["name"] for m in registry["models"]}
+    assert cols[0]["name"] in {m["name"] for m in registry["models"]}
 
 
 def test_app_without_assets_starts_and_explains(tmp_path):

@@ -16,7 +16,7 @@ log = logging.getLogger("mad-models-app")
 def build(ctx: TabContext, models: gr.CheckboxGroup, hybrid: gr.Dropdown) -> None:
     """Lay out the Load tab. A load that succeeds adds the model to Compare's ``models`` and (a hybrid) to
     the ``hybrid`` picker of this session; a load that fails says why in the status line and leaves
-    both pickers alone (they are not outputs of the load itself)."""
+    both pickers untouched (``gr.skip()``; the handler never raises, so no error state reaches them)."""
     svc, reg = ctx.svc, ctx.registry
     with gr.Tab("Load", id="load"):
         where = (
@@ -41,23 +41,23 @@ def build(ctx: TabContext, models: gr.CheckboxGroup, hybrid: gr.Dropdown) -> Non
         load_md = gr.Markdown(elem_id="load-status")
 
         def load(source, revision, base, request: gr.Request):
+            """(status line, Compare's model list, Hybrid's list): the lists change only on success,
+            and this never raises, so a failed load cannot mark, hide or block the pickers."""
             session = request.session_hash if request is not None else None
             try:
                 info = svc.load(source, revision, base, session=session)
             except AppInputError as e:
-                return f"⚠ {e}"
+                return f"⚠ {e}", gr.skip(), gr.skip()
             except Exception as e:  # noqa: BLE001
                 log.error("load failed:\n%s", traceback.format_exc())
-                return f"⚠ Cannot load: {type(e).__name__}: {str(e)[:300]}"
-            return (
+                return f"⚠ Cannot load: {type(e).__name__}: {str(e)[:300]}", gr.skip(), gr.skip()
+            msg = (
                 f"Loaded **{info['name']}**: {info['kind']}, {info['params']:,} parameters"
                 f"{'' if info['tokenizer'] else ', prompts as token ids'}. It is now in Compare"
                 f"{' and Hybrid mixtures' if info['hybrid'] else ''}."
             )
-
-        def lists(request: gr.Request):
-            session = request.session_hash if request is not None else None
             return (
+                msg,
                 gr.CheckboxGroup(choices=svc.model_names(session)),
                 gr.Dropdown(choices=svc.hybrid_names(session)),
             )
@@ -65,9 +65,10 @@ def build(ctx: TabContext, models: gr.CheckboxGroup, hybrid: gr.Dropdown) -> Non
         load_btn.click(
             load,
             [source, revision, base],
-            [load_md],
+            [load_md, models, hybrid],
             api_name="load",
             concurrency_limit=1,
             concurrency_id="load",
             show_progress="minimal",
-        ).success(lists, None, [models, hybrid], api_visibility="private", show_progress="hidden")
+            show_progress_on=[load_md],  # the pickers are never covered while a load runs
+        )
