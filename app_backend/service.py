@@ -155,14 +155,17 @@ class AppService:
         return list(self.registry.entries) + [n for n in own if n not in self.registry.entries]
 
     def warm(self) -> None:
-        """Load the first language base (and its adapters' host) in the background at start-up."""
+        """Load what the Compare tab picks by default (the first language base and its adapters, which
+        only add their own weights to the shared base), in the background at start-up."""
         language = self.registry.names(group="language") or self.registry.names()
-        bases = [n for n in language if self.registry.entries[n].kind != "adapter"]
-        for name in bases[:1]:
+        for name in language[:4]:
             try:
-                self._host(self.get(name))
+                item = self.get(name)
+                if item.adapter is None and self.registry.entries[name].kind != "adapter":
+                    self._host(item)  # the shared tree its adapters go into
             except Exception as e:  # the first Compare will say what is wrong, in its column
                 log.warning("warming %s failed: %s", name, e)
+        log.info("warm: %s loaded", ", ".join(language[:4]))
 
     def cache_line(self, session: str | None = None) -> str:
         """What the cache holds, naming only registry models and this session's own loads (no paths)."""
