@@ -244,3 +244,24 @@ def test_adapter_host_on_a_quantized_base(quant, assets):
         torch.testing.assert_close(mixed[row], ref, atol=1e-4, rtol=1e-4)
     with torch.no_grad():
         assert not torch.allclose(mixed[0], base(ids).logits[0], atol=1e-3)
+
+
+def test_agreement_marks_and_export(svc):
+    import csv
+    import io
+
+    from app_backend.results import agreement_md, compare_json, is_right, reference_answer, results_csv
+
+    cols = run(svc, "Hello there", [BASE, "tiny-base + LoRA (zero)", "tiny-base + LoRA"], 6)
+    cols[0]["text"] = cols[1]["text"] = "It is 19."
+    cols[2]["text"] = "It is 190."
+    md = agreement_md(cols, answer="19")
+    assert "2 of 3 columns say the same as #1" in md and "2 of 3 right" in md
+    assert md.count("✓") == 2 and md.count("✗") == 1
+    assert is_right("19", "19") and not is_right("190", "19") and not is_right("1.19", "19")
+    assert reference_answer(svc.registry, "Hello there", [BASE]) is None  # no presets: no marks
+    result = compare_json("Hello there", cols, "19")
+    assert [r["correct"] for r in result["results"]] == [True, True, False]
+    rows = list(csv.DictReader(io.StringIO(results_csv(result))))
+    assert [r["name"] for r in rows] == [c["name"] for c in cols]
+    assert {"new_tokens", "seconds", "tokens_per_s", "text", "settings"} <= set(rows[0])
