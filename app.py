@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 
 import gradio as gr
 
@@ -26,7 +27,8 @@ def build_app(svc: AppService) -> gr.Blocks:
     """The whole page: a header, then one tab per builder in ``app_backend.ui``."""
     reg = svc.registry
     names = reg.names()
-    status = f"⚠ {reg.problem}" if reg.problem else f"{len(names)} models registered from `{reg.root}`."
+    where = "the bundled assets" if svc.public else f"`{reg.root}`"
+    status = f"⚠ {reg.problem}" if reg.problem else f"{len(names)} models registered from {where}."
     cpu = svc.runtime.device == "cpu"
     # CPU: two generations at a time share the cores; more would only slow every user down.
     limit = 2 if cpu else 4
@@ -48,6 +50,11 @@ def build_app(svc: AppService) -> gr.Blocks:
             f"Limits: prompts ≤ {MAX_PROMPT_TOKENS} tokens, ≤ {MAX_NEW_TOKENS} new tokens, "
             f"{MAX_COMPARE} models at once."
         )
+
+        def forget(request: gr.Request):  # the tab closed or reloaded: its loaded models go
+            svc.forget_session(request.session_hash if request is not None else None)
+
+        demo.unload(forget)
     demo.queue(max_size=64, default_concurrency_limit=limit)
     return demo
 
@@ -59,11 +66,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="run as a public Space would ($SPACE_ID set): Load takes Hub ids only, no local paths",
+    )
+    p.add_argument("--no-warm", action="store_true", help="do not load the base model at start-up")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    svc = AppService(Registry.from_dir(args.assets))
+    public = args.public or bool(os.environ.get("SPACE_ID"))
+    svc = AppService(Registry.from_dir(args.assets), public=public)
     if svc.registry.problem:
         print(f"mad-models: {svc.registry.problem}", flush=True)
+    if not args.no_warm:
+        # the page is up at once; the base model loads meanwhile, so the first Compare does not wait
+        threading.Thread(target=svc.warm, name="warm-base", daemon=True).start()
     build_app(svc).launch(server_name=args.host, server_port=args.port or None)
 
 

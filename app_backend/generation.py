@@ -179,7 +179,13 @@ def stream_generate(
         yield tok
 
 
-def stream_generate_rows(
+def stream_generate_rows(model: Any, rows: list[list[int]], max_new_tokens: int, **kwargs: Any):
+    """Like :func:`stream_generate_steps`, one ``(row, token id)`` at a time."""
+    for step in stream_generate_steps(model, rows, max_new_tokens, **kwargs):
+        yield from step
+
+
+def stream_generate_steps(
     model: Any,
     rows: list[list[int]],
     max_new_tokens: int,
@@ -193,7 +199,8 @@ def stream_generate_rows(
     stats: list[GenStats] | None = None,
     stop_at_eos: bool = True,
 ) -> Iterator[tuple[int, int]]:
-    """One batched ``generate`` over several prompts; yields ``(row, token id)`` as tokens come.
+    """One batched ``generate`` over several prompts; yields, after each decoding step, the list of
+    ``(row, token id)`` it produced (rows that reached EOS drop out).
 
     Prompts of unequal length are padded on the left (attention mask 0 there), so each row's tokens
     are the ones it gets alone. ``adapter_names`` (an ``AdapterHost`` model) runs row ``i`` with adapter
@@ -201,13 +208,14 @@ def stream_generate_rows(
     (the host's read lock). A row stops at its EOS; the others go on.
 
     Example:
-        >>> for row, tok in stream_generate_rows(host.model, [ids, ids], 8, adapter_names=["__base__", "a0"]):
-        ...     cols[row].append(tok)
+        >>> for step in stream_generate_steps(host.model, [ids, ids], 8, adapter_names=["__base__", "a0"]):
+        ...     for row, tok in step:
+        ...         cols[row].append(tok)
     """
     import contextlib
 
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     from app_backend.shared import adapter_rows
@@ -245,6 +253,12 @@ def stream_generate_rows(
         top_p=None,
         top_k=None,
     )
+    stop = threading.Event()  # set when the caller stops reading (Stop button, client gone)
+
+    def stop_requested(input_ids, scores, **kwargs):  # a StoppingCriteria: (B,) bools
+        return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    kwargs["stopping_criteria"] = StoppingCriteriaList([stop_requested])
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -261,22 +275,28 @@ def stream_generate_rows(
     t0 = time.perf_counter()
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    while True:
-        step = streamer.q.get()
-        if step is None:
-            break
-        now = time.perf_counter() - t0
-        for i, tok in enumerate(step):
-            if done[i]:
-                continue
-            st = stats[i]
-            st.n_tokens += 1
-            if st.n_tokens == 1:
-                st.first_token_s = now
-            st.total_s = now
-            if tok in eos_ids:
-                done[i] = True
-            yield i, tok
+    try:
+        while True:
+            step = streamer.q.get()
+            if step is None:
+                break
+            now = time.perf_counter() - t0
+            out = []
+            for i, tok in enumerate(step):
+                if done[i]:
+                    continue
+                st = stats[i]
+                st.n_tokens += 1
+                if st.n_tokens == 1:
+                    st.first_token_s = now
+                st.total_s = now
+                if tok in eos_ids:
+                    done[i] = True
+                out.append((i, tok))
+            if out:
+                yield out
+    finally:  # also when the consumer closes this generator early: generate stops at the next token
+        stop.set()
     worker.join()
     end = time.perf_counter() - t0
     for i, st in enumerate(stats):

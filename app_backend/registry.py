@@ -11,16 +11,15 @@ Load tab can all add entries without touching the app::
     ]}
 
 Kinds: ``causal_lm`` (any safetensors checkpoint AutoModelForCausalLM reads, hybrids included),
-``adapter`` (a PEFT adapter dir; merged into a copy of its base for inference, which then costs
-exactly the base model), ``smollm2`` (SmolLM2-135M-Instruct through ``mad_models.loading``).
+``adapter`` (a PEFT adapter dir; injected by name into its base's shared module tree, never merged
+into a copy), ``smollm2`` (SmolLM2-135M-Instruct through ``mad_models.loading``). The one loader for
+registry entries and Load-tab models is ``AppService._load`` (through ``hub_tools.pull``).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,66 +182,3 @@ def model_nbytes(model: Any) -> int:
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
     return total
-
-
-def load_entry(
-    entry: ModelEntry,
-    get_base: Callable[[str], Loaded],
-    device: str,
-    dtype: Any,
-    quant: str = "none",
-) -> tuple[Any, Any]:
-    """Build (model, tokenizer) for one entry. Only safetensors are read; no remote code.
-
-    ``quant`` ("4bit"/"8bit", CUDA) quantizes the SmolLM2 base with bitsandbytes; adapters on it are
-    then served unmerged (merging into a quantized base would re-quantize).
-    """
-    import torch  # noqa: F401  (heavy imports stay out of app start-up)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import mad_models  # noqa: F401  (registers MORE with peft and "manticore" with transformers)
-
-    if entry.kind == "smollm2":
-        from mad_models.loading import load_smollm2
-
-        if quant != "none":
-            model, tok = load_smollm2(device=device, quantization=quant)
-            return model.eval(), tok
-        model, tok = load_smollm2(device=device)  # in pick_device's dtype; GGUF models refuse .to(dtype)
-        return model.eval(), tok
-    if entry.kind == "causal_lm":
-        _refuse_pickles(entry.path)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(entry.path, use_safetensors=True, dtype=dtype)
-        except (ValueError, KeyError, OSError) as e:
-            raise IncompatibleModelError(f"{entry.name}: cannot load {entry.path} as a causal LM: {e}") from e
-        tok = AutoTokenizer.from_pretrained(entry.path) if entry.has_tokenizer else None
-        return model.to(device).eval(), tok
-    # adapter: merge into a private copy of the cached base, so the base itself stays clean
-    from peft import PeftModel
-
-    _refuse_pickles(entry.path)
-    base = get_base(entry.base)
-    model = copy.deepcopy(base.model)
-    try:
-        peft_model = PeftModel.from_pretrained(model, entry.path)
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise IncompatibleModelError(
-            f"{entry.name}: the adapter in {entry.path} does not fit base {entry.base!r}: {_first_line(e)}"
-        ) from e
-    if quant != "none":
-        return peft_model.eval(), base.tokenizer
-    return peft_model.merge_and_unload().eval(), base.tokenizer
-
-
-def _refuse_pickles(path: Path) -> None:
-    pickles = [p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
-    if pickles and not any(path.glob("*.safetensors")):
-        raise IncompatibleModelError(
-            f"{path} holds only pickle weights ({', '.join(pickles)}); need safetensors."
-        )
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:300] if s else type(e).__name__

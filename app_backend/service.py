@@ -18,6 +18,8 @@ import os
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from app_backend.generation import (
     check_max_new_tokens,
     decode,
     encode_prompt,
-    stream_generate_rows,
+    stream_generate_steps,
 )
 from app_backend.registry import (
     AppInputError,
@@ -44,6 +46,10 @@ log = logging.getLogger("mad-models-app")
 MAX_COMPARE = 8  # output columns on the Compare tab
 MAX_LOADED_PER_SESSION = int(os.environ.get("MAD_MODELS_MAX_LOADED", "3"))  # Load tab, per browser session
 MAX_MAD_EXAMPLES = 512
+
+
+# The browser session a UI handler is serving (see AppService.session_scope); None outside the UI.
+_ACTIVE_SESSION: ContextVar[str | None] = ContextVar("app_session", default=None)
 
 
 class AppService:
@@ -135,13 +141,25 @@ class AppService:
         """The loaded model ``name``: a registry entry, or one this session loaded through Load."""
         return self.cache.get(self._key(name, session), progress)
 
+    @staticmethod
+    @contextmanager
+    def session_scope(session: str | None) -> Iterator[None]:
+        """Within this block, calls that pass no ``session`` act for ``session`` (a browser session's hash):
+        a UI handler wraps its work in it, so a name resolves to this session's loads and never another's."""
+        token = _ACTIVE_SESSION.set(session)
+        try:
+            yield
+        finally:
+            _ACTIVE_SESSION.reset(token)
+
     def _key(self, name: str, session: str | None) -> str:
+        session = session if session is not None else _ACTIVE_SESSION.get()
         loaded = self.sessions.get(session or "", {})
         if name in loaded:
             return loaded[name]
         if name in self.registry.entries:
             return name
-        if session is None:  # in-process callers (tests, benches, tabs that pass no session)
+        if session is None:  # in-process callers (tests, benches) outside any session_scope
             for own in self.sessions.values():
                 if name in own:
                     return own[name]
@@ -155,14 +173,17 @@ class AppService:
         return list(self.registry.entries) + [n for n in own if n not in self.registry.entries]
 
     def warm(self) -> None:
-        """Load the first language base (and its adapters' host) in the background at start-up."""
+        """Load what the Compare tab picks by default (the first language base and its adapters, which
+        only add their own weights to the shared base), in the background at start-up."""
         language = self.registry.names(group="language") or self.registry.names()
-        bases = [n for n in language if self.registry.entries[n].kind != "adapter"]
-        for name in bases[:1]:
+        for name in language[:4]:
             try:
-                self._host(self.get(name))
+                item = self.get(name)
+                if item.adapter is None and self.registry.entries[name].kind != "adapter":
+                    self._host(item)  # the shared tree its adapters go into
             except Exception as e:  # the first Compare will say what is wrong, in its column
                 log.warning("warming %s failed: %s", name, e)
+        log.info("warm: %s loaded", ", ".join(language[:4]))
 
     def cache_line(self, session: str | None = None) -> str:
         """What the cache holds, naming only registry models and this session's own loads (no paths)."""
@@ -283,7 +304,7 @@ class AppService:
             cols[i]["stats"] = "generating…" + (f" (batched ×{len(batch)})" if len(batch) > 1 else "")
         yield cols
         try:
-            for row, tok in stream_generate_rows(
+            for step in stream_generate_steps(
                 host.model if shared else first.model,
                 [prompts[i] for i in batch],
                 settings["max_new_tokens"],
@@ -296,11 +317,12 @@ class AppService:
                 stats=stats,
                 stop_at_eos=first.tokenizer is not None,
             ):
-                col, item = cols[batch[row]], loaded[batch[row]]
-                col["token_ids"].append(tok)
-                col["text"] = decode(col["token_ids"], item.tokenizer)
-                col["stats"] = "generating · " + stats[row].line()
-                yield cols
+                for row, tok in step:
+                    col, item = cols[batch[row]], loaded[batch[row]]
+                    col["token_ids"].append(tok)
+                    col["text"] = decode(col["token_ids"], item.tokenizer)
+                    col["stats"] = f"generating · {stats[row].line()} (of {settings['max_new_tokens']})"
+                yield cols  # once per step: every column of the batch moved on
         except Exception as e:  # noqa: BLE001
             for i in batch:
                 _fail(cols[i], e)

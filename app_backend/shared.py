@@ -52,6 +52,12 @@ def sharing_copy(model: Any) -> Any:
     """A new module tree over the same parameters and buffers: changing modules in it (injecting adapter
     layers) leaves ``model`` as it is, and no weight is copied."""
     memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    for module in model.modules():
+        # bitsandbytes 8-bit layers keep their int8 weight in a state object (moved there from the
+        # weight on the first forward): the copy must share that object too, or it loses the weight
+        state = getattr(module, "state", None)
+        if state is not None and type(state).__name__ == "MatmulLtState":
+            memo[id(state)] = state
     return copy.deepcopy(model, memo)
 
 
@@ -112,9 +118,13 @@ class AdapterHost:
         from peft import inject_adapter_in_model
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+        from mad_models.more.report import embedding_targeted
+
         config = copy.deepcopy(peft_model.peft_config[adapter])
         config.inference_mode = True
-        state = get_peft_model_state_dict(peft_model, adapter_name=adapter)
+        # an explicit answer: PEFT's "auto" would look the base's config up on the Hub
+        embeddings = embedding_targeted(config, peft_model)
+        state = get_peft_model_state_dict(peft_model, adapter_name=adapter, save_embedding_layers=embeddings)
         aid = f"a{next(self._ids)}"  # display names hold '.', '/', ':' which module names cannot
         with self._lock.write(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*peft_config.*")  # several adapters: on purpose

@@ -1,15 +1,36 @@
-"""The Compare outputs tab."""
+"""The Compare outputs tab.
+
+The ``compare`` API answers ``(results JSON, status line, agreement markdown, CSV file, cache line,
+then per column: text, stats line, card)``. Errors stay where they happened: a bad request in the status
+line (every output cleared), a failing model in its own column.
+"""
 
 from __future__ import annotations
 
+import logging
+import tempfile
+import traceback
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from app_backend.generation import MAX_NEW_TOKENS
+from app_backend.model_info import model_card_md
 from app_backend.registry import AppInputError
+from app_backend.results import agreement_md, compare_json, reference_answer, results_csv
 from app_backend.service import MAX_COMPARE
-from app_backend.ui.common import TabContext, ui_errors
+from app_backend.ui.common import TabContext
+
+log = logging.getLogger("mad-models-app")
+EXPORT_DIR = Path(tempfile.gettempdir()) / "mad-models-app-exports"
+
+
+def card_for(svc, name: str) -> str:
+    entry = svc.registry.entries.get(name)
+    if entry is not None:
+        return model_card_md(entry)
+    return f"**{name}**: loaded through the Load tab in this session."
 
 
 def build(ctx: TabContext) -> dict[str, Any]:
@@ -35,75 +56,107 @@ def build(ctx: TabContext) -> dict[str, Any]:
             temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="Temperature (sample)")
             top_k = gr.Number(50, label="Top-k (sample, 0 = off)", precision=0)
             chat = gr.Checkbox(True, label="Chat template")
-        run = gr.Button("Run", variant="primary", elem_id="run-compare")
-        outs, stats = [], []
-        with gr.Row(equal_height=True):
+        with gr.Row():
+            run = gr.Button("Run", variant="primary", elem_id="run-compare")
+            stop = gr.Button("Stop", variant="stop", elem_id="stop-compare")
+        status = gr.Markdown("", elem_id="compare-status")
+        columns, outs, stats, cards = [], [], [], []
+        with gr.Row(equal_height=False):
             for i in range(MAX_COMPARE):
-                with gr.Column(min_width=180):
-                    label = default_models[i] if i < len(default_models) else f"output {i + 1}"
-                    visible = i < len(default_models)
-                    outs.append(
-                        gr.Textbox(
-                            label=label,
-                            lines=6,
-                            interactive=False,
-                            visible=visible,
-                            elem_id=f"out-{i}",
-                        )
+                visible = i < len(default_models)
+                with gr.Column(min_width=160, visible=visible, elem_id=f"col-{i}") as column:
+                    columns.append(column)
+                    label = default_models[i] if visible else f"output {i + 1}"
+                    outs.append(gr.Textbox(label=label, lines=6, interactive=False, elem_id=f"out-{i}"))
+                    stats.append(gr.Markdown("", elem_id=f"stats-{i}"))
+                    cards.append(
+                        gr.Markdown(card_for(svc, default_models[i]) if visible else "", elem_id=f"card-{i}")
                     )
-                    stats.append(gr.Markdown("", visible=visible, elem_id=f"stats-{i}"))
-        with gr.Accordion("Raw results (token ids, timings)", open=False):
+        agreement = gr.Markdown("", elem_id="agreement")
+        with gr.Accordion("Raw results (JSON, CSV)", open=False):
             raw = gr.JSON(label="results", elem_id="compare-json")
+            csv_file = gr.File(label="results.csv", elem_id="compare-csv", interactive=False)
         cache_md = gr.Markdown("", elem_id="cache-status")
 
-        @ui_errors
-        def compare(
-            prompt,
-            models,
-            max_new,
-            mode,
-            seed,
-            temperature,
-            top_k,
-            chat,
-            progress=gr.Progress(),  # noqa: B008
-        ):
-            if seed is None or top_k is None:
-                raise AppInputError("Seed and top-k must be whole numbers.")
-            cols = []
-            for cols in svc.compare(
-                prompt,
-                models,
-                max_new,
-                sample=mode == "sample",
-                seed=int(seed),
-                temperature=float(temperature),
-                top_k=int(top_k),
-                chat=bool(chat),
-                progress=progress,
-            ):
-                yield render_columns(cols) + [cols, ""]
-            st = svc.cache.stats()
-            yield render_columns(cols) + [
-                cols,
-                f"Model cache: {', '.join(st['loaded']) or 'empty'} · {st['bytes'] / 2**20:.0f} of "
-                f"{st['max_bytes'] / 2**20:.0f} MiB · {st['evictions']} evictions",
-            ]
+        def layout(picked):
+            """Only the picked models' columns, sharing the full width; labels and cards follow the pick."""
+            picked = [n for n in (picked or []) if n][:MAX_COMPARE]
+            return (
+                [gr.Column(visible=i < len(picked)) for i in range(MAX_COMPARE)]
+                + [
+                    gr.Textbox(label=picked[i] if i < len(picked) else "", value="")
+                    for i in range(MAX_COMPARE)
+                ]
+                + [gr.Markdown(value="") for _ in range(MAX_COMPARE)]
+                + [
+                    gr.Markdown(value=card_for(svc, picked[i]) if i < len(picked) else "")
+                    for i in range(MAX_COMPARE)
+                ]
+            )
 
-        def render_columns(cols):
-            texts = [gr.Textbox(value=c["text"], label=c["model"], visible=True) for c in cols] + [
-                gr.Textbox(value="", visible=False) for _ in range(MAX_COMPARE - len(cols))
-            ]
-            lines = [gr.Markdown(value=c["stats"], visible=True) for c in cols] + [
-                gr.Markdown(value="", visible=False) for _ in range(MAX_COMPARE - len(cols))
-            ]
-            return texts + lines
+        models.change(
+            layout, [models], columns + outs + stats + cards, api_visibility="private", show_progress="hidden"
+        )
 
-        run.click(
+        def per_column(cols):
+            texts = [gr.Textbox(value=c["text"], label=c["model"]) for c in cols]
+            texts += [gr.Textbox(value="") for _ in range(MAX_COMPARE - len(cols))]
+            lines = [gr.Markdown(value=c["stats"]) for c in cols]
+            lines += [gr.Markdown(value="") for _ in range(MAX_COMPARE - len(cols))]
+            return texts + lines + [gr.skip() for _ in range(MAX_COMPARE)]  # cards: set by layout()
+
+        def cleared(message: str) -> list:
+            return [None, message, "", None, gr.skip()] + per_column([])
+
+        def compare(prompt, models, max_new, mode, seed, temperature, top_k, chat, request: gr.Request):
+            session = request.session_hash if request is not None else None
+            try:
+                if seed is None or top_k is None or max_new is None:
+                    raise AppInputError("Max new tokens, seed and top-k must be whole numbers.")
+                runs = svc.compare(
+                    prompt,
+                    models,
+                    max_new,
+                    sample=mode == "sample",
+                    seed=int(seed),
+                    temperature=float(temperature),
+                    top_k=int(top_k),
+                    chat=bool(chat),
+                    session=session,
+                )
+                cols = next(runs)  # the request's own checks run here
+            except AppInputError as e:
+                yield cleared(f"⚠ {e}")
+                return
+            except Exception as e:  # noqa: BLE001
+                log.error("compare failed:\n%s", traceback.format_exc())
+                yield cleared(f"⚠ Something went wrong: {type(e).__name__}: {str(e)[:300]}")
+                return
+            answer = reference_answer(reg, prompt, list(models or []))
+            yield [None, "", "", None, gr.skip()] + per_column(cols)
+            for cols in runs:
+                yield [gr.skip()] * 5 + per_column(cols)
+            result = compare_json(prompt, cols, answer)
+            EXPORT_DIR.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", suffix=".csv", prefix="compare-", dir=EXPORT_DIR, delete=False, encoding="utf-8"
+            ) as f:
+                f.write(results_csv(result))
+            failed = [c["model"] for c in cols if c["error"]]
+            done = f"Done: {len(cols) - len(failed)} of {len(cols)} models ran" + (
+                f"; failed: {', '.join(failed)} (see their columns)." if failed else "."
+            )
+            yield [result, done, agreement_md(cols, answer), f.name, svc.cache_line(session)] + per_column(
+                cols
+            )
+
+        run_event = run.click(
             compare,
             [prompt, models, max_new, mode, seed, temperature, top_k, chat],
-            outs + stats + [raw, cache_md],
+            [raw, status, agreement, csv_file, cache_md] + outs + stats + cards,
             api_name="compare",
+            show_progress="hidden",  # each column shows its own progress line
             **on_models,
         )
+        stop.click(None, None, None, cancels=[run_event])
     return {"models": models}

@@ -94,10 +94,11 @@ def build(ctx: TabContext) -> dict[str, Any]:
             "",
             gr.skip(),
         )
-        def mixture(name, threshold, progress=gr.Progress()):  # noqa: B008  (gradio injects progress)
+        def mixture(name, threshold, request: gr.Request, progress=gr.Progress()):  # noqa: B008  (gradio injects both)
             if not name:
                 raise AppInputError(reg.problem or "No hybrid is registered; build the assets or load one.")
-            d = svc.mixture(name, threshold, progress)
+            with svc.session_scope(_session(request)):  # a loaded hybrid's name means this session's load
+                d = svc.mixture(name, threshold, progress)
             w = [
                 {"block": b, **dict(zip(d["components"], row, strict=True))}
                 for b, row in enumerate(d["weights"])
@@ -158,10 +159,11 @@ def build(ctx: TabContext) -> dict[str, Any]:
         )
 
         @errors_in_place("", None)
-        def pruned_vs_full(name, threshold, prompt, max_new, progress=gr.Progress()):  # noqa: B008
+        def pruned_vs_full(name, threshold, prompt, max_new, request: gr.Request, progress=gr.Progress()):  # noqa: B008
             if max_new is None:
                 raise AppInputError("The number of new tokens must be a whole number.")
-            d = lab.pruned_vs_full(name, threshold, prompt, int(max_new), progress)
+            with svc.session_scope(_session(request)):
+                d = lab.pruned_vs_full(name, threshold, prompt, int(max_new), progress)
             return (
                 f"Greedy, {d['new_tokens']} new tokens: pruned at {d['threshold']:.2f} agrees with the full "
                 f"hybrid on {d['agree']} of {d['new_tokens']}.",
@@ -178,6 +180,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
             **on_models,
         )
     return {"hybrid": hybrid}
+
+
+def _session(request: gr.Request | None) -> str | None:
+    return request.session_hash if request is not None else None
 
 
 def _cost_formats() -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""The app's two Compare goals, measured in one run on the bundled assets; prints one table.
+
+    python bench/app_compare.py                    # SmolLM2 base + its 3 adapters, 64 new tokens, 3 runs
+    python bench/app_compare.py --tokens 32 --runs 2 --threads 1
+
+Memory: process RSS (psutil) before any model, with the base alone, and with base + 3 adapters loaded
+into the app's cache (adapters share the base's weights). Goal: base + 3 adapters <= 1.3x the base
+alone. Both the whole-process ratio and the ratio of what the models added (RSS minus the RSS before
+any model) are printed; the goal is read on the second, the stricter one.
+
+Throughput: greedy Compare of one model alone, against the 4 columns (base + 3 adapters) that the app
+runs as one batched mixed-adapter ``generate``. Aggregate tokens/s is summed over the 4 columns (each
+column's new tokens / its seconds). Goal: >= 2.5x one model's. Median of ``--runs`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mib() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--assets", default=str(ROOT / "assets"))
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt", default="Write a short story about a robot who learns to paint.")
+    a = p.parse_args(argv)
+    os.environ.setdefault("MAD_MODELS_DEVICE", "cpu")
+    os.environ["MAD_MODELS_THREADS"] = str(a.threads)
+    import torch  # noqa: F401
+
+    import mad_models  # noqa: F401
+    from app_backend.registry import Registry
+    from app_backend.service import AppService
+
+    svc = AppService(Registry.from_dir(a.assets))
+    reg = svc.registry
+    base = next(n for n in reg.names(group="language") if reg.entries[n].kind != "adapter")
+    adapters = [e.name for e in reg.adapters() if e.base == base][:3]
+    if len(adapters) < 3:
+        raise SystemExit(f"need 3 adapters on {base}, the registry has {adapters}")
+
+    rss0 = rss_mib()
+    svc.get(base)
+    rss_base = rss_mib()
+    for name in adapters:
+        svc.get(name)
+    rss_all = rss_mib()
+    cache_mib = svc.cache.total_bytes / 2**20
+
+    def run(names: list[str]) -> tuple[float, float, int]:
+        """(summed tokens/s over columns, wall seconds, total new tokens) of one greedy Compare."""
+        t0 = time.perf_counter()
+        *_, cols = svc.compare(a.prompt, names, a.tokens, chat=True)
+        wall = time.perf_counter() - t0
+        bad = [c["error"] for c in cols if c["error"]]
+        if bad:
+            raise SystemExit(f"compare failed: {bad}")
+        return sum(c["tokens_per_s"] for c in cols), wall, sum(c["new_tokens"] for c in cols)
+
+    run([base])  # warm-up (first-call allocations, thread pools)
+    single = [run([base]) for _ in range(a.runs)]
+    four = [run([base, *adapters]) for _ in range(a.runs)]
+    rss_peak = rss_mib()
+    one_tps = statistics.median(r[0] for r in single)
+    agg_tps = statistics.median(r[0] for r in four)
+    mem_models = (rss_all - rss0) / (rss_base - rss0)
+
+    rows = [
+        ("process RSS before any model", f"{rss0:,.0f} MiB"),
+        (f"process RSS, {base} alone", f"{rss_base:,.0f} MiB"),
+        ("process RSS, base + 3 adapters loaded", f"{rss_all:,.0f} MiB"),
+        ("process RSS after the Compare runs", f"{rss_peak:,.0f} MiB"),
+        ("cache's own count (base once + adapters)", f"{cache_mib:,.0f} MiB"),
+        ("memory ratio, whole process (base+3 / base)", f"{rss_all / rss_base:.3f}x"),
+        ("memory ratio, models only (goal <= 1.3x)", f"{mem_models:.3f}x"),
+        (f"one model alone: tokens/s ({a.tokens} new, greedy)", f"{one_tps:.1f}"),
+        ("4 columns batched: tokens/s summed over columns", f"{agg_tps:.1f}"),
+        ("4 columns: total new tokens / wall s", f"{statistics.median(r[2] / r[1] for r in four):.1f}"),
+        ("throughput ratio (goal >= 2.5x)", f"{agg_tps / one_tps:.2f}x"),
+    ]
+    print(
+        f"\napp Compare on {base} + {', '.join(adapters)}; CPU, {a.threads} torch threads, "
+        f"median of {a.runs} runs"
+    )
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'measure'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(w)} | {v} |")
+
+
+if __name__ == "__main__":
+    main()

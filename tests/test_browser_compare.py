@@ -1,0 +1,161 @@
+"""Compare and Load in a real browser (Playwright + Debian chromium): errors stay where they happen,
+columns follow the pick, Stop stops, loaded models belong to the browser session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from app_fixture import ROOT, build_tiny_assets, launch_app, stop
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    build_tiny_assets(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app_url(assets, tmp_path_factory):
+    url, proc, _ = launch_app(assets, tmp_path_factory.mktemp("log") / "app.log", timeout=240)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def open_app(browser, app_url):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(app_url)
+    page.get_by_text("Device:").wait_for(timeout=120_000)
+    page.locator("#models input[type=checkbox]").first.wait_for(timeout=60_000)
+    return page
+
+
+def set_models(page, names: list[str]) -> None:
+    boxes = page.locator("#models input[type=checkbox]")
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        label = box.locator("xpath=..").inner_text().strip()
+        if box.is_checked() != (label in names):
+            box.click()
+
+
+def no_error_pills(page) -> None:
+    assert page.get_by_test_id("toast-body").count() == 0
+    assert "Traceback" not in page.content()
+
+
+@pytest.mark.slow
+def test_compare_errors_stay_in_their_column_and_columns_follow_the_pick(browser, app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_app(browser, app_url)
+    set_models(page, ["tiny-base", "tiny-base + MoRe", "mad/attention"])
+    page.wait_for_timeout(500)
+    # only the picked columns are shown, and they share the full width
+    assert [page.locator(f"#col-{i}").is_visible() for i in range(5)] == [True, True, True, False, False]
+    widths = [page.locator(f"#col-{i}").bounding_box()["width"] for i in range(3)]
+    assert min(widths) > 1500 / 3 * 0.7
+    # a card under each column says what the model is
+    assert "MoRe" in page.locator("#card-1").inner_text()
+
+    page.locator("#prompt textarea").fill("Hello there")
+    page.locator("#run-compare").click()
+    # the token-id model cannot take text: its own column says so; the others run to the end
+    page.locator("#stats-0").get_by_text("done ·").wait_for(timeout=120_000)
+    page.locator("#stats-1").get_by_text("done ·").wait_for(timeout=120_000)
+    assert "batched ×2" in page.locator("#stats-1").inner_text()  # base and adapter: one batched pass
+    assert "token ids" in page.locator("#out-2 textarea").input_value()
+    page.locator("#agreement").get_by_text("Agreement").wait_for(timeout=30_000)
+    no_error_pills(page)
+    page.screenshot(path=str(ARTIFACTS / "compare-column-error.png"), full_page=True)
+
+    # a bad request: one status line, stale outputs cleared, no pill anywhere
+    page.locator("#prompt textarea").fill("")
+    page.locator("#run-compare").click()
+    page.locator("#compare-status").get_by_text("The prompt is empty").wait_for(timeout=60_000)
+    assert page.locator("#out-0 textarea").input_value() == ""
+    no_error_pills(page)
+    page.screenshot(path=str(ARTIFACTS / "compare-bad-request.png"), full_page=True)
+
+    # a new success clears the old error
+    page.locator("#prompt textarea").fill("Hi")
+    page.locator("#run-compare").click()
+    page.locator("#stats-0").get_by_text("done ·").wait_for(timeout=120_000)
+    assert "prompt is empty" not in page.locator("#compare-status").inner_text()
+
+
+@pytest.mark.slow
+def test_stop_cancels_a_running_compare(browser, app_url):
+    page = open_app(browser, app_url)
+    set_models(page, ["mad/attention", "mad/mamba"])
+    page.locator("#prompt textarea").fill("1 2 3 4")
+    page.get_by_label("Max new tokens").fill("256")
+    page.locator("#run-compare").click()
+    page.locator("#stats-0").get_by_text("generating").wait_for(timeout=120_000)
+    page.locator("#stop-compare").click()
+    page.wait_for_timeout(2000)
+    first = page.locator("#out-0 textarea").input_value()
+    page.wait_for_timeout(2000)
+    assert page.locator("#out-0 textarea").input_value() == first  # nothing streams any more
+    assert len(first.split()) < 256 and "done" not in page.locator("#stats-1").inner_text()
+    no_error_pills(page)
+
+
+@pytest.mark.slow
+def test_load_errors_keep_the_pickers_and_loads_belong_to_the_session(browser, app_url, assets):
+    page = open_app(browser, app_url)
+    n_models = page.locator("#models input[type=checkbox]").count()
+    page.get_by_role("tab", name="Load").click()
+    page.locator("#load-source textarea").fill("nobody-here/no-such-repo")
+    page.locator("#run-load").click()
+    page.locator("#load-status").get_by_text("nobody-here/no-such-repo").wait_for(timeout=120_000)
+    assert page.locator("#load-status").inner_text().startswith("⚠")
+    no_error_pills(page)
+    page.screenshot(path=str(ARTIFACTS / "load-error.png"), full_page=True)
+    # a revision for a local dir is refused, in the status line
+    page.locator("#load-source textarea").fill(str(assets / "mad/hybrid"))
+    page.locator("#load-revision textarea").fill("main")
+    page.locator("#run-load").click()
+    page.locator("#load-status").get_by_text("only applies to Hub repos").wait_for(timeout=60_000)
+    # a good load replaces the error and reaches the Compare picker of this page only
+    page.locator("#load-revision textarea").fill("")
+    page.locator("#run-load").click()
+    page.locator("#load-status").get_by_text("Loaded").wait_for(timeout=120_000)
+    assert "⚠" not in page.locator("#load-status").inner_text()
+    assert str(assets) not in page.locator("#load-status").inner_text()
+    page.get_by_role("tab", name="Compare outputs").click()
+    page.locator("#models").get_by_text("loaded: hybrid").wait_for(timeout=30_000)
+    assert page.locator("#models input[type=checkbox]").count() == n_models + 1
+    page.screenshot(path=str(ARTIFACTS / "load-ok.png"), full_page=True)
+
+    other = open_app(browser, app_url)  # another visitor does not see it
+    assert other.locator("#models input[type=checkbox]").count() == n_models
+    page.reload()  # a reload is a new session: the list and the server agree again
+    page.get_by_text("Device:").wait_for(timeout=120_000)
+    page.locator("#models input[type=checkbox]").first.wait_for(timeout=60_000)
+    assert page.locator("#models input[type=checkbox]").count() == n_models
+    set_models(other, ["mad/attention"])
+    other.locator("#prompt textarea").fill("1 2")
+    other.locator("#run-compare").click()
+    other.locator("#cache-status").get_by_text("Model cache").wait_for(timeout=120_000)
+    line = other.locator("#cache-status").inner_text()
+    assert "loaded: hybrid" not in line and str(assets) not in line
+    assert "other sessions" not in line  # the reloaded page's old session let go of its model
