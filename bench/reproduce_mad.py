@@ -134,8 +134,9 @@ def _key(**parts) -> str:
 
 
 class Bench:
-    def __init__(self, s: Setting, work: Path, out: Path, progress: bool):
+    def __init__(self, s: Setting, work: Path, out: Path, progress: bool, report_only: bool = False):
         self.s, self.work, self.out, self.progress = s, work, out, progress
+        self.report_only = report_only  # only tabulate finished runs (several processes can share --work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.t0 = time.perf_counter()
         self.searched: dict[tuple[str, int, str], list] = {}
@@ -168,10 +169,15 @@ class Bench:
     # ---- one training run -> valid (half, full) and test metrics
     def run(self, row: str, task: str, lr: float, seed: int) -> dict:
         s = self.s
-        key = _key(row=row, task=task, lr=lr, seed=seed, setting={**asdict(s), "seeds": None, "name": None})
+        # keyed on the whole setting's task table, so processes running --tasks subsets share --work
+        every = (QUICK if s.name == "quick" else FULL).tasks
+        setting = {**asdict(s), "seeds": None, "name": None, "tasks": every}
+        key = _key(row=row, task=task, lr=lr, seed=seed, setting=setting)
         path = self.work / f"{row}-{task}-{lr:g}-{seed}-{key}.json"
         if path.is_file():
             return json.loads(path.read_text())
+        if self.report_only:
+            raise _Missing(path.name)
         from mad_models.training import TrainArgs
         from mad_models.training.loop import Trainer, adamw, cosine_scheduler, default_step
         from mad_models.training.retrain import retrain
@@ -352,14 +358,22 @@ class Bench:
     def main(self, rows: tuple[str, ...], note: str) -> None:
         results: dict = {}
         lrs: dict = {}
+        self.collected = (results, lrs)
         for task in self.s.tasks:
             for row in rows:
-                lr = self.best_lr(row, task)
-                lrs[(row, task)] = lr
-                results[(row, task)] = [self.run(row, task, lr, seed) for seed in self.s.seeds]
+                try:
+                    lr = self.best_lr(row, task)
+                    lrs[(row, task)] = lr
+                    results[(row, task)] = [self.run(row, task, lr, seed) for seed in self.s.seeds]
+                except _Missing:
+                    continue
                 self.write(results, lrs, note)
                 print(f"[mad] {row} {task}: lr {lr:g}, test {[r['test'] for r in results[(row, task)]]}",
                       f"({time.perf_counter() - self.t0:.0f} s)", flush=True)  # fmt: skip
+
+
+class _Missing(Exception):
+    """A run not finished yet (``--report-only``)."""
 
 
 class _Wrapped(torch.nn.Module):
@@ -395,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default=None, help=f"comma-separated subset of {','.join(ROWS)}")
     ap.add_argument("--note", default="", help="a paragraph appended under the table")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="tabulate the finished runs in --work only")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -413,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work) if a.work else root / f".work-mad-{s.name}"
     out = Path(a.out) if a.out else root / "results" / ("mad-quick.md" if a.quick else "mad.md")
     note = Path(a.note).read_text() if a.note and Path(a.note).is_file() else a.note
-    Bench(s, work, out, a.progress).main(rows, note)
+    bench = Bench(s, work, out, a.progress, a.report_only)
+    bench.main(rows, note)
+    if a.report_only:
+        bench.write(*bench.collected, note)
     print(f"[mad] wrote {out}")
     return 0
 
