@@ -100,10 +100,17 @@ _budget = _positive(_number, "budget must be a number", "budget must be > 0")
 
 
 def _add_train(
-    p: argparse.ArgumentParser, *, lr: float, batch_size: int, wd: float = 0.0, steps: int | None = None
+    p: argparse.ArgumentParser,
+    *,
+    lr: float,
+    batch_size: int,
+    wd: float = 0.0,
+    steps: int | None = None,
+    with_out: bool = True,
 ):
     g = p.add_argument_group("training")
-    g.add_argument("--out", required=True, help="output directory (log.jsonl, checkpoints/, final/)")
+    if with_out:
+        g.add_argument("--out", required=True, help="output directory (log.jsonl, checkpoints/, final/)")
     g.add_argument("--steps", type=_positive_int, default=steps, help="optimiser steps (wins over --epochs)")
     g.add_argument("--epochs", type=_positive_float, default=1.0, help="epochs when --steps is not given")
     g.add_argument("--batch-size", type=_positive_int, default=batch_size)
@@ -118,6 +125,12 @@ def _add_train(
     )
     g.add_argument("--no-resume", action="store_true", help="start over instead of resuming from --out")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_preset(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset", choices=("easy", "manticore"), default="easy", help="MAD task settings (before --set)"
+    )
 
 
 def _train_args(a: argparse.Namespace, **extra):
@@ -349,9 +362,8 @@ def cmd_mad_eval(a) -> None:
         batch_size=a.batch_size,
         **settings,
     )
-    _print(
-        {"task": a.task, "split": a.split, "settings": settings, "accuracy": acc["micro"], "macro": acc["macro"]}
-    )
+    result = {"task": a.task, "split": a.split, "settings": settings}
+    _print({**result, "accuracy": acc["micro"], "macro_accuracy": acc["macro"]})
 
 
 def _saved(final: Path, res: dict) -> dict:
@@ -433,58 +445,125 @@ def cmd_hybrid_pretrain(a) -> None:
     _print(res)
 
 
+def _mad_splits(a, settings: dict):
+    """(train, valid, test) MADDatasets of ``a.task``: each split its own (seed, split) stream."""
+    from mad_models.mad import MADDataset
+
+    train = MADDataset(a.task, split="train", seed=a.seed, num_examples=a.num_train, **settings)
+    valid = MADDataset(a.task, split="valid", seed=a.seed, num_examples=a.num_test, **settings)
+    test = MADDataset(a.task, split="test", num_examples=a.num_test, **settings)
+    return train, valid, test
+
+
+def _mad_eval_fn(test, batch_size: int):
+    from mad_models.mad import evaluate_metrics
+
+    def eval_fn(m):
+        acc = evaluate_metrics(m, data=(test.inputs, test.targets), batch_size=batch_size)
+        return {"accuracy": acc["micro"], "macro_accuracy": acc["macro"]}
+
+    return eval_fn
+
+
+def _no_compression(task: str | None, cmd: str) -> None:
+    if task == "compression":
+        raise CLIError(
+            f"{cmd} on compression is not supported: compression is MAD's auto-encoder task, whose decoder "
+            "is not part of a hybrid; search on another task"
+        )
+
+
 def cmd_hybrid_search(a) -> None:
-    from mad_models.mad import MADDataset, evaluate
-    from mad_models.mad.tasks import TEST_SEED
+    from torch.utils.data import Subset
+
     from mad_models.training.retrain import retrain
     from mad_models.training.search import search_mixtures
 
+    if a.tau is not None and a.method != "dash":
+        raise CLIError(
+            f"--tau is the Gumbel temperature of --method dash; --method {a.method} does not use it"
+        )
+    if a.retrain_steps < 0:
+        raise CLIError(f"--retrain-steps must be >= 0, got {a.retrain_steps}")
+    _no_compression(a.task, "hybrid search")
     hybrid = _load_model(a.model)
-    eval_fn = None
+    eval_fn, settings = None, {}
     if a.task:
         if a.data or a.text_file:
             raise CLIError("give either --task (a MAD task) or text data (--data / --text-file), not both")
-        settings = _settings(a.set)
-        if a.seed == TEST_SEED:  # same generator stream: the train split would repeat the test set
-            raise CLIError(
-                f"--seed {a.seed} is the MAD test seed; the training data would repeat the test set"
-            )
-        data = MADDataset(a.task, split="train", seed=a.seed, num_examples=a.num_train, **settings)
-        test = MADDataset(a.task, split="test", num_examples=a.num_test, **settings)
-
-        def eval_fn(m):
-            return {"accuracy": evaluate(m, data=(test.inputs, test.targets), batch_size=a.batch_size)}
-
-        collate = None
+        settings = {**_settings(a.set), "preset": a.preset}
+        data, arch_data, test = _mad_splits(a, settings)
+        eval_fn, collate = _mad_eval_fn(test, a.batch_size), None
+        source = {"task": a.task, "settings": settings}
     else:
         from mad_models.training.text import pad_collate
 
-        data, collate = _text_data(a, a.model), pad_collate()
+        text, collate = _text_data(a, a.model), pad_collate()
+        if len(text) < 2:
+            raise CLIError("the text data needs at least 2 blocks (the last 10% are held out for arch steps)")
+        cut = len(text) - max(1, len(text) // 10)
+        data, arch_data = Subset(text, range(cut)), Subset(text, range(cut, len(text)))
+        source = {"data": a.data, "text_file": a.text_file}
+    run_key = {**source, "source_model": str(Path(a.model).resolve())}
     res = search_mixtures(
         hybrid,
         data,
         _train_args(a),
+        arch_data=arch_data,
         arch_lr=a.arch_lr,
         mode=a.mode,
         method=a.method,
         tau=a.tau,
         eval_fn=eval_fn,
         collate_fn=collate,
+        run_key=run_key,
     )
+    settings_out = {
+        "arch_lr": a.arch_lr,
+        "mode": a.mode,
+        "method": a.method,
+        "tau": hybrid.config.gumbel_tau if a.method == "dash" else None,
+        "lr": a.lr,
+        "steps": res["total_steps"],
+        "batch_size": a.batch_size,
+        "seed": a.seed,
+    }
+    tok = _tokenizer(None, a.model)
     out = {"search": res}
-    if a.retrain_steps and res["step"] == (a.steps or res["step"]):
+    final = Path(a.out) / "final"
+    if res["finished"]:
+        if tok is not None:
+            tok.save_pretrained(final)
+        _write_results(a.out, {**source, "settings": settings_out, "source_model": a.model, **res})
+        out["saved"] = [str(final)]
+    else:
+        out["saved"] = []
+        out["note"] = f"search stopped at step {res['step']} of {res['total_steps']}; run again to resume"
+    # retrain only after a finished search (a stopped one would retrain a partial mixture)
+    if a.retrain_steps and res["finished"]:
         args = _train_args(a)
-        args.output_dir, args.max_steps = str(Path(a.out) / "retrain"), a.retrain_steps
-        out["retrain"] = retrain(hybrid, data, args, eval_fn=eval_fn, collate_fn=collate)
-    for sub in ("final", "retrain/final"):
-        if (Path(a.out) / sub).is_dir():
-            tok = _tokenizer(None, a.model)
+        args.output_dir, args.max_steps, args.stop_after = str(Path(a.out) / "retrain"), a.retrain_steps, None
+        out["retrain"] = rres = retrain(
+            hybrid, data, args, eval_fn=eval_fn, collate_fn=collate, run_key={**run_key, "from": "search"}
+        )
+        if rres["step"] == rres["total_steps"]:
             if tok is not None:
-                tok.save_pretrained(Path(a.out) / sub)
+                tok.save_pretrained(Path(a.out) / "retrain" / "final")
+            _write_results(
+                Path(a.out) / "retrain",
+                {**source, "settings": {**settings_out, "retrain_steps": a.retrain_steps},
+                 "source_model": str(final), **rres},
+            )  # fmt: skip
+            out["saved"].append(str(Path(a.out) / "retrain" / "final"))
     _print(out)
 
 
 def cmd_hybrid_prune(a) -> None:
+    if a.argmax == (a.threshold is not None):
+        raise CLIError("give exactly one of --threshold T or --argmax")
+    if a.retrain_steps and not a.task:
+        raise CLIError("--retrain-steps retrains on a MAD task: give --task too")
+    _no_compression(a.task, "hybrid prune")
     from mad_models.hybrid import ManticoreForCausalLM
 
     hybrid = _load_model(a.model)
@@ -493,11 +572,39 @@ def cmd_hybrid_prune(a) -> None:
             f"--model {a.model} is a {type(hybrid).__name__}, not a Manticore hybrid; only hybrids can be "
             "pruned (build one with 'mad-models hybrid build')"
         )
-    if a.argmax == (a.threshold is not None):
-        raise CLIError("give exactly one of --threshold T or --argmax")
+    report: dict = {"source_model": a.model}
+    eval_fn = None
+    if a.task:
+        settings = {**_settings(a.set), "preset": a.preset}
+        data, _, test = _mad_splits(a, settings)
+        eval_fn = _mad_eval_fn(test, a.batch_size)
+        report.update(task=a.task, settings=settings, accuracy_before_prune=eval_fn(hybrid))
     small = hybrid.discretize() if a.argmax else hybrid.prune(threshold=a.threshold)
+    report["pruning"] = {"argmax": True} if a.argmax else {"threshold": a.threshold}
+    if eval_fn is not None:
+        report["accuracy_after_prune"] = eval_fn(small)
     _save_with_tokenizer(small, a.model, a.out)
-    _print({"saved": a.out, "mixture": small.mixture_weights().tolist(), **_cost(small)})
+    saved = [a.out]
+    if a.retrain_steps:
+        from mad_models.training.retrain import retrain
+
+        args = _train_args(a)
+        args.output_dir, args.max_steps = str(Path(a.out) / "retrain"), a.retrain_steps
+        rres = retrain(
+            small, data, args, eval_fn=eval_fn, run_key={"task": a.task, "source_model": str(Path(a.out))}
+        )
+        report["retrain"] = rres
+        if rres["step"] == rres["total_steps"]:
+            report["accuracy_after_retrain"] = eval_fn(small)
+            tok = _tokenizer(None, a.model)
+            if tok is not None:
+                tok.save_pretrained(Path(a.out) / "retrain" / "final")
+            saved.append(str(Path(a.out) / "retrain" / "final"))
+        else:
+            report["note"] = f"retrain stopped at step {rres['step']}; run again to resume"
+    report.update(mixture=small.mixture_weights().tolist(), **_cost(small))
+    _write_results(a.out, report)
+    _print({**report, "saved": saved})
 
 
 # ---------------------------------------------------------------- more
@@ -734,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="task setting, e.g. seq_len=256")
     p.add_argument("--num-train", type=_positive_int, help="training sequences (default: the task's)")
     p.add_argument("--num-test", type=_positive_int, help="test sequences (default 1280)")
+    _add_preset(p)
     _add_train(p, lr=5e-4, batch_size=128)
 
     p = sub(
@@ -746,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-examples", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    _add_preset(p)
 
     # hybrid
     hyb = groups.add_parser("hybrid", help="Manticore hybrids: build, pretrain projectors, search, prune")
@@ -774,7 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, help="search on a MAD task ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="MAD task setting")
     p.add_argument("--num-train", type=_positive_int)
-    p.add_argument("--num-test", type=_positive_int)
+    p.add_argument("--num-test", type=_positive_int, help="valid (arch steps) and test sequences")
+    _add_preset(p)
     _add_text_data(p)
     p.add_argument("--arch-lr", type=_positive_float, default=0.01)
     p.add_argument("--mode", choices=("alternating", "simultaneous"), default="alternating")
@@ -789,7 +899,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--threshold", type=float, help="drop a component from a block below this weight")
     p.add_argument("--argmax", action="store_true", help="keep only the top component per block")
+    p.add_argument("--task", choices=TASKS, help="report MAD test accuracy before / after the prune")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="MAD task setting")
+    p.add_argument("--num-train", type=_positive_int)
+    p.add_argument("--num-test", type=_positive_int)
+    _add_preset(p)
+    p.add_argument("--retrain-steps", type=int, default=0, help="then retrain N steps on --task")
     p.add_argument("--out", required=True)
+    _add_train(p, lr=2e-4, batch_size=32, with_out=False)
 
     # more
     more = groups.add_parser("more", help="MoRe adapters: fine-tune and search configurations")

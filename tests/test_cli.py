@@ -99,9 +99,9 @@ def test_errors_from_the_work_are_reported_not_raised(tmp_path, capsys):
                 "mad",
                 "train",
                 "--task",
-                "compression",
+                "memorization",
                 "--set",
-                "seq_len=31",
+                "seq_len=33",
                 "--steps",
                 "1",
                 "--out",
@@ -234,12 +234,46 @@ def component_dirs(tmp_path):
     return tmp_path / "neox", tmp_path / "mamba"
 
 
-def test_hybrid_search_refuses_the_test_seed_for_training_data(component_dirs, tmp_path, capsys):
-    argv = ["hybrid", "search", "--model", component_dirs[0], "--task", "compression", "--seed", "12345",
-            "--out", tmp_path / "s"]  # fmt: skip
+def test_hybrid_search_cli_saves_only_finished_work_and_refuses_other_runs(component_dirs, tmp_path, capsys):
+    neox, mamba = component_dirs
+    code, _ = run(["hybrid", "build", "--components", neox, mamba, "--n-blocks", "2",
+                   "--out", tmp_path / "h"], capsys)  # fmt: skip
+    common = ["hybrid", "search", "--model", tmp_path / "h", "--set", "seq_len=16", "--num-train", "16",
+              "--num-test", "8", "--steps", "4", "--batch-size", "8", "--save-every", "1", "--no-progress",
+              "--retrain-steps", "2", "--out", tmp_path / "s"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:  # tau belongs to dash only
+        main([str(a) for a in [*common, "--task", "in_context_recall", "--tau", "0.5"]])
+    assert exit_.value.code == 2 and "--tau" in capsys.readouterr().err
+    # a stopped search: nothing saved, no retrain of a partial mixture, no results
+    code, out = run([*common, "--task", "in_context_recall", "--stop-after", "2"], capsys)
+    res = last_json(out)
+    assert res["saved"] == [] and "retrain" not in res and "resume" in res["note"]
+    assert not (tmp_path / "s" / "retrain").exists() and not (tmp_path / "s" / "results.json").exists()
+    # another task (or model) into the same directory is refused, never resumed
     with pytest.raises(SystemExit) as exit_:
-        main([str(a) for a in argv])
-    assert exit_.value.code == 2 and "is the MAD test seed" in capsys.readouterr().err
+        main([str(a) for a in [*common, "--task", "noisy_recall"]])
+    assert exit_.value.code == 1 and "settings changed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in [*common, "--task", "in_context_recall", "--model", neox]])
+    assert exit_.value.code == 1
+    capsys.readouterr()
+    code, out = run([*common, "--task", "in_context_recall"], capsys)
+    res = last_json(out)
+    assert res["saved"] == [str(tmp_path / "s" / "final"), str(tmp_path / "s" / "retrain" / "final")]
+    for d in (tmp_path / "s", tmp_path / "s" / "retrain"):
+        saved = json.loads((d / "results.json").read_text())
+        assert saved["task"] == "in_context_recall" and saved["settings"] and saved["source_model"]
+        assert 0 <= saved["eval_accuracy"] <= 1 and "eval_macro_accuracy" in saved
+    # prune, then retrain: accuracy before, after and after the retrain
+    code, out = run(["hybrid", "prune", "--model", tmp_path / "s" / "retrain" / "final", "--argmax",
+                     "--task", "in_context_recall", "--set", "seq_len=16", "--num-train", "16",
+                     "--num-test", "8", "--retrain-steps", "2", "--batch-size", "8", "--no-progress",
+                     "--out", tmp_path / "pr"], capsys)  # fmt: skip
+    rep = last_json(out)
+    for k in ("accuracy_before_prune", "accuracy_after_prune", "accuracy_after_retrain"):
+        assert 0 <= rep[k]["accuracy"] <= 1, k
+    assert rep["saved"] == [str(tmp_path / "pr"), str(tmp_path / "pr" / "retrain" / "final")]
+    assert json.loads((tmp_path / "pr" / "results.json").read_text())["accuracy_after_retrain"]
 
 
 def test_hybrid_build_pretrain_search_prune(component_dirs, tmp_path, capsys):
@@ -264,6 +298,7 @@ def test_hybrid_build_pretrain_search_prune(component_dirs, tmp_path, capsys):
     res = last_json(out)
     assert code == 0 and res["search"]["step"] == 2 and res["retrain"]["step"] == 1
     assert 0 <= res["search"]["eval_accuracy"] <= 1 and len(res["search"]["mixture"]) == 2
+    assert res["saved"] == [str(tmp_path / "s" / "final"), str(tmp_path / "s" / "retrain" / "final")]
     searched = AutoModelForCausalLM.from_pretrained(tmp_path / "s" / "retrain" / "final")
     assert searched.config.mixture_mode == "fixed"
     code, out = run(["hybrid", "prune", "--model", tmp_path / "h", "--threshold", "0.5",

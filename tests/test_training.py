@@ -134,7 +134,9 @@ def test_train_seed_equal_to_the_test_seed_trains_on_other_rows(tmp_path):
     # splits draw from (seed, split) streams: the MAD test seed no longer repeats the test set
     train = {tuple(r) for r in make_task("compression", "train", TEST_SEED, 256)[0].tolist()}
     assert not train & {tuple(r) for r in make_task("compression", "test")[0].tolist()}
-    res = train_mad(tiny_gpt2(), "compression", _args(tmp_path, max_steps=1), num_train=8, data_seed=TEST_SEED)
+    res = train_mad(
+        tiny_gpt2(), "compression", _args(tmp_path, max_steps=1), num_train=8, data_seed=TEST_SEED
+    )
     assert res["step"] == 1
 
 

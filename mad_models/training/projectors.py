@@ -7,7 +7,14 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
-from mad_models.training._hybrid import check_hybrid, mixture_ids, mixture_log, refuse_simplex_with_adamw
+from mad_models.training._hybrid import (
+    check_hybrid,
+    data_digest,
+    mixture_ids,
+    mixture_log,
+    model_fingerprint,
+    refuse_simplex_with_adamw,
+)
 from mad_models.training.finetune import dataset_metrics
 from mad_models.training.loop import TrainArgs, train_with
 from mad_models.training.text import pad_collate
@@ -33,6 +40,7 @@ def pretrain_projectors(
         >>> pretrain_projectors(hybrid, data, TrainArgs("proj", lr=2e-4, weight_decay=0.01))  # doctest: +SKIP
     """
     check_hybrid(hybrid)
+    start = model_fingerprint(hybrid)  # a run key part: another starting model is refused on resume
     hybrid.freeze_components()
     mix = mixture_ids(hybrid)
     if not train_mixture:
@@ -60,4 +68,5 @@ def pretrain_projectors(
         eval_fn=(lambda m: dataset_metrics(m, eval_data, args.batch_size, collate)) if eval_data else None,
         collate_fn=collate,
         log_extra=mixture_log,
+        config={"model": start, "data": data_digest(train_data), "train_mixture": train_mixture},
     )
