@@ -449,6 +449,16 @@ class AppService:
     def mad_names(self) -> list[str]:
         return self.registry.names(group="mad")
 
+    def mad_tasks(self) -> list[str]:
+        """The MAD tasks the registered MAD models were trained on (``meta.mad_tasks``), in MAD's order;
+        every task when no entry says."""
+        from mad_models.mad import TASKS
+
+        listed = [self.registry[n].meta.get("mad_tasks") for n in self.mad_names()]
+        if not listed or any(t is None for t in listed):
+            return list(TASKS)
+        return [t for t in TASKS if any(t in tasks for tasks in listed)]
+
     def mad_skills(
         self,
         task: str,
@@ -488,12 +498,19 @@ class AppService:
         settings_by_key: dict[str, dict] = {}
         for n in names:
             entry = self.registry[n]
-            settings = entry.meta.get("mad_tasks", {}).get(task, {})
+            trained_on = entry.meta.get("mad_tasks")
+            if trained_on is not None and task not in trained_on:
+                # e.g. compression: MAD scores it through an auto-encoder's decoder, which a model not
+                # trained on it lacks; a plain LM's next-token score there would mean nothing
+                raise IncompatibleModelError(
+                    f"{n} was not trained on {task}; its MAD tasks are {', '.join(trained_on) or 'none'}."
+                )
+            settings = (trained_on or {}).get(task, {})
             key = repr(sorted(settings.items()))
             settings_by_key[key] = settings
             if key not in data_by_settings:
-                # Offset from the MAD test seed: small seeds are the ones training uses (the assets train
-                # task i on seed i), and a split drawn from a training seed repeats training data.
+                # the test split at the MAD test seed + the UI seed: seed 0 is the standard test set, and
+                # every split has its own random stream, so no seed repeats training data
                 data_by_settings[key] = make_task(
                     task, split="test", seed=TEST_SEED + seed, num_examples=num_examples, **settings
                 )

@@ -111,3 +111,24 @@ def test_bad_threshold_is_refused():
 
     with pytest.raises(AppInputError, match=r"in \[0, 1\)"):
         HybridLab(NoService()).pruned_vs_full("h", 1.5, "1 2", 4)
+
+
+def test_mad_tab_offers_and_scores_only_the_tasks_a_model_was_trained_on(tmp_path):
+    """Compression is MAD's auto-encoder task: a model trained without its decoder is not scored on it."""
+    import json
+
+    from app_backend.registry import Registry
+    from app_backend.service import AppService
+
+    registry = {
+        "models": [
+            {"name": "m", "kind": "causal_lm", "path": "m", "group": "mad",
+             "meta": {"mad_tasks": {"in_context_recall": {"vocab_size": 16, "seq_len": 32}}}},
+        ]
+    }  # fmt: skip
+    (tmp_path / "m").mkdir()
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    svc = AppService(Registry.from_dir(tmp_path))
+    assert svc.mad_tasks() == ["in_context_recall"]
+    with pytest.raises(AppInputError, match="not trained on compression"):
+        svc.mad_skills("compression", ["m"], 4, 0)

@@ -12,7 +12,6 @@ from app_backend.render import mad_example_html
 from app_backend.tabs.mad import preset, side_by_side_html, task_description
 from app_backend.tabs.sizes import styled
 from app_backend.ui.common import TabContext, errors_in_place, status_line
-from mad_models.mad import TASKS as MAD_TASKS
 
 ACC_COLUMNS = ["model", "accuracy", "correct", "scored", "seq_len"]
 
@@ -43,9 +42,10 @@ def build(ctx: TabContext) -> None:
 
     with gr.Tab("MAD skills", id="mad"):
         mad_list = svc.mad_names()
-        first_task = "in_context_recall"
+        tasks = svc.mad_tasks()
+        first_task = "in_context_recall" if "in_context_recall" in tasks else tasks[0]
         with gr.Row():
-            task = gr.Dropdown(list(MAD_TASKS), value=first_task, label="Task", elem_id="mad-task")
+            task = gr.Dropdown(tasks, value=first_task, label="Task", elem_id="mad-task")
             mad_pick = gr.CheckboxGroup(mad_list, value=mad_list[:4], label="Models", elem_id="mad-models")
             n_seq = gr.Number(64, label="Sequences in the fresh test batch", precision=0)
             mad_seed = gr.Number(1, label="Seed (test batch drawn at 12345 + seed)", precision=0)
