@@ -58,6 +58,16 @@ def _int_list(text: str) -> list[int]:
     return vals
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
 def _positive(cast, bad: str, not_positive: str):
     """An argparse type: ``cast(text)`` that must be > 0. ``bad`` starts the message when ``cast``
     fails, ``not_positive`` the one when the value is <= 0 (both end with what was given)."""
@@ -478,12 +488,15 @@ def cmd_more_search(a) -> None:
         val,
         budget=a.budget,
         lora_rank=a.lora_rank,
+        lora_targets=[t for t in a.lora_targets.split(",") if t] if a.lora_targets else None,
         nblocks=a.nblocks,
         block_ranks=a.block_ranks,
         target_sets=target_sets,
         max_candidates=a.max_candidates,
         steps=a.steps,
-        lr=a.lr,
+        lrs=a.lrs,
+        min_resource=a.min_resource,
+        seeds=a.seeds,
         batch_size=a.batch_size,
         output_dir=a.out,
         seed=a.seed,
@@ -649,10 +662,12 @@ JSONL rows: {"prompt": ..., "answer": ...} | {"text": ...} | {"text": ..., "labe
             | {"input_ids": [...], "labels": [...]}""",
     "more search": """examples:
   mad-models more search --base-model smollm2 --data arith.jsonl --eval-data arith-val.jsonl --budget 0.5 \\
-      --lora-rank 8 --steps 50 --out runs/more-search
+      --lora-rank 8 --lora-targets q_proj,v_proj --steps 50 --lrs 1e-4,1e-3,1e-2 --out runs/more-search
   mad-models more search --base-model ./my-model --data train.jsonl --budget 200000 --nblocks 2,4,8 \\
       --target-sets "q_proj,v_proj;q_proj,k_proj,v_proj,o_proj" --out runs/s2
---budget: an integer is a parameter count; a fraction (0.5) is that share of LoRA at --lora-rank.""",
+--budget: an integer is a parameter count; a number with a point (0.5, 1.0) is that share of LoRA at
+--lora-rank on --lora-targets. Budgets under one LoRA rank are refused. Each candidate gets its own lr
+from --lrs (Optuna, successive halving); the table has a LoRA baseline row and the seed range.""",
     "more eval": """examples:
   mad-models more eval --model smollm2 --data data/mathematics/val.jsonl
   mad-models more eval --model assets/language/more --data data/mathematics/val.jsonl --out preds.jsonl
@@ -788,9 +803,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nblocks", type=_int_list, default=[1, 2, 4, 8, 16])
     p.add_argument("--block-ranks", type=_int_list, default=[1, 2, 4, 8])
     p.add_argument("--target-sets", help="';'-separated sets of ','-separated names")
-    p.add_argument("--max-candidates", type=_positive_int, default=8)
+    p.add_argument(
+        "--lora-targets", help="targets of the LoRA the budget and the baseline refer to (default: first set)"
+    )
+    p.add_argument("--max-candidates", type=_positive_int, default=3, help="largest few per target set")
     p.add_argument("--steps", type=_positive_int, default=50)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--lrs", type=_float_list, default=[1e-4, 1e-3, 1e-2], help="lr grid, e.g. 1e-4,1e-3,1e-2")
+    p.add_argument("--min-resource", type=_positive_int, help="steps per successive-halving rung")
+    p.add_argument("--seeds", type=_positive_int, default=2, help="seeds at each finished candidate's lr")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)

@@ -181,6 +181,16 @@ def test_more_train_and_search(tiny_base, tmp_path, capsys):
     assert "ranking on the last 2 of 24 rows, held out from training" in err  # no --eval-data
 
 
+def test_more_search_budget_one_is_not_silently_one_parameter(tiny_base, tmp_path, capsys):
+    base, data = tiny_base
+    with pytest.raises(SystemExit) as exit_:
+        main(["more", "search", "--base-model", str(base), "--data", str(data), "--budget", "1",
+              "--out", str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "1 trainable parameters (absolute) is under one LoRA rank" in err
+    assert "write a fraction such as 1.0" in err
+
+
 def test_more_train_text_rows_need_a_tokenizer(tiny_base, tmp_path, capsys):
     base, _ = tiny_base
     data = _jsonl(tmp_path / "text.jsonl", [{"prompt": "1+1=", "answer": "2"}])
