@@ -267,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
     ap.add_argument("--work", help="work dir (resumable; default runs/reproduce-more-{quick,full})")
     ap.add_argument("--out", help="results dir (default bench/results)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the table and plot from the runs finished so far in --work, train nothing",
+    )
     a = ap.parse_args(argv)
     if a.threads < 1:
         ap.error("--threads must be >= 1")
@@ -274,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if a.quick else "full"
     s = SETTINGS[mode]
     work = Path(a.work or ROOT / "runs" / f"reproduce-more-{mode}")
-    out_dir = Path(a.out or ROOT / "bench" / "results")
     run = Run(work, s, a.threads)
     t_start = time.perf_counter()
 
@@ -288,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     dev_rows, train_rows = split_rows(train_all, s["dev_per_module"], last=True)
     val_rows, _ = split_rows(load_qa_rows(DATA / "val.jsonl"), s["val_per_module"], last=False)
     print(f"[{mode}] train {len(train_rows)}, dev {len(dev_rows)} (carved from train), val {len(val_rows)}")
+    if a.report_only:
+        return write_report(run, s, mode, a, time.perf_counter() - t_start, train_rows, dev_rows, val_rows)
     base, tok = load_smollm2()
     base.eval()
     answer_tokens = max(len(tok(r["answer"], add_special_tokens=False)["input_ids"]) for r in train_rows)
@@ -347,20 +353,34 @@ def main(argv: list[str] | None = None) -> int:
                 keep = run.work / "adapters" / method.replace(" ", "_").replace("=", "")
                 if not keep.exists():
                     shutil.copytree(final, keep)
-    elapsed = time.perf_counter() - t_start
-    table, summary = tables(run.results(), s, mode)
+    return write_report(run, s, mode, a, time.perf_counter() - t_start, train_rows, dev_rows, val_rows)
+
+
+def write_report(run: Run, s: dict, mode: str, a, elapsed: float, train_rows, dev_rows, val_rows) -> int:
+    """bench/results/more-{mode}.md and .png from every run finished in ``run.work``."""
+    out_dir = Path(a.out or ROOT / "bench" / "results")
+    results = run.results()
+    missing = [m for m in s["methods"] if any(f"{m}|seed{seed}" not in results for seed in s["seeds"])]
+    table, summary = tables(results, s, mode)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(run.results(), s, out_dir / f"more-{mode}.png")
     text = (
         f"# MoRe vs LoRA on DeepMind mathematics (SmolLM2-135M-Instruct, {mode} setting)\n\n"
         "Regenerate: `PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more.py"
-        f"{' --quick' if a.quick else ''} --threads {a.threads}`. This session's wall time: "
-        f"{elapsed / 60:.0f} min with --threads {a.threads} "
-        "(resumed runs count only the last part).\n\n"
-        f"Settings: {json.dumps(s)}; targets {TARGETS}; dropout {DROPOUT} (LoRA: on the input; MoRe: on the "
-        f"adapter output, as the reference); train {len(train_rows)} rows, dev {len(dev_rows)} (carved from "
-        f"train, used only to pick each lr), val {len(val_rows)} rows.\n\n{table}\n\n{summary}\n\n"
-        f"![val exact match vs trainable parameters](more-{mode}.png)\n"
+        f"{' --quick' if a.quick else ''} --threads {a.threads}` (resumes; `--report-only` rewrites this "
+        "file from the finished runs). "
+        + (
+            "Written with --report-only from the runs finished so far.\n\n"
+            if a.report_only
+            else f"This session's wall time: {elapsed / 60:.0f} min with --threads {a.threads} "
+            "(a resumed run counts only its last part).\n\n"
+        )
+        + f"Settings: {json.dumps(s)}; targets {TARGETS}; dropout {DROPOUT} (LoRA: on the input; MoRe: "
+        f"on the adapter output, as the reference); train {len(train_rows)} rows, dev {len(dev_rows)} "
+        f"(carved from train, used only to pick each lr), val {len(val_rows)} rows.\n\n"
+        + (f"**Unfinished: no results yet for {', '.join(missing)}.**\n\n" if missing else "")
+        + f"{table}\n\n{summary}\n\n"
+        + f"![val exact match vs trainable parameters](more-{mode}.png)\n"
     )
     (out_dir / f"more-{mode}.md").write_text(text)
     print(text)
@@ -383,8 +403,8 @@ SHORT = {
 def method_stats(results: dict, s: dict) -> dict[str, dict]:
     stats = {}
     for method in s["methods"]:
-        runs = [results.get(f"{method}|seed{seed}") for seed in s["seeds"]]
-        if not all(runs):
+        runs = [r for seed in s["seeds"] if (r := results.get(f"{method}|seed{seed}"))]
+        if not runs:  # an unfinished run shows the seeds it has (the table says how many)
             continue
         ems = [r["exact_match"] for r in runs]
         mods = {m: sum(r["per_module"][m] for r in runs) / len(runs) for m in runs[0]["per_module"]}
@@ -396,12 +416,14 @@ def method_stats(results: dict, s: dict) -> dict[str, dict]:
             "hi": max(ems),
             "per_module": mods,
             "trials": results[f"{method}|lr"]["trials"],
+            "n": len(runs),
         }
     return stats
 
 
 def tables(results: dict, s: dict, mode: str) -> tuple[str, str]:
     stats = method_stats(results, s)
+    n_seeds = len(s["seeds"])
     mods = sorted(SHORT)
     head = (
         "| method | trainable params | lr (dev) | val exact match, mean [min, max] | "
@@ -423,7 +445,9 @@ def tables(results: dict, s: dict, mode: str) -> tuple[str, str]:
     for method, st in sorted(stats.items(), key=lambda kv: (METHODS[kv[0]][0], kv[1]["params"])):
         lines.append(
             f"| {method} | {st['params']:,} | {st['lr']:g} | "
-            f"{st['mean']:.3f} [{st['lo']:.3f}, {st['hi']:.3f}] | "
+            f"{st['mean']:.3f} [{st['lo']:.3f}, {st['hi']:.3f}]"
+            + (f" ({st['n']} seed)" if st["n"] < n_seeds else "")
+            + " | "
             + " | ".join(f"{st['per_module'][m]:.2f}" for m in mods)
             + " |"
         )
