@@ -427,6 +427,7 @@ def _adapter_config(a):
             block_rank=a.block_rank,
             target_modules=targets,
             dropout=a.dropout,
+            dropout_position=a.dropout_position,
             task_type=task_type,
             modules_to_save=["classifier", "score"] if task_type == "SEQ_CLS" else None,
         )
@@ -789,6 +790,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=_positive_int, default=8)
     p.add_argument("--lora-alpha", type=_positive_int, default=None)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument(
+        "--dropout-position",
+        choices=("input", "output"),
+        default="input",
+        help="MoRe: dropout on the adapter input (as LoRA) or output (as the MoRe reference)",
+    )
     p.add_argument("--targets", help="comma-separated module names, e.g. q_proj,v_proj")
     _add_adapter_data(p)
     _add_train(p, lr=1e-3, batch_size=8)

@@ -426,3 +426,12 @@ def test_rank_when_nblocks_does_not_divide(n, k, r, expected):
     b2 = torch.randn(sh.blkdiag2, dtype=torch.float64)
     a, b = monarch_factors_to_dense_pair(b1, b2, n, n)
     assert torch.linalg.matrix_rank(b @ a).item() == expected
+
+
+def test_more_train_cli_offers_the_dropout_position():
+    from mad_models.cli import _adapter_config, build_parser
+
+    argv = ["more", "train", "--base-model", "b", "--data", "d", "--out", "o", "--dropout", "0.1"]
+    cfg = _adapter_config(build_parser().parse_args([*argv, "--dropout-position", "output"]))
+    assert cfg.dropout_position == "output" and cfg.dropout == 0.1
+    assert _adapter_config(build_parser().parse_args(argv)).dropout_position == "input"
