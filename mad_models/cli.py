@@ -528,6 +528,8 @@ def _smollm2_tokenizer():
 
 def _eval_model(a):
     """(model, tokenizer) for ``more eval``: smollm2, a saved model dir, or an adapter (dir or Hub id)."""
+    import os
+
     from mad_models import loading
 
     if a.model.lower() == "smollm2":
@@ -540,7 +542,11 @@ def _eval_model(a):
     if base_name is None and local.is_dir():
         base_name = json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")
     base, tok = (None, None)
-    if base_name and (base_name.lower() == "smollm2" or base_name == loading.SMOLLM2_HUB_ID):
+    gguf = loading.smollm2_gguf_path()
+    smollm2_names = {"smollm2", loading.SMOLLM2_HUB_ID.lower()} | (
+        {os.path.dirname(gguf).lower()} if gguf else set()
+    )
+    if base_name and base_name.lower() in smollm2_names:  # incl. an adapter trained on the GGUF copy
         base, tok = _load_base("smollm2")
     elif base_name and Path(base_name).is_dir():
         base, tok = _load_base(base_name)
