@@ -63,7 +63,8 @@ SETTINGS = {
         "methods": list(METHODS),
     },
     "full": {
-        "lrs": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+        # up to 3e-2: in the quick run LoRA r=1 chose 1e-2, the top of its grid
+        "lrs": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
         # rungs at 11, 33, 99 steps: ~270 steps of batch 16 per method with its second seed, ~2.5 h on two
         # quiet cores (estimated from the quick setting's step times; not run in this session)
         "steps": 99,
