@@ -319,45 +319,50 @@ def main(argv: list[str] | None = None) -> int:
     # most informative first, so an interrupted run already answers something: LoRA r=1 and MoRe's default
     # against LoRA at MoRe's count and at 4x it
     order = ["LoRA r=1", "MoRe k=4 r=1", "LoRA r=4", "LoRA r=16", "MoRe k=2 r=1"]
-    for method in sorted(s["methods"], key=lambda m: order.index(m) if m in order else len(order)):
-        results = run.results()
-        tuned_key = f"{method}|lr"
-        if tuned_key not in results:
-            print(f"[{method}] lr search over {s['lrs']} (successive halving on dev loss)", flush=True)
-            lr, info = tune_lr(run, method, base, tok, train_ds, dev_ds)
-            run.add({"key": tuned_key, "lr": lr, "trials": info})
+    methods = sorted(s["methods"], key=lambda m: order.index(m) if m in order else len(order))
+    # breadth first: every method's lr search and seed-0 run before any method's further seeds
+    for seeds_now in (s["seeds"][:1], s["seeds"][1:]):
+        for method in methods:
             results = run.results()
-        lr = results[tuned_key]["lr"]
-        for seed in s["seeds"]:
-            key = f"{method}|seed{seed}"
-            if key in results:
-                continue
-            t0 = time.perf_counter()
-            if seed == 0:  # the surviving trial at this lr is the seed-0 run: same data, steps, batch, seed
-                final = run.work / "hpo" / method / _lr_key(lr) / "final"
-                model = PeftModel.from_pretrained(copy.deepcopy(base), final)
-            else:
-                from mad_models.training.finetune import finetune_adapter
+            tuned_key = f"{method}|lr"
+            if tuned_key not in results:
+                print(f"[{method}] lr search over {s['lrs']} (successive halving on dev loss)", flush=True)
+                lr, info = tune_lr(run, method, base, tok, train_ds, dev_ds)
+                run.add({"key": tuned_key, "lr": lr, "trials": info})
+                results = run.results()
+            lr = results[tuned_key]["lr"]
+            for seed in seeds_now:
+                key = f"{method}|seed{seed}"
+                if key in results:
+                    continue
+                t0 = time.perf_counter()
+                if (
+                    seed == 0
+                ):  # the surviving trial at this lr is the seed-0 run: same data, steps, batch, seed
+                    final = run.work / "hpo" / method / _lr_key(lr) / "final"
+                    model = PeftModel.from_pretrained(copy.deepcopy(base), final)
+                else:
+                    from mad_models.training.finetune import finetune_adapter
 
-                torch.manual_seed(seed)
-                model = get_peft_model(copy.deepcopy(base), peft_config(method))
-                out = run.work / "seeds" / method / f"seed{seed}"
-                finetune_adapter(
-                    model, train_ds, train_args(out, s, lr, seed, None), pad_id=tok.pad_token_id or 0
+                    torch.manual_seed(seed)
+                    model = get_peft_model(copy.deepcopy(base), peft_config(method))
+                    out = run.work / "seeds" / method / f"seed{seed}"
+                    finetune_adapter(
+                        model, train_ds, train_args(out, s, lr, seed, None), pad_id=tok.pad_token_id or 0
+                    )
+                # counted by name: a loaded adapter is frozen (inference mode), so requires_grad says nothing
+                params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or "more_" in n)
+                res = evaluate(model, tok, val_rows, max_new)
+                print(
+                    f"[{method}] seed {seed}: val exact match {res['exact_match']:.3f} "
+                    f"({time.perf_counter() - t0:.0f}s)",
+                    flush=True,
                 )
-            # counted by name: a loaded adapter is frozen (inference mode), so requires_grad says nothing
-            params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or "more_" in n)
-            res = evaluate(model, tok, val_rows, max_new)
-            print(
-                f"[{method}] seed {seed}: val exact match {res['exact_match']:.3f} "
-                f"({time.perf_counter() - t0:.0f}s)",
-                flush=True,
-            )
-            run.add({"key": key, "method": method, "seed": seed, "lr": lr, "params": params, **res})
-            if seed == 0:
-                keep = run.work / "adapters" / method.replace(" ", "_").replace("=", "")
-                if not keep.exists():
-                    shutil.copytree(final, keep)
+                run.add({"key": key, "method": method, "seed": seed, "lr": lr, "params": params, **res})
+                if seed == 0:
+                    keep = run.work / "adapters" / method.replace(" ", "_").replace("=", "")
+                    if not keep.exists():
+                        shutil.copytree(final, keep)
     return write_report(run, s, mode, a, time.perf_counter() - t_start, train_rows, dev_rows, val_rows)
 
 
