@@ -2,9 +2,17 @@
 
 For each layer shape (in x out) and a batch of 8 x 512 tokens it times, in fp32:
 
-- adapter only: the update path ``x -> scale * M x`` (MoRe) or ``x -> scaling * B A x`` (LoRA, PEFT's own
-  expression), forward and backward with gradients for the factors and for ``x``;
-- full layer: the PEFT layer (frozen ``nn.Linear`` + adapter) as ``get_peft_model`` builds it.
+- adapter only: the update path ``x -> scale * M x`` (MoRe) or ``x -> B A x`` (LoRA; its scaling is 1
+  here, alpha = r, and is not paid as an extra full-size multiply, as MoRe's scale 1 is not), forward and
+  backward with gradients for the factors and for ``x``;
+- full layer: the PEFT layer (frozen ``nn.Linear`` + adapter) as ``get_peft_model`` builds it. PEFT's LoRA
+  layer as shipped ("LoRA =") is the headline comparison: it computes ``base(x) + B(A(x)) * scaling`` (an
+  extra (T, m) multiply and add). "LoRA = fused" is LoRA hand-fused as MoRe's layer is: one
+  ``addmm(base(x), A x, B^T, alpha=scaling)``.
+
+The FLOPs column is the adapter's forward work per token: LoRA rank r costs 2r(n+m); MoRe's folded path
+(``monarch_linear``, k*k*r <= its fold limit) a rank-k*k*r product, 2k^2 r(n+m), k times LoRA at the same
+parameter count; the two-bmm path 2kr(n+m) plus permutation copies.
 
 MoRe uses k=4 blocks, block rank 1 (the paper's default); "LoRA =" is LoRA at the same parameter count
 (rank k*r = 4); LoRA r=8 has twice the parameters. The MoRe rows also show the plain two-``bmm`` product
@@ -113,9 +121,21 @@ def bench_shape(n: int, m: int, tokens: int, reps: int, use_compile: bool) -> li
             layer.lora_A["default"],
             layer.lora_B["default"],
             layer.lora_dropout["default"],
+            layer.scaling["default"],
+        )
+        # the adapter's own work, B A x: PEFT multiplies the (T, m) output by `scaling` even when it is 1;
+        # MoRe folds its scale into the matmul, so neither path pays a full-size multiply here
+        return (lambda t: b(a(drop(t)))) if s == 1.0 else (lambda t: b(a(drop(t)) * s))
+
+    def lora_fused(layer):
+        """Hand-fused LoRA layer: base output, then addmm(base, A x, B^T, alpha=scaling) in one call."""
+        base, a, b, s = (
+            layer.get_base_layer(),
+            layer.lora_A["default"],
+            layer.lora_B["default"],
             layer.scaling,
         )
-        return lambda t: b(a(drop(t))) * s["default"]  # PEFT's LoRA forward expression
+        return lambda t: torch.addmm(base(t), a(t), b.weight.T, alpha=s["default"])
 
     adapters = {
         "MoRe": (lambda t: monarch_linear(t, b1, b2, m, alpha=scale), [b1, b2]),
@@ -127,28 +147,29 @@ def bench_shape(n: int, m: int, tokens: int, reps: int, use_compile: bool) -> li
     if use_compile:
         compiled = torch.compile(lambda t: monarch_linear(t, b1, b2, m, alpha=scale), dynamic=False)
         adapters["MoRe compiled"] = (compiled, [b1, b2])
+    eq_params = [p for p in lora_eq.parameters() if p.requires_grad]
     full = {
         "MoRe": (more, [b1, b2]),
-        "LoRA =": (lora_eq, [p for p in lora_eq.parameters() if p.requires_grad]),
+        "LoRA =": (lora_eq, eq_params),  # PEFT's LoRA layer as shipped: the headline comparison
+        "LoRA = fused": (lora_fused(lora_eq), eq_params),
         "LoRA r=8": (lora8, [p for p in lora8.parameters() if p.requires_grad]),
     }
     t_adapter = time_interleaved({k: fwd_bwd(f, x, grad, p) for k, (f, p) in adapters.items()}, reps)
     t_full = time_interleaved({k: fwd_bwd(f, x, grad, p) for k, (f, p) in full.items()}, reps)
 
-    count = {
-        "LoRA =": K * R * (n + m),
-        "LoRA r=8": 8 * (n + m),
-    }
+    count = {"LoRA =": K * R * (n + m), "LoRA = fused": K * R * (n + m), "LoRA r=8": 8 * (n + m)}
     rows = []
-    for name, ms in t_adapter.items():
+    for name in [*adapters, *(k for k in full if k not in adapters)]:
         params = monarch_param_count(n, m, K, R) if name.startswith("MoRe") else count[name]
+        ms = t_adapter.get(name)
         rows.append(
             dict(
                 shape=f"{n}x{m}",
                 method=name,
                 params=params,
+                flops=forward_flops(name, n, m),
                 adapter_ms=ms,
-                ratio=ms / t_adapter["LoRA ="],
+                ratio=ms / t_adapter["LoRA ="] if ms is not None else None,
                 full_ms=t_full.get(name),
                 full_ratio=t_full[name] / t_full["LoRA ="] if name in t_full else None,
             )
@@ -156,22 +177,40 @@ def bench_shape(n: int, m: int, tokens: int, reps: int, use_compile: bool) -> li
     return rows
 
 
+def forward_flops(method: str, n: int, m: int) -> str:
+    """Forward multiply-adds x2 per token of the adapter path (the frozen layer's 2nm not included), and
+    what the full layer adds on top (PEFT's LoRA: a (T, m) multiply by its scaling and a (T, m) add)."""
+    if method in ("MoRe", "MoRe compiled"):
+        w = K * K * R  # folded factors: a rank-k*k*r product, k times LoRA at the same count
+        return f"2*{w}*(n+m) = {2 * w * (n + m) / 1e3:.0f}k"
+    if method.startswith("MoRe"):
+        w = K * R  # two block-diagonal bmms: LoRA rank k*r's FLOPs, plus the permutation copies
+        return f"2*{w}*(n+m) = {2 * w * (n + m) / 1e3:.0f}k"
+    r = K * R if method.startswith("LoRA =") else 8
+    extra = "" if method.endswith("fused") else " (+2m in the PEFT layer)"
+    return f"2*{r}*(n+m) = {2 * r * (n + m) / 1e3:.0f}k{extra}"
+
+
 def print_table(rows: list[dict]) -> None:
     cols = [
         "layer (in x out)",
         "method",
         "params",
+        "adapter fwd FLOPs/token",
         "adapter fwd+bwd ms",
         "vs LoRA =",
         "full layer fwd+bwd ms",
+        "vs PEFT LoRA =",
     ]
-    print("| " + " | ".join([*cols, "vs LoRA ="]) + " |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| " + " | ".join(cols) + " |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
+        ad = f"{r['adapter_ms']:.1f}" if r["adapter_ms"] is not None else ""
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else ""
         full = f"{r['full_ms']:.1f}" if r["full_ms"] is not None else ""
         full_ratio = f"{r['full_ratio']:.2f}x" if r["full_ratio"] is not None else ""
         print(
-            f"| {r['shape']} | {r['method']} | {r['params']:,} | {r['adapter_ms']:.1f} | {r['ratio']:.2f}x | "
+            f"| {r['shape']} | {r['method']} | {r['params']:,} | {r['flops']} | {ad} | {ratio} | "
             f"{full} | {full_ratio} |"
         )
 

@@ -1,8 +1,8 @@
 """Command line: ``mad-models`` / ``python -m mad_models``.
 
-Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune``, ``more train|search``,
-``push``, ``pull``. Every one has ``--help`` with examples. Training commands resume from
-``<out>/checkpoints`` when run again with the same ``--out`` (``--no-resume`` starts over).
+Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune``,
+``more train|search|eval``, ``push``, ``pull``. Every one has ``--help`` with examples. Training commands
+resume from ``<out>/checkpoints`` when run again with the same ``--out`` (``--no-resume`` starts over).
 """
 
 from __future__ import annotations
@@ -58,6 +58,16 @@ def _int_list(text: str) -> list[int]:
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return vals
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
 
 
 def _positive(cast, bad: str, not_positive: str):
@@ -621,6 +631,7 @@ def _adapter_config(a):
             block_rank=a.block_rank,
             target_modules=targets,
             dropout=a.dropout,
+            dropout_position=a.dropout_position,
             task_type=task_type,
             modules_to_save=["classifier", "score"] if task_type == "SEQ_CLS" else None,
         )
@@ -682,12 +693,15 @@ def cmd_more_search(a) -> None:
         val,
         budget=a.budget,
         lora_rank=a.lora_rank,
+        lora_targets=[t for t in a.lora_targets.split(",") if t] if a.lora_targets else None,
         nblocks=a.nblocks,
         block_ranks=a.block_ranks,
         target_sets=target_sets,
         max_candidates=a.max_candidates,
         steps=a.steps,
-        lr=a.lr,
+        lrs=a.lrs,
+        min_resource=a.min_resource,
+        seeds=a.seeds,
         batch_size=a.batch_size,
         output_dir=a.out,
         seed=a.seed,
@@ -696,6 +710,87 @@ def cmd_more_search(a) -> None:
     md = table.to_markdown()
     Path(a.out, "table.md").write_text(md + "\n")
     print(md)
+
+
+def _smollm2_tokenizer():
+    """SmolLM2's tokenizer alone (HF cache, else the GGUF's), for an adapter whose base was loaded by pull."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from mad_models import loading
+
+    try:
+        return AutoTokenizer.from_pretrained(loading.SMOLLM2_HUB_ID, local_files_only=True)
+    except OSError:
+        gguf = loading.smollm2_gguf_path()
+        if gguf is None:
+            raise CLIError(f"SmolLM2 is not installed: {loading.SMOLLM2_INSTALL}") from None
+        folder, name = os.path.split(gguf)
+        return AutoTokenizer.from_pretrained(folder, gguf_file=name)
+
+
+def _eval_model(a):
+    """(model, tokenizer) for ``more eval``: smollm2, a saved model dir, or an adapter (dir or Hub id)."""
+    import os
+
+    from mad_models import loading
+
+    if a.model.lower() == "smollm2":
+        return _load_base("smollm2")
+    local = Path(a.model)
+    if local.is_dir() and not (local / "adapter_config.json").is_file():
+        model = _load_model(a.model)  # a full causal LM saved by save_pretrained
+        return model, _tokenizer(a.tokenizer, a.model)
+    base_name = a.base_model
+    if base_name is None and local.is_dir():
+        base_name = json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    base, tok = (None, None)
+    gguf = loading.smollm2_gguf_path()
+    smollm2_names = {"smollm2", loading.SMOLLM2_HUB_ID.lower()} | (
+        {os.path.dirname(gguf).lower()} if gguf else set()
+    )
+    if base_name and base_name.lower() in smollm2_names:  # incl. an adapter trained on the GGUF copy
+        base, tok = _load_base("smollm2")
+    elif base_name and Path(base_name).is_dir():
+        base, tok = _load_base(base_name)
+    model = _hub().pull(a.model, a.revision, base_model=base if base is not None else base_name)
+    if tok is None:
+        recorded = next(iter(model.peft_config.values())).base_model_name_or_path
+        tok = (
+            _smollm2_tokenizer()
+            if recorded == loading.SMOLLM2_HUB_ID
+            else _tokenizer(a.tokenizer, base_name or recorded)
+        )
+    if a.tokenizer:
+        tok = _tokenizer(a.tokenizer, None)
+    if tok is None:
+        raise CLIError("no tokenizer found for this model: pass --tokenizer DIR")
+    return model, tok
+
+
+def cmd_more_eval(a) -> None:
+    from mad_models.training.exact_match import evaluate_exact_match, load_qa_rows
+
+    try:
+        rows = load_qa_rows(a.data)
+    except (OSError, ValueError) as err:
+        raise CLIError(f"--data: {err}") from err
+    model, tok = _eval_model(a)
+    res = evaluate_exact_match(
+        model, tok, rows, batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, progress=not a.no_progress
+    )
+    preds = res.pop("predictions")
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")  # never a half-written predictions file
+        with tmp.open("w") as f:
+            for row, pred in zip(rows, preds, strict=True):
+                hit = pred.strip() == row["answer"].strip()
+                f.write(json.dumps({**row, "prediction": pred, "correct": hit}) + "\n")
+        tmp.replace(out)
+    _print(res)
 
 
 # ---------------------------------------------------------------- hub
@@ -792,10 +887,18 @@ JSONL rows: {"prompt": ..., "answer": ...} | {"text": ...} | {"text": ..., "labe
             | {"input_ids": [...], "labels": [...]}""",
     "more search": """examples:
   mad-models more search --base-model smollm2 --data arith.jsonl --eval-data arith-val.jsonl --budget 0.5 \\
-      --lora-rank 8 --steps 50 --out runs/more-search
+      --lora-rank 8 --lora-targets q_proj,v_proj --steps 50 --lrs 1e-4,1e-3,1e-2 --out runs/more-search
   mad-models more search --base-model ./my-model --data train.jsonl --budget 200000 --nblocks 2,4,8 \\
       --target-sets "q_proj,v_proj;q_proj,k_proj,v_proj,o_proj" --out runs/s2
---budget: an integer is a parameter count; a fraction (0.5) is that share of LoRA at --lora-rank.""",
+--budget: an integer is a parameter count; a number with a point (0.5, 1.0) is that share of LoRA at
+--lora-rank on --lora-targets. Budgets under one LoRA rank are refused. Each candidate gets its own lr
+from --lrs (Optuna, successive halving); the table has a LoRA baseline row and the seed range.""",
+    "more eval": """examples:
+  mad-models more eval --model smollm2 --data data/mathematics/val.jsonl
+  mad-models more eval --model assets/language/more --data data/mathematics/val.jsonl --out preds.jsonl
+  mad-models more eval --model me/smollm2-more-math --base-model smollm2 --data val.jsonl --batch-size 16
+Prints JSON: exact_match, n, per_module (when rows carry "module"). Greedy, batched, chat-formatted;
+a reply counts when it equals the answer after stripping whitespace.""",
     "push": """examples:
   mad-models push runs/more-arith/final me/smollm2-more-arith --base-model smollm2 --private
   mad-models push runs/search/final me/neox-mamba-manticore --message "searched on MAD\"""",
@@ -921,6 +1024,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=_positive_int, default=8)
     p.add_argument("--lora-alpha", type=_positive_int, default=None)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument(
+        "--dropout-position",
+        choices=("input", "output"),
+        default="input",
+        help="MoRe: dropout on the adapter input (as LoRA) or output (as the MoRe reference)",
+    )
     p.add_argument("--targets", help="comma-separated module names, e.g. q_proj,v_proj")
     _add_adapter_data(p)
     _add_train(p, lr=1e-3, batch_size=8)
@@ -935,12 +1044,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nblocks", type=_int_list, default=[1, 2, 4, 8, 16])
     p.add_argument("--block-ranks", type=_int_list, default=[1, 2, 4, 8])
     p.add_argument("--target-sets", help="';'-separated sets of ','-separated names")
-    p.add_argument("--max-candidates", type=_positive_int, default=8)
+    p.add_argument(
+        "--lora-targets", help="targets of the LoRA the budget and the baseline refer to (default: first set)"
+    )
+    p.add_argument("--max-candidates", type=_positive_int, default=3, help="largest few per target set")
     p.add_argument("--steps", type=_positive_int, default=50)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--lrs", type=_float_list, default=[1e-4, 1e-3, 1e-2], help="lr grid, e.g. 1e-4,1e-3,1e-2")
+    p.add_argument("--min-resource", type=_positive_int, help="steps per successive-halving rung")
+    p.add_argument("--seeds", type=_positive_int, default=2, help="seeds at each finished candidate's lr")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub(
+        more, "eval", "exact match of a model or adapter on prompt/answer JSONL", "more eval", cmd_more_eval
+    )
+    p.add_argument("--model", required=True, help="an adapter dir, a Hub id, a saved model dir, or 'smollm2'")
+    p.add_argument("--data", required=True, help='JSONL rows {"prompt", "answer", "module"?}')
+    p.add_argument("--base-model", help="the adapter's base ('smollm2', a dir; default: the one it records)")
+    p.add_argument("--revision", help="Hub branch / tag / commit of --model")
+    p.add_argument("--tokenizer", help="tokenizer dir (default: the base model's)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=16)
+    p.add_argument("--out", help="write one JSONL row per question with its prediction and correctness")
     p.add_argument("--no-progress", action="store_true")
 
     # hub

@@ -176,9 +176,19 @@ def test_more_train_and_search(tiny_base, tmp_path, capsys):
          "--block-ranks", "1", "--target-sets", "q_proj,v_proj", "--steps", "2", "--no-progress",
          "--out", tmp_path / "search"]])  # fmt: skip
     out, err = capsys.readouterr()
-    assert code == 0 and "| rank | nblocks |" in out
-    assert (tmp_path / "search" / "table.md").read_text().count("\n") == 4  # header, rule, 2 rows
+    assert code == 0 and "| rank | adapter |" in out and "LoRA r=8 (baseline)" in out
+    assert "Budget: 0.5 x LoRA r=8 on q_proj, v_proj" in (tmp_path / "search" / "table.md").read_text()
     assert "ranking on the last 2 of 24 rows, held out from training" in err  # no --eval-data
+
+
+def test_more_search_budget_one_is_not_silently_one_parameter(tiny_base, tmp_path, capsys):
+    base, data = tiny_base
+    with pytest.raises(SystemExit) as exit_:
+        main(["more", "search", "--base-model", str(base), "--data", str(data), "--budget", "1",
+              "--out", str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "1 trainable parameters (absolute) is under one LoRA rank" in err
+    assert "write a fraction such as 1.0" in err
 
 
 def test_more_train_text_rows_need_a_tokenizer(tiny_base, tmp_path, capsys):

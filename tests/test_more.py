@@ -301,3 +301,131 @@ def test_a_pickled_adapter_is_never_loaded(tmp_path):
     torch.save(weights, tmp_path / "adapter_model.bin")  # peft would unpickle this
     with pytest.raises(ValueError, match="adapter_model.bin.*safetensors"):
         PeftModel.from_pretrained(tiny_llama(), tmp_path)
+
+
+# ---- mends: config typing, regex + layers_to_transform, shape messages, dropout placement, rank ---------
+
+
+def test_layers_to_transform_with_a_regex_is_refused_as_lora_does():
+    with pytest.raises(ValueError, match="layers_to_transform.*target_modules is a str"):
+        MoReConfig(target_modules=r".*q_proj", layers_to_transform=[0])
+    with pytest.raises(ValueError, match="layers_pattern.*target_modules is a str"):
+        MoReConfig(target_modules=r".*q_proj", layers_pattern="layers")
+    MoReConfig(target_modules=["q_proj"], layers_to_transform=[0])  # a list is fine
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dropout="0.1"), r"MoReConfig\.dropout must be a number.*'0\.1'"),
+        (dict(scale=None), r"MoReConfig\.scale must be a number.*None"),
+        (dict(scale="2"), r"MoReConfig\.scale must be a number"),
+        (dict(dropout=True), r"MoReConfig\.dropout must be a number"),
+        (dict(dropout_position="middle"), r"MoReConfig\.dropout_position must be 'input' or 'output'"),
+    ],
+)
+def test_config_type_errors_name_the_field(kwargs, match):
+    with pytest.raises(TypeError if "position" not in str(kwargs) else ValueError, match=match):
+        MoReConfig(target_modules=["q_proj"], **kwargs)
+
+
+def test_config_type_errors_from_a_saved_config_name_the_field(tmp_path):
+    import json
+
+    get_peft_model(tiny_llama(), MoReConfig(target_modules=["q_proj"])).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    cfg["scale"] = None
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TypeError, match=r"MoReConfig\.scale"):
+        PeftModel.from_pretrained(tiny_llama(), tmp_path)
+
+
+def test_config_disagreeing_with_its_own_tensors_says_so(tmp_path):
+    import json
+
+    get_peft_model(tiny_llama(), MoReConfig(nblocks=4, target_modules=["q_proj"])).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    cfg["nblocks"] = 2
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"own config.*disagrees with its saved tensors") as err:
+        PeftModel.from_pretrained(tiny_llama(), tmp_path)
+    assert "other layer shapes" not in str(err.value)
+
+
+def test_adapter_for_another_base_is_not_blamed_on_its_config(tmp_path):
+    get_peft_model(tiny_llama(), MoReConfig(target_modules=["q_proj"])).save_pretrained(tmp_path)
+    other_cfg = tiny_llama().config
+    other_cfg.hidden_size, other_cfg.intermediate_size = 32, 64
+    from transformers import LlamaForCausalLM
+
+    with pytest.raises(ValueError, match="saved for a base model with other layer shapes") as err:
+        PeftModel.from_pretrained(LlamaForCausalLM(other_cfg), tmp_path)
+    assert "disagrees" not in str(err.value)
+
+
+def test_dropout_on_the_output_as_the_reference_places_it():
+    torch.manual_seed(0)
+    layer_in = get_peft_model(
+        tiny_gpt2(), MoReConfig(target_modules=["c_attn"], init_weights=False, dropout=0.5)
+    )
+    torch.manual_seed(0)
+    layer_out = get_peft_model(
+        tiny_gpt2(),
+        MoReConfig(target_modules=["c_attn"], init_weights=False, dropout=0.5, dropout_position="output"),
+    )
+    li = next(m for m in layer_in.modules() if isinstance(m, MoReLayer))
+    lo = next(m for m in layer_out.modules() if isinstance(m, MoReLayer))
+    lo.load_state_dict(li.state_dict())
+    x = torch.randn(4, 64)
+    li.train()
+    lo.train()
+    with torch.no_grad():
+        base = li.get_base_layer()(x)
+        torch.manual_seed(3)
+        d_out = lo(x) - base
+        torch.manual_seed(3)
+        d_in = li(x) - base
+        li.eval()
+        full = li(x) - base
+    # output placement: every delta entry is either dropped (0) or the full delta scaled by 1/(1-p)
+    kept = d_out != 0
+    assert 0.2 < kept.float().mean() < 0.8
+    torch.testing.assert_close(d_out[kept], 2 * full[kept], rtol=1e-4, atol=1e-5)
+    # input placement mixes dropped inputs: its delta is not of that form
+    assert not torch.allclose(d_in[kept], 2 * full[kept], rtol=1e-3, atol=1e-4)
+    # in eval both placements are the identity
+    lo.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(lo(x) - base, full, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_position_defaults_to_input_and_round_trips(tmp_path):
+    assert MoReConfig(target_modules=["q_proj"]).dropout_position == "input"
+    cfg = MoReConfig(target_modules=["q_proj"], dropout=0.1, dropout_position="output")
+    get_peft_model(tiny_llama(), cfg).save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(tiny_llama(), tmp_path)
+    assert loaded.peft_config["default"].dropout_position == "output"
+
+
+@pytest.mark.parametrize("n,k,r,expected", [(64, 4, 1, 16), (26, 4, 1, 16), (17, 4, 1, 14), (65, 8, 1, 58)])
+def test_rank_when_nblocks_does_not_divide(n, k, r, expected):
+    """Rank of M reaches min(m, n, k*k*r) when k divides the sizes (and when padding leaves the last block
+    at least k*r real rows, n=26); a shorter last block caps it: n=17, k=4 gives blocks of 5, 5, 5, 2 real
+    inputs, so at most 4+4+4+2 = 14 < 16. The formula is in MoReConfig's docstring."""
+    from mad_models.monarch import monarch_factors_to_dense_pair, monarch_shapes
+
+    torch.manual_seed(0)
+    sh = monarch_shapes(n, n, k, r)
+    b1 = torch.randn(sh.blkdiag1, dtype=torch.float64)
+    b2 = torch.randn(sh.blkdiag2, dtype=torch.float64)
+    a, b = monarch_factors_to_dense_pair(b1, b2, n, n)
+    assert torch.linalg.matrix_rank(b @ a).item() == expected
+
+
+def test_more_train_cli_offers_the_dropout_position():
+    from mad_models.cli import _adapter_config, build_parser
+
+    argv = ["more", "train", "--base-model", "b", "--data", "d", "--out", "o", "--dropout", "0.1"]
+    cfg = _adapter_config(build_parser().parse_args([*argv, "--dropout-position", "output"]))
+    assert cfg.dropout_position == "output" and cfg.dropout == 0.1
+    assert _adapter_config(build_parser().parse_args(argv)).dropout_position == "input"

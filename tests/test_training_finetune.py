@@ -7,7 +7,7 @@ from tiny import tiny_bert_classifier, tiny_llama
 
 import mad_models  # noqa: F401  (registers MoRe with peft)
 from mad_models.more import MoReConfig
-from mad_models.more.search import default_target_sets, enumerate_candidates, search_more
+from mad_models.more.search import default_target_sets, enumerate_candidates, resolve_budget, search_more
 from mad_models.training import TrainArgs, read_log
 from mad_models.training.finetune import dataset_metrics, finetune_adapter
 from mad_models.training.text import ListDataset, pad_collate, prompt_answer_examples, token_blocks
@@ -88,17 +88,29 @@ def test_prompt_answer_examples_mask_the_prompt_and_pad():
         prompt_answer_examples(["a", "b"], ["c"], Tok())
 
 
-def test_enumerate_candidates_respects_budget_and_validity():
+def test_enumerate_candidates_share_one_budget_and_keep_every_target_set():
     base = tiny_llama()
     sets = default_target_sets(base)
     assert sets[0] == ("q_proj", "v_proj") and "down_proj" in sets[-1]
-    cands = enumerate_candidates(base, 0.5, lora_rank=8, target_sets=[("q_proj", "v_proj")])
-    assert cands and all(c.params <= 0.5 * c.lora_params for c in cands)
-    # q_proj is 64 -> 64 and v_proj 64 -> 32 (2 kv heads of 16): k * r <= min(ceil(64/k), ceil(32/k))
+    # q_proj is 64 -> 64 and v_proj 64 -> 32 (2 kv heads of 16), 2 layers: LoRA r=8 on q, v = 8*224*2
+    budget = resolve_budget(base, 1.0, lora_rank=8, lora_targets=["q_proj", "v_proj"])
+    assert budget.params == 3584 and "1 x LoRA r=8 on q_proj, v_proj (3,584)" in budget.description
+    two_sets = [("q_proj", "v_proj"), ("q_proj", "v_proj", "o_proj")]
+    cands = enumerate_candidates(base, budget, target_sets=two_sets)
+    # one limit for every target set (it used to be a share of LoRA on each candidate's own targets)
+    assert cands and all(c.params <= 3584 for c in cands)
+    assert any(len(c.target_modules) == 3 for c in cands)
     assert all(c.nblocks * c.block_rank <= -(-32 // c.nblocks) for c in cands)
     assert [c.params for c in cands] == sorted((c.params for c in cands), reverse=True)
+    capped = enumerate_candidates(base, budget, target_sets=two_sets, max_per_target_set=1)
+    assert {c.target_modules for c in capped} == set(two_sets)  # the cap never drops a whole set
     absolute = enumerate_candidates(base, 1000, target_sets=[("q_proj", "v_proj")])
     assert absolute and max(c.params for c in absolute) <= 1000
+    assert resolve_budget(base, 1000).description == "1,000 trainable parameters (absolute)"
+    with pytest.raises(ValueError, match=r"under one LoRA rank.*has 448 parameters.*write a fraction"):
+        resolve_budget(base, 1)  # one parameter, not "100% of LoRA"
+    with pytest.raises(ValueError, match="under one LoRA rank"):
+        resolve_budget(base, 0.01, lora_rank=8)
     with pytest.raises(ValueError, match="budget must be > 0"):
         enumerate_candidates(base, 0)
     with pytest.raises(TypeError, match="budget must be an int"):
@@ -107,38 +119,59 @@ def test_enumerate_candidates_respects_budget_and_validity():
         enumerate_candidates(base, 0.5, target_sets=[("nope",)])
 
 
-def test_search_more_ranks_and_leaves_base_untouched(tmp_path):
+def _study(path):
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{path}")
+    return optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{path}")
+
+
+def test_search_more_tunes_each_lr_with_successive_halving_and_reports_lora(tmp_path):
+    import optuna
+
     base = tiny_llama()
     before = {k: v.clone() for k, v in base.state_dict().items()}
     data = _lm_data(600)
     kw = dict(
-        budget=0.5,
+        budget=1.0,
+        lora_rank=2,
+        nblocks=(1, 2),
+        block_ranks=(1,),
         steps=4,
-        max_candidates=3,
+        lrs=[1e-3, 3e-2],
+        min_resource=2,
+        reduction_factor=2,
+        seeds=2,
         target_sets=[("q_proj", "v_proj"), ("q_proj", "v_proj", "o_proj")],
         output_dir=tmp_path,
         progress=False,
         batch_size=8,
-        lr=1e-2,
     )
     table = search_more(base, data, data, **kw)
-    assert len(table.rows) == 3
-    metrics = [r["metric"] for r in table.rows]
-    assert metrics == sorted(metrics)  # loss: lower first
-    for r in table.rows:
-        assert r["trainable_params"] == r["params"] and r["pct_of_lora"] <= 50.0 and r["time"] > 0
+    # limit 2 * 224 * 2 = 896: k1r1 (448) and k2r1 (896) on q, v; k1r1 on q, v, o (704); and LoRA r=2
+    assert sorted(r["label"] for r in table.rows) == sorted(
+        ["LoRA r=2 (baseline)", "MoRe k=1 r=1 (= LoRA r=1)", "MoRe k=2 r=1", "MoRe k=1 r=1 (= LoRA r=1)"]
+    )
+    assert {len(r["target_modules"]) for r in table.rows} == {2, 3}
+    assert all(r["lr"] in (1e-3, 3e-2) for r in table.rows)
+    finished = [r for r in table.rows if not r["pruned_at"]]
+    assert finished and all(r["n_seeds"] == 2 and r["min"] <= r["mean"] <= r["max"] for r in finished)
+    means = [r["mean"] for r in finished]
+    assert means == sorted(means)  # loss: lower first
     md = table.to_markdown()
-    assert "% of LoRA r=8" in md and md.count("\n") == 4
+    assert md.startswith("Budget: 1 x LoRA r=2 on q_proj, v_proj (896) = 896 trainable parameters.")
+    assert "SuccessiveHalvingPruner" in md and "| seed range |" in md and "won with eval_loss" in md
+    # one Optuna study: every (candidate, lr) pair finished, complete or pruned by successive halving
+    study = _study(tmp_path / "search.db")
+    states = [t.state for t in study.trials]
+    assert len(states) == 4 * 2 and all(
+        s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states
+    )
     assert base.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     assert all(p.requires_grad for p in base.parameters())
-    # a re-run reuses the stored results instead of training again
+    # a re-run reuses the study and the seed runs instead of training again
     again = search_more(base, data, data, **kw)
-    assert again.rows == table.rows
-    longer = search_more(base, data, data, **{**kw, "steps": 5})  # trained differently: not reused
-    assert all(r["run"]["steps"] == 5 for r in longer.rows)
-    lines = (tmp_path / "results.jsonl").read_text().count("\n")
-    search_more(base, _lm_data(480), data, **kw)  # other training data: trained again, not reused
-    assert (tmp_path / "results.jsonl").read_text().count("\n") == lines + 3
-    with pytest.raises(ValueError, match="no MoRe configuration fits"):
+    assert again.rows == table.rows and len(_study(tmp_path / "search.db").trials) == 8
+    with pytest.raises(ValueError, match="under one LoRA rank"):
         search_more(base, data, data, budget=5, output_dir=tmp_path / "x", progress=False)

@@ -23,6 +23,14 @@ class MoReConfig(PeftConfig):
     ``nblocks * block_rank``, but ``M`` can reach rank ``min(m, n, nblocks**2 * block_rank)``.
     ``nblocks=1`` is exactly LoRA at rank ``block_rank``.
 
+    When ``nblocks`` does not divide ``n`` (or ``m``), inputs are zero-padded to ``k*p`` with
+    ``p = ceil(n/k)``: the factors store ``k*r*(k*p + k*s)`` numbers (the padded rows never touch real data),
+    and the last block holds only ``n - (k-1)*p`` real inputs. Since ``M = B P A`` with block-diagonal ``A``,
+    ``rank(M) <= sum over blocks of min(real inputs, k*r)``, i.e.
+    ``(k-1)*k*r + min(n - (k-1)*p, k*r)`` (likewise for outputs): the full ``min(m, n, k**2 * r)`` holds
+    whenever the last block keeps at least ``k*r`` real rows (n=26, k=4: blocks 7,7,7,5 -> 16), and drops
+    below when it does not (n=17, k=4, r=1: blocks 5,5,5,2 -> at most 14, not 16).
+
     Args:
         nblocks: number of blocks ``k`` in each factor (>= 1). The paper's default is 4.
         block_rank: rank ``r`` between every pair of blocks (>= 1); each block is ``k*r`` wide. The paper's
@@ -30,7 +38,10 @@ class MoReConfig(PeftConfig):
         target_modules: module names (list: exact name or suffix match; str: regex) to adapt, or
             ``"all-linear"``. ``None`` uses LoRA's default targets for known architectures.
         exclude_modules: module names or regex not to adapt.
-        dropout: dropout on the adapter's input.
+        dropout: dropout probability inside the adapter (training only).
+        dropout_position: ``"input"`` (default; as LoRA, ``M @ dropout(x)``) or ``"output"`` (as the MoRe
+            reference code, ``dropout(M @ x)``). The default stays ``"input"`` so that adapters saved before
+            this option existed train on exactly as before; pass ``"output"`` to follow the paper's code.
         scale: multiplier of the adapter's output (``alpha / (k*r)`` in LoRA's spirit).
         init_weights: ``True`` (default): ``blkdiag1`` Kaiming-uniform per block, ``blkdiag2`` zeros, so the
             adapted model starts equal to the base. ``False``: both random (tests, debugging).
@@ -55,7 +66,13 @@ class MoReConfig(PeftConfig):
     exclude_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Module names or regex to exclude."}
     )
-    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout probability inside the adapter."})
+    dropout_position: str = field(
+        default="input",
+        metadata={
+            "help": "'input' (as LoRA: M @ dropout(x)) or 'output' (as the reference: dropout(M @ x))."
+        },
+    )
     scale: float = field(default=1.0, metadata={"help": "Multiplier of the adapter output."})
     init_weights: bool = field(
         default=True,
@@ -80,6 +97,14 @@ class MoReConfig(PeftConfig):
                 raise TypeError(f"MoReConfig.{name} must be an int, got {value!r}")
             if value < 1:
                 raise ValueError(f"MoReConfig.{name} must be >= 1, got {value}")
+        for name in ("dropout", "scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"MoReConfig.{name} must be a number, got {value!r} ({type(value).__name__})")
+        if self.dropout_position not in ("input", "output"):
+            raise ValueError(
+                f"MoReConfig.dropout_position must be 'input' or 'output', got {self.dropout_position!r}"
+            )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"MoReConfig.dropout must be in [0, 1), got {self.dropout}")
         if not math.isfinite(float(self.scale)):
@@ -90,6 +115,13 @@ class MoReConfig(PeftConfig):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):
             self.exclude_modules = set(self.exclude_modules)
+        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
+            # as LoRA: a regex already says which layers; layers_to_transform would be silently ignored
+            raise ValueError(
+                "MoReConfig.layers_to_transform cannot be used when target_modules is a str (regex)"
+            )
+        if isinstance(self.target_modules, str) and self.layers_pattern is not None:
+            raise ValueError("MoReConfig.layers_pattern cannot be used when target_modules is a str (regex)")
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("MoReConfig.layers_pattern only makes sense together with layers_to_transform")
 

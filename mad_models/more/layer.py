@@ -30,7 +30,13 @@ class MoReLayer(BaseTunerLayer):
     """Holds the MoRe factors of every named adapter for one base layer."""
 
     adapter_layer_names: tuple[str, ...] = ("more_blkdiag1", "more_blkdiag2")
-    other_param_names: tuple[str, ...] = ("nblocks", "block_rank", "scale", "more_dropout")
+    other_param_names: tuple[str, ...] = (
+        "nblocks",
+        "block_rank",
+        "scale",
+        "more_dropout",
+        "dropout_position",
+    )
 
     def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
         self.base_layer = base_layer
@@ -47,6 +53,7 @@ class MoReLayer(BaseTunerLayer):
         self.nblocks: dict[str, int] = {}
         self.block_rank: dict[str, int] = {}
         self.scale: dict[str, float] = {}
+        self.dropout_position: dict[str, str] = {}  # "input" (as LoRA) or "output" (as the reference)
         self.more_dropout = nn.ModuleDict({})
         self.more_blkdiag1 = nn.ParameterDict({})  # (k, k*r, p) per adapter
         self.more_blkdiag2 = nn.ParameterDict({})  # (k, s, k*r) per adapter
@@ -62,6 +69,7 @@ class MoReLayer(BaseTunerLayer):
         self.nblocks[adapter_name] = config.nblocks
         self.block_rank[adapter_name] = config.block_rank
         self.scale[adapter_name] = float(config.scale)
+        self.dropout_position[adapter_name] = getattr(config, "dropout_position", "input")
         self.more_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.more_blkdiag1[adapter_name] = nn.Parameter(torch.empty(shapes.blkdiag1))
         self.more_blkdiag2[adapter_name] = nn.Parameter(torch.empty(shapes.blkdiag2))
@@ -173,8 +181,20 @@ class Linear(nn.Module, MoReLayer):
             if active_adapter not in self.more_blkdiag1:
                 continue
             b1, b2 = self.more_blkdiag1[active_adapter], self.more_blkdiag2[active_adapter]
-            xa = self._cast_input_dtype(self.more_dropout[active_adapter](x), b1.dtype)  # (..., n)
-            if result.dtype == b1.dtype:
+            dropout = self.more_dropout[active_adapter]
+            # the reference's placement, dropout(M x): only unfused while dropout is active
+            drop_output = (
+                self.dropout_position.get(active_adapter) == "output"
+                and isinstance(dropout, nn.Dropout)
+                and dropout.training
+            )
+            xa = self._cast_input_dtype(x if drop_output else dropout(x), b1.dtype)  # (..., n)
+            if drop_output:
+                delta = dropout(
+                    monarch_linear(xa, b1, b2, self.out_features, alpha=self.scale[active_adapter])
+                )
+                result = result + delta.to(result.dtype)
+            elif result.dtype == b1.dtype:
                 # fused: result + scale * (x @ M.T) in one addmm
                 result = monarch_linear(
                     xa, b1, b2, self.out_features, residual=result, alpha=self.scale[active_adapter]

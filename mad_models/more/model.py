@@ -106,9 +106,15 @@ class MoReModel(BaseTuner):
         state_dict = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         # torch's own size-mismatch error comes late and names no cause; say plainly that the base differs
         own = model.state_dict()
-        mismatched, missing = [], []
+        k, width = config.nblocks, config.nblocks * config.block_rank
+        mismatched, missing, inconsistent = [], [], []
         for key, value in state_dict.items():
             if f".{cls.prefix}blkdiag" not in key:
+                continue
+            # blkdiag1 is (k, k*r, p), blkdiag2 (k, s, k*r): k and k*r come from the config alone
+            blocks = tuple(value.shape[:2]) if ".more_blkdiag1" in key else (value.shape[0], value.shape[-1])
+            if value.dim() != 3 or blocks != (k, width):
+                inconsistent.append(f"{key}: {tuple(value.shape)}")
                 continue
             if key not in own and key.removeprefix("base_model.model.") not in own:
                 missing.append(key)
@@ -116,12 +122,21 @@ class MoReModel(BaseTuner):
             target = own[key] if key in own else own[key.removeprefix("base_model.model.")]
             if tuple(target.shape) != tuple(value.shape):
                 mismatched.append(f"{key}: adapter {tuple(value.shape)} vs this model {tuple(target.shape)}")
+        if inconsistent:
+            raise ValueError(
+                f"The MoRe adapter '{adapter_name}' is broken: its own config (nblocks={k}, "
+                f"block_rank={config.block_rank}, so blocks of (k={k}, k*r={width}) in both factors) "
+                f"disagrees with its saved tensors, whatever the base model; {len(inconsistent)} tensors "
+                "differ, e.g.:\n  "
+                + "\n  ".join(inconsistent[:5])
+                + "\nThe adapter_config.json was edited or belongs to other weights: save the adapter again."
+            )
         if mismatched or missing:
             lines = mismatched[:5] + [f"{k}: no such module in this model" for k in missing[:5]]
             raise ValueError(
                 f"The MoRe adapter '{adapter_name}' was saved for a base model with other layer shapes "
-                f"(base_model_name_or_path={config.base_model_name_or_path!r}); {len(mismatched)} tensors "
-                f"differ "
-                f"in shape and {len(missing)} have no matching module, e.g.:\n  " + "\n  ".join(lines)
+                f"(base_model_name_or_path={config.base_model_name_or_path!r}); its config and tensors "
+                f"agree, but {len(mismatched)} tensors differ in shape from this model's layers and "
+                f"{len(missing)} have no matching module, e.g.:\n  " + "\n  ".join(lines)
             )
         return state_dict

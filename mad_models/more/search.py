@@ -2,7 +2,8 @@
 
 Example:
     >>> from mad_models.more.search import search_more
-    >>> table = search_more(base, train, val, budget=0.5, lora_rank=8, steps=50)  # doctest: +SKIP
+    >>> table = search_more(base, train, val, budget=1.0, lora_rank=8, lora_targets=["q_proj", "v_proj"],
+    ...                     steps=50, lrs=[1e-4, 1e-3, 1e-2])  # doctest: +SKIP
     >>> print(table.to_markdown())  # doctest: +SKIP
 """
 
@@ -14,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import peft
@@ -32,46 +33,96 @@ _ATTN = re.compile(r"(q_proj|k_proj|v_proj|o_proj|query|key|value|c_attn|query_k
 
 
 @dataclass
+class Budget:
+    """One parameter budget for every candidate: ``params`` is the limit, ``description`` says where it
+    comes from (an absolute count, or a fraction of LoRA at a named rank on named targets)."""
+
+    params: int
+    description: str
+
+
+@dataclass
 class Candidate:
     nblocks: int
     block_rank: int
     target_modules: tuple[str, ...]
     params: int
-    lora_params: int
-
-    @property
-    def pct_of_lora(self) -> float:
-        return 100.0 * self.params / self.lora_params
+    method: str = "more"  # "more", or "lora" for the baseline row
 
     def key(self) -> str:
+        if self.method == "lora":
+            return f"lora-r{self.block_rank}-{'+'.join(self.target_modules)}"
         return f"k{self.nblocks}-r{self.block_rank}-{'+'.join(self.target_modules)}"
+
+    def label(self) -> str:
+        if self.method == "lora":
+            return f"LoRA r={self.block_rank} (baseline)"
+        if self.nblocks == 1:
+            return f"MoRe k=1 r={self.block_rank} (= LoRA r={self.block_rank})"
+        return f"MoRe k={self.nblocks} r={self.block_rank}"
+
+    def peft_config(self):
+        if self.method == "lora":
+            from peft import LoraConfig
+
+            r = self.block_rank
+            return LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(self.target_modules))
+        return MoReConfig(
+            nblocks=self.nblocks, block_rank=self.block_rank, target_modules=list(self.target_modules)
+        )
 
 
 @dataclass
 class SearchTable:
-    """Ranked results: one row per candidate, best first (``higher_is_better`` says how)."""
+    """Ranked results: one row per candidate (best first), plus the budget and how lrs were chosen."""
 
     rows: list[dict] = field(default_factory=list)
     metric: str = "eval_loss"
     higher_is_better: bool = False
-    lora_rank: int = 8
+    budget: str = ""
+    how: str = ""
 
     def best(self) -> dict:
         if not self.rows:
             raise ValueError("the search produced no results")
-        return self.rows[0]
+        return next((r for r in self.rows if r["method"] == "more" and not r["pruned_at"]), self.rows[0])
+
+    def why(self) -> str:
+        """One sentence on why the winner won, against the runner-up and the seed spread."""
+        done = [r for r in self.rows if not r["pruned_at"]]
+        if not done:
+            return "Every candidate was pruned before the last step: no winner."
+        win = done[0]
+        runner = next((r for r in done[1:]), None)
+        text = (
+            f"{win['label']} on {', '.join(win['target_modules'])} won with {self.metric} {win['mean']:.4f}"
+        )
+        text += f" at its own lr {win['lr']:g}"
+        if runner is None:
+            return text + " (the only candidate that reached the last step)."
+        gap = abs(win["mean"] - runner["mean"])
+        spread = max(win["spread"], runner["spread"])
+        text += f", {gap:.4f} ahead of {runner['label']} on {', '.join(runner['target_modules'])}"
+        if spread and gap <= spread:
+            return text + f", a gap within the seed spread ({spread:.4f}): the two are not told apart."
+        return text + (f", a gap larger than the seed spread ({spread:.4f})." if spread else ".")
 
     def to_markdown(self) -> str:
-        head = (
-            f"| rank | nblocks | block_rank | targets | params | % of LoRA r={self.lora_rank} | "
-            f"{self.metric} | time (s) |"
-        )
-        lines = [head, "|---:|---:|---:|---|---:|---:|---:|---:|"]
+        better = "higher" if self.higher_is_better else "lower"
+        lines = [
+            f"Budget: {self.budget}. {self.how} Metric: {self.metric} ({better} is better), mean over seeds.",
+            "",
+            f"| rank | adapter | targets | params | lr | {self.metric} | seed range | note |",
+            "|---:|---|---|---:|---:|---:|---:|---|",
+        ]
         for i, r in enumerate(self.rows, 1):
+            rng = f"{r['min']:.4f}-{r['max']:.4f}" if r["n_seeds"] > 1 else "1 seed"
+            note = f"pruned at step {r['pruned_at']}" if r["pruned_at"] else r.get("note", "")
             lines.append(
-                f"| {i} | {r['nblocks']} | {r['block_rank']} | {', '.join(r['target_modules'])} | "
-                f"{r['params']:,} | {r['pct_of_lora']:.1f}% | {r['metric']:.4f} | {r['time']:.1f} |"
+                f"| {i} | {r['label']} | {', '.join(r['target_modules'])} | {r['params']:,} | {r['lr']:g} | "
+                f"{r['mean']:.4f} | {rng} | {note} |"
             )
+        lines += ["", self.why()]
         return "\n".join(lines)
 
 
@@ -113,42 +164,94 @@ def _targeted(shapes: dict[str, tuple[int, int]], targets: Sequence[str]) -> lis
     return picked
 
 
-def enumerate_candidates(
+def _lora_count(shapes: dict[str, tuple[int, int]], targets: Sequence[str], rank: int) -> int:
+    return sum(rank * (i + o) for i, o in _targeted(shapes, targets))
+
+
+def resolve_budget(
     model: nn.Module,
     budget: int | float,
     *,
     lora_rank: int = 8,
-    nblocks: Sequence[int] = (1, 2, 4, 8, 16),
-    block_ranks: Sequence[int] = (1, 2, 4, 8),
+    lora_targets: Sequence[str] | None = None,
     target_sets: Sequence[Sequence[str]] | None = None,
-) -> list[Candidate]:
-    """Every (nblocks, block_rank, target set) that is valid for all targeted layers and fits the budget.
+) -> Budget:
+    """One limit for all candidates. An int is an absolute parameter count; a float is a fraction of LoRA
+    at rank ``lora_rank`` on ``lora_targets`` (default: the first default target set, e.g. q and v).
 
-    ``budget``: an int is an absolute number of trainable parameters; a float is a fraction of LoRA at
-    rank ``lora_rank`` on the same targets (``0.5`` = half of LoRA r=8's count). Sorted by params,
-    largest first.
+    A budget under one LoRA rank (rank 1 on the smallest target set, the smallest adapter there is) is an
+    error that says so, so ``budget=1`` (one parameter) never passes silently for "100% of LoRA".
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise TypeError(f"budget must be an int (parameters) or a float (fraction of LoRA), got {budget!r}")
-    if budget <= 0:
+    if not budget > 0:
         raise ValueError(f"budget must be > 0, got {budget}")
-    if lora_rank < 1:
-        raise ValueError(f"lora_rank must be >= 1, got {lora_rank}")
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1:
+        raise ValueError(f"lora_rank must be an int >= 1, got {lora_rank!r}")
+    shapes = linear_modules(model)
+    sets = [tuple(s) for s in target_sets] if target_sets is not None else default_target_sets(model)
+    ref = tuple(lora_targets) if lora_targets else sets[0]
+    if isinstance(budget, int):
+        limit, text = budget, f"{budget:,} trainable parameters (absolute)"
+    else:
+        lora = _lora_count(shapes, ref, lora_rank)
+        limit = int(budget * lora)
+        text = (
+            f"{budget:g} x LoRA r={lora_rank} on {', '.join(ref)} ({lora:,}) = {limit:,} trainable parameters"
+        )
+    smallest_set = min(sets, key=lambda s: _lora_count(shapes, s, 1))
+    one_rank = _lora_count(shapes, smallest_set, 1)
+    if limit < one_rank:
+        hint = (
+            f" An integer budget is a parameter count: for a share of LoRA r={lora_rank} write a fraction "
+            f"such as 1.0 or 0.5."
+            if isinstance(budget, int)
+            else ""
+        )
+        raise ValueError(
+            f"budget {text} is under one LoRA rank: the smallest adapter here, rank 1 on "
+            f"{', '.join(smallest_set)}, has {one_rank:,} parameters.{hint}"
+        )
+    return Budget(limit, text)
+
+
+def enumerate_candidates(
+    model: nn.Module,
+    budget: Budget | int | float,
+    *,
+    lora_rank: int = 8,
+    lora_targets: Sequence[str] | None = None,
+    nblocks: Sequence[int] = (1, 2, 4, 8, 16),
+    block_ranks: Sequence[int] = (1, 2, 4, 8),
+    target_sets: Sequence[Sequence[str]] | None = None,
+    max_per_target_set: int | None = None,
+) -> list[Candidate]:
+    """Every (target set, nblocks, block_rank) valid for all targeted layers and within the one budget.
+
+    ``max_per_target_set`` keeps the largest few of *each* target set (a cap never drops a whole target
+    set). Sorted by params, largest first.
+    """
+    if not isinstance(budget, Budget):
+        budget = resolve_budget(
+            model, budget, lora_rank=lora_rank, lora_targets=lora_targets, target_sets=target_sets
+        )
     shapes = linear_modules(model)
     sets = [tuple(s) for s in target_sets] if target_sets is not None else default_target_sets(model)
     found = []
-    for targets, k, r in itertools.product(sets, nblocks, block_ranks):
+    for targets in sets:
         layers = _targeted(shapes, targets)
-        try:
-            for i, o in layers:
-                monarch_shapes(i, o, k, r)
-        except ValueError:
-            continue  # the block rank is too large for some layer at this k
-        params = sum(monarch_param_count(i, o, k, r) for i, o in layers)
-        lora = sum(lora_rank * (i + o) for i, o in layers)
-        limit = budget if isinstance(budget, int) else budget * lora
-        if params <= limit:
-            found.append(Candidate(k, r, targets, params, lora))
+        here = []
+        for k, r in itertools.product(nblocks, block_ranks):
+            try:
+                for i, o in layers:
+                    monarch_shapes(i, o, k, r)
+            except ValueError:
+                continue  # the block rank is too large for some layer at this k
+            params = sum(monarch_param_count(i, o, k, r) for i, o in layers)
+            if params <= budget.params:
+                here.append(Candidate(k, r, targets, params))
+        here.sort(key=lambda c: (-c.params, c.nblocks, c.block_rank))
+        found += here[:max_per_target_set] if max_per_target_set else here
     return sorted(found, key=lambda c: (-c.params, c.nblocks, c.block_rank))
 
 
@@ -173,12 +276,16 @@ def search_more(
     budget: int | float,
     *,
     lora_rank: int = 8,
+    lora_targets: Sequence[str] | None = None,
     nblocks: Sequence[int] = (1, 2, 4, 8, 16),
     block_ranks: Sequence[int] = (1, 2, 4, 8),
     target_sets: Sequence[Sequence[str]] | None = None,
-    max_candidates: int | None = 8,
+    max_candidates: int | None = 3,
     steps: int = 50,
-    lr: float = 1e-3,
+    lrs: Sequence[float] = (1e-4, 1e-3, 1e-2),
+    min_resource: int | None = None,
+    reduction_factor: int = 3,
+    seeds: int = 2,
     batch_size: int = 8,
     output_dir: str | Path = "more-search",
     metric_fn: Callable[[nn.Module], float] | None = None,
@@ -187,96 +294,225 @@ def search_more(
     seed: int = 0,
     progress: bool = True,
 ) -> SearchTable:
-    """Train each feasible MoRe configuration briefly on ``train`` and rank them on ``val``.
+    """Search MoRe configurations (target set, nblocks, block_rank) under one parameter budget, each with
+    its own lr, against a LoRA baseline; rank them on ``val``.
 
-    ``model`` is the base model (adapters are injected, trained and removed again, so it is left as
-    it was). ``train`` / ``val`` are datasets as ``finetune_adapter`` takes them. The metric is the
-    validation loss (lower is better) unless ``metric_fn(peft_model) -> float`` is given (higher is
-    better by default, e.g. exact match). Results are appended to ``output_dir/results.jsonl``, so a
-    re-run skips candidates that are already done.
+    - ``budget``: an int is a parameter count; a float a fraction of LoRA r=``lora_rank`` on ``lora_targets``
+      (:func:`resolve_budget`). ``max_candidates`` caps the candidates *per target set*.
+    - One Optuna study over (candidate, lr) pairs, ``lr`` from the grid ``lrs``: a GridSampler with
+      ``optuna.pruners.SuccessiveHalvingPruner`` (rungs every ``min_resource`` steps, default ``steps // 9``),
+      so weak (candidate, lr) pairs stop early. The LoRA baseline (rank ``lora_rank`` on ``lora_targets``)
+      is in the same study.
+    - Each candidate keeps its best lr; those that reached the last step are trained again at it with
+      ``seeds - 1`` more seeds (mean and range reported).
+    - The metric is the validation loss (lower is better) unless ``metric_fn(peft_model) -> float`` is given
+      (higher is better by default, e.g. exact match).
+
+    Everything lives in ``output_dir`` (an Optuna SQLite study named by the run's settings and data, and
+    ``results.jsonl`` for the seed runs), so a re-run resumes, and other settings start a separate study.
+    ``model`` is left as it was (adapters are injected, trained and unloaded).
     """
+    import optuna
+
     from mad_models.training.finetune import dataset_metrics, finetune_adapter
     from mad_models.training.loop import TrainArgs
 
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if steps < 1 or seeds < 1:
+        raise ValueError(f"steps and seeds must be >= 1, got {steps}, {seeds}")
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ValueError(f"lrs must be a non-empty list of positive numbers, got {list(lrs)}")
+    rung = min_resource or max(1, steps // reduction_factor**2)
+    budget_obj = resolve_budget(
+        model, budget, lora_rank=lora_rank, lora_targets=lora_targets, target_sets=target_sets
+    )
     cands = enumerate_candidates(
-        model, budget, lora_rank=lora_rank, nblocks=nblocks, block_ranks=block_ranks, target_sets=target_sets
+        model,
+        budget_obj,
+        nblocks=nblocks,
+        block_ranks=block_ranks,
+        target_sets=target_sets,
+        max_per_target_set=max_candidates,
     )
     if not cands:
         raise ValueError(
-            f"no MoRe configuration fits the budget {budget!r} (smallest possible needs nblocks/block_rank "
-            "combinations that divide the layers; raise the budget or add nblocks / block_ranks values)"
+            f"no MoRe configuration fits the budget ({budget_obj.description}): nblocks x block_rank must "
+            "divide the layers; raise the budget or add nblocks / block_ranks values"
         )
-    if max_candidates is not None:
-        cands = cands[:max_candidates]
+    shapes = linear_modules(model)
+    sets = [tuple(s) for s in target_sets] if target_sets is not None else default_target_sets(model)
+    ref_targets = tuple(lora_targets) if lora_targets else sets[0]
+    lora = Candidate(1, lora_rank, ref_targets, _lora_count(shapes, ref_targets, lora_rank), method="lora")
+    by_key = {c.key(): c for c in [lora, *cands]}
     if higher_is_better is None:
         higher_is_better = metric_fn is not None
     metric_name = metric_name or ("metric" if metric_fn is not None else "eval_loss")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.jsonl"
-    # rows are reused only for the same candidate trained the same way
-    run = {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "metric_name": metric_name}
-    run["data"] = _fingerprint(model, train, val)  # the same model and data, too
-    done = {}
-    if results_path.exists():
-        for line in results_path.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("run") == run:
-                done[row["key"]] = row
-    rows = []
+    run = {
+        "steps": steps,
+        "lrs": [float(x) for x in lrs],
+        "rung": rung,
+        "reduction_factor": reduction_factor,
+        "batch_size": batch_size,
+        "seed": seed,
+        "metric_name": metric_name,
+        "candidates": sorted(by_key),
+        "data": _fingerprint(model, train, val),  # the same model and data, too
+    }
+    run_id = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:12]
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    for cand in cands:
-        if cand.key() in done:
-            rows.append(done[cand.key()])
-            continue
-        torch.manual_seed(seed)
-        cfg = MoReConfig(
-            nblocks=cand.nblocks, block_rank=cand.block_rank, target_modules=list(cand.target_modules)
-        )
-        pm = peft.get_peft_model(model, cfg)
-        trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
-        t0 = time.perf_counter()
+
+    def evaluate(pm) -> float:
+        if metric_fn is not None:
+            return float(metric_fn(pm))
+        return dataset_metrics(pm, val, batch_size)["loss"]
+
+    def train_once(cand: Candidate, lr: float, run_seed: int, trial=None) -> float:
+        where = out / run_id / f"{cand.key()}-lr{lr:g}-s{run_seed}"
+        torch.manual_seed(run_seed)
+        pm = peft.get_peft_model(model, cand.peft_config())
+        reported = {"step": 0}
+
+        def eval_fn(m):
+            value = evaluate(m)
+            reported["step"] += rung
+            if trial is not None and reported["step"] < steps:
+                trial.report(value, reported["step"])
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            return {"metric": value}
+
         try:
-            finetune_adapter(
+            res = finetune_adapter(
                 pm,
                 train,
                 TrainArgs(
-                    str(out / cand.key()),
+                    str(where),
                     max_steps=steps,
                     lr=lr,
                     batch_size=batch_size,
-                    seed=seed,
-                    save_every=steps,
-                    log_every=max(1, steps // 5),
+                    seed=run_seed,
+                    save_every=rung,
+                    log_every=rung,
+                    eval_every=rung if trial is not None else None,
                     keep_checkpoints=1,
-                    resume=False,
+                    resume=False,  # a pruned or interrupted trial starts over: its rungs must be re-reported
                     progress=progress,
                     save_final=False,
                 ),
+                eval_fn=eval_fn if trial is not None else lambda m: {"metric": evaluate(m)},
             )
-            elapsed = time.perf_counter() - t0
-            if metric_fn is not None:
-                value = float(metric_fn(pm))
-            else:
-                value = dataset_metrics(pm, val, batch_size)["loss"]
+            return float(res["eval_metric"])
         finally:
             pm.unload()  # removes the adapter layers, leaving the base model's own modules
             for n, p in model.named_parameters():
                 p.requires_grad_(flags[n])
-        row = {
-            "key": cand.key(),
-            **{k: v for k, v in asdict(cand).items() if k != "lora_params"},
-            "target_modules": list(cand.target_modules),
-            "trainable_params": trainable,
-            "pct_of_lora": cand.pct_of_lora,
-            "metric": value,
-            "time": elapsed,
-            "run": run,
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=run_id,
+        storage=f"sqlite:///{out / 'search.db'}",
+        load_if_exists=True,
+        direction="maximize" if higher_is_better else "minimize",
+        sampler=optuna.samplers.GridSampler(
+            {"candidate": sorted(by_key), "lr": [float(x) for x in lrs]}, seed=seed
+        ),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=rung, reduction_factor=reduction_factor),
+    )
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # cut short by an interruption: again
+        study.enqueue_trial(dict(t.params))
+
+    def objective(trial: optuna.Trial) -> float:
+        key = trial.suggest_categorical("candidate", sorted(by_key))
+        lr = trial.suggest_categorical("lr", [float(x) for x in lrs])
+        t0 = time.perf_counter()
+        value = train_once(by_key[key], lr, seed, trial)
+        trial.set_user_attr("time", time.perf_counter() - t0)
+        return value
+
+    grid = {(k, float(lr)) for k in by_key for lr in lrs}
+    while True:
+        finished = {
+            (t.params["candidate"], t.params["lr"])
+            for t in study.trials
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         }
-        with results_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        rows.append(row)
-    rows.sort(key=lambda r: -r["metric"] if higher_is_better else r["metric"])
-    return SearchTable(rows=rows, metric=metric_name, higher_is_better=higher_is_better, lora_rank=lora_rank)
+        if grid <= finished:
+            break
+        study.optimize(objective, n_trials=1)
+
+    # the seed runs: stored per (run, candidate, lr, seed)
+    results_path = out / "results.jsonl"
+    done = {}
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["run_id"], row["key"], row["lr"], row["seed"])] = row["metric"]
+    sign = -1.0 if higher_is_better else 1.0
+    rows = []
+    for key, cand in by_key.items():
+        trials = [t for t in study.trials if t.params.get("candidate") == key]
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if complete:
+            best = min(complete, key=lambda t: sign * t.value)
+            values, pruned_at = [best.value], None
+            for s in range(seed + 1, seed + seeds):
+                k = (run_id, key, best.params["lr"], s)
+                if k not in done:
+                    done[k] = train_once(cand, best.params["lr"], s)
+                    with results_path.open("a") as f:
+                        f.write(
+                            json.dumps(
+                                dict(zip(("run_id", "key", "lr", "seed"), k, strict=True))
+                                | {"metric": done[k]}
+                            )
+                            + "\n"
+                        )
+                values.append(done[k])
+        else:  # every lr pruned: show how far the best one got
+            pruned = [t for t in trials if t.intermediate_values]
+            best = max(
+                pruned,
+                key=lambda t: (
+                    max(t.intermediate_values),
+                    -sign * t.intermediate_values[max(t.intermediate_values)],
+                ),
+            )
+            pruned_at = max(best.intermediate_values)
+            values = [best.intermediate_values[pruned_at]]
+        rows.append(
+            {
+                "key": key,
+                "method": cand.method,
+                "label": cand.label(),
+                "nblocks": cand.nblocks,
+                "block_rank": cand.block_rank,
+                "target_modules": list(cand.target_modules),
+                "params": cand.params,
+                "lr": best.params["lr"],
+                "mean": sum(values) / len(values),
+                "min": min(values),
+                "max": max(values),
+                "spread": max(values) - min(values),
+                "n_seeds": len(values),
+                "pruned_at": pruned_at,
+                "note": "outside the budget"
+                if cand.method == "lora" and cand.params > budget_obj.params
+                else "",
+            }
+        )
+    rows.sort(key=lambda r: (r["pruned_at"] is not None, -(r["pruned_at"] or 0), sign * r["mean"]))
+    how = (
+        f"Each candidate's lr from {[float(x) for x in lrs]} by Optuna (GridSampler over candidate x lr, "
+        f"SuccessiveHalvingPruner: rungs every {rung} of {steps} steps, reduction factor "
+        f"{reduction_factor}); "
+        f"{seeds} seed(s) at the chosen lr."
+    )
+    return SearchTable(
+        rows=rows,
+        metric=metric_name,
+        higher_is_better=higher_is_better,
+        budget=budget_obj.description,
+        how=how,
+    )

@@ -53,11 +53,19 @@ def text_blocks(texts: Sequence[str], tokenizer, block_size: int) -> ListDataset
 
 
 def prompt_answer_examples(
-    prompts: Sequence[str], answers: Sequence[str], tokenizer, max_len: int = 128
+    prompts: Sequence[str], answers: Sequence[str], tokenizer, max_len: int = 128, *, chat: bool = False
 ) -> ListDataset:
-    """Causal-LM examples scored only on the answer (and EOS): labels -100 on the prompt."""
+    """Causal-LM examples scored only on the answer (and EOS): labels -100 on the prompt.
+
+    ``chat=True`` wraps each prompt in the tokenizer's chat template as the user turn (what
+    ``mad_models.training.exact_match`` shows the model at evaluation), so train and eval formats agree.
+    """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    if chat:
+        from mad_models.training.exact_match import chat_prompt
+
+        prompts = [chat_prompt(tokenizer, p) for p in prompts]
     items = []
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for p, a in zip(prompts, answers, strict=True):
@@ -93,7 +101,11 @@ def pad_collate(pad_id: int = 0):
 def exact_match(
     model, tokenizer, prompts: Sequence[str], answers: Sequence[str], *, max_new_tokens: int = 16
 ) -> float:
-    """Fraction of prompts whose greedy continuation (up to EOS / newline) equals the answer."""
+    """Fraction of prompts whose greedy continuation (up to EOS / newline) equals the answer.
+
+    One prompt at a time, raw prompts; kept for ``bench/reproduce.py``. New code uses
+    :func:`mad_models.training.exact_match.evaluate_exact_match` (batched, chat format, per module).
+    """
     if len(prompts) != len(answers) or not prompts:
         raise ValueError("give as many answers as prompts, and at least one")
     was_training = model.training
@@ -123,7 +135,8 @@ def load_jsonl(path, tokenizer=None, *, block_size: int = 256, max_len: int = 25
     """A JSONL file as a training dataset. Each row is one of:
 
     - ``{"input_ids": [...], "labels": [...]}``: already tokenised (labels optional: = input_ids);
-    - ``{"prompt": ..., "answer": ...}``: causal LM scored on the answer only;
+    - ``{"prompt": ..., "answer": ...}``: causal LM scored on the answer only; the prompt is wrapped in
+      the tokenizer's chat template when it has one (the format ``more eval`` shows the model);
     - ``{"text": ..., "label": int}``: classification;
     - ``{"text": ...}``: general text, concatenated and cut into ``block_size`` blocks.
     All rows of a file must have the same kind. Text rows need ``tokenizer``.
@@ -153,7 +166,11 @@ def load_jsonl(path, tokenizer=None, *, block_size: int = 256, max_len: int = 25
         if any("answer" not in r for r in rows):
             raise ValueError(f"{path}: every prompt row needs an 'answer'")
         return prompt_answer_examples(
-            [r["prompt"] for r in rows], [r["answer"] for r in rows], tokenizer, max_len
+            [r["prompt"] for r in rows],
+            [r["answer"] for r in rows],
+            tokenizer,
+            max_len,
+            chat=bool(getattr(tokenizer, "chat_template", None)),
         )
     if "text" not in rows[0]:
         raise ValueError(

@@ -1,0 +1,56 @@
+"""bench/reproduce_more.py's own logic: splits, the settings guard, the LoRA curve and the verdict."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("reproduce_more", ROOT / "bench" / "reproduce_more.py")
+rm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rm)
+
+
+def test_dev_is_carved_from_train_per_module_and_never_overlaps():
+    rows = [{"module": m, "prompt": f"{m}{i}", "answer": str(i)} for m in "ab" for i in range(6)]
+    dev, rest = rm.split_rows(rows, 2, last=True)
+    assert [r["prompt"] for r in dev] == ["a4", "a5", "b4", "b5"]
+    assert len(rest) == 8 and not {r["prompt"] for r in dev} & {r["prompt"] for r in rest}
+    first, _ = rm.split_rows(rows, 1, last=False)
+    assert [r["prompt"] for r in first] == ["a0", "b0"]
+    assert rm.split_rows(rows, None, last=False) == (rows, [])
+
+
+def test_the_shipped_data_splits():
+    from mad_models.training.exact_match import load_qa_rows
+
+    train = load_qa_rows(ROOT / "data" / "mathematics" / "train.jsonl")
+    val = load_qa_rows(ROOT / "data" / "mathematics" / "val.jsonl")
+    assert len(train) == 4500 and len(val) == 360
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in val}
+    for mode in ("quick", "full"):
+        dev, rest = rm.split_rows(train, rm.SETTINGS[mode]["dev_per_module"], last=True)
+        assert len(dev) == 9 * rm.SETTINGS[mode]["dev_per_module"] and len(rest) + len(dev) == 4500
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path):
+    s = dict(rm.SETTINGS["quick"])
+    rm.Run(tmp_path, s, 1)
+    rm.Run(tmp_path, s, 2)  # the same settings (threads do not change results): resumes
+    with pytest.raises(SystemExit, match=r"other settings \(steps differ\)"):
+        rm.Run(tmp_path, {**s, "steps": 31}, 1)
+    assert json.loads((tmp_path / "settings.json").read_text())["steps"] == 30
+
+
+def test_the_verdict_reads_the_lora_curve_in_log_params():
+    stats = {
+        "LoRA r=1": {"params": 100, "mean": 0.2, "lo": 0.2, "hi": 0.2},
+        "LoRA r=16": {"params": 1600, "mean": 0.6, "lo": 0.6, "hi": 0.6},
+        "MoRe k=4 r=1": {"params": 400, "mean": 0.5, "lo": 0.45, "hi": 0.55},
+    }
+    assert rm.lora_at(stats, 400) == pytest.approx(0.4)  # halfway in log(params)
+    assert rm.lora_at(stats, 50) is None
+    text = rm.verdict(stats, {"heuristic": {"exact_match": 0.3}})
+    assert "MoRe k=4 r=1 (400 params) scores 0.500, above LoRA's curve at that count (0.400" in text
+    assert "At or below the no-learning heuristic (0.300)" in text and "LoRA r=1" in text
