@@ -97,40 +97,6 @@ def pad_collate(pad_id: int = 0):
     return collate
 
 
-@torch.no_grad()
-def exact_match(
-    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], *, max_new_tokens: int = 16
-) -> float:
-    """Fraction of prompts whose greedy continuation (up to EOS / newline) equals the answer.
-
-    One prompt at a time, raw prompts; kept for ``bench/reproduce.py``. New code uses
-    :func:`mad_models.training.exact_match.evaluate_exact_match` (batched, chat format, per module).
-    """
-    if len(prompts) != len(answers) or not prompts:
-        raise ValueError("give as many answers as prompts, and at least one")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    hits = 0
-    try:
-        for p, a in zip(prompts, answers, strict=True):
-            ids = tokenizer(p, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id
-                if tokenizer.pad_token_id is not None
-                else tokenizer.eos_token_id,
-            )
-            text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-            hits += text.split("\n")[0].strip() == a.strip()
-    finally:
-        model.train(was_training)
-    return hits / len(prompts)
-
-
 def load_jsonl(path, tokenizer=None, *, block_size: int = 256, max_len: int = 256) -> ListDataset:
     """A JSONL file as a training dataset. Each row is one of:
 
