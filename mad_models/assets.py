@@ -298,7 +298,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
 
 
 def _save_hybrid(hybrid, target: Path, name: str, settings: dict, p: Profile) -> None:
-    from hub_tools import hybrid_card
+    from mad_models.cards import hybrid_card
 
     acc = mad_accuracy(hybrid, p.mad_eval_examples)
     _save_model(hybrid, target)
@@ -396,7 +396,7 @@ def build_language(
 ) -> None:
     from peft import get_peft_model
 
-    from hub_tools import adapter_card
+    from mad_models.cards import adapter_card
     from mad_models.more import adapter_report
     from mad_models.training import TrainArgs
     from mad_models.training.finetune import finetune_adapter
