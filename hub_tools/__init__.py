@@ -10,7 +10,6 @@ Example:
     >>> model = pull("me/smollm2-more-arith", revision=url.oid)                   # safetensors only
 """
 
-from hub_tools.cards import adapter_card, hybrid_card, usage_snippet
 from hub_tools.errors import (
     HubAuthError,
     HubError,
@@ -24,6 +23,7 @@ from hub_tools.errors import (
 )
 from hub_tools.pull import pull
 from hub_tools.push import commit_folder, push, push_adapter, push_hybrid, push_space, space_files
+from mad_models.cards import adapter_card, hybrid_card, usage_snippet  # re-exported: cards live in mad_models
 
 __all__ = [
     "push_adapter",

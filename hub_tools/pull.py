@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import logging
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -21,7 +20,6 @@ from pathlib import Path
 import torch
 from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.utils import validate_repo_id
-from safetensors import SafetensorError, safe_open
 
 from hub_tools.errors import (
     RepoContentError,
@@ -106,44 +104,30 @@ def _content_errors(where: str):
         raise RepoContentError(f"'{where}': {err}", where) from None
 
 
-def _header(path: Path) -> dict[str, tuple[list[int], str]]:
-    """Tensor name -> (shape, dtype) from a safetensors header, without reading the tensors."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            out = {}
-            for k in f.keys():
-                sl = f.get_slice(k)
-                out[k] = (list(sl.get_shape()), sl.get_dtype())
-            return out
-    except (SafetensorError, OSError, ValueError) as err:
-        raise RepoContentError(f"'{path.name}' is not a readable safetensors file ({err})") from None
-
-
-def _confined(folder: Path, name: object) -> bool:
-    """True if shard `name` (from an index file) is a plain relative path that stays inside `folder`.
-
-    The name must be relative, without '..' or a drive, and the file, symlinks followed, must live inside
-    `folder` or, for a huggingface_hub snapshot (whose files link to ``../../blobs``), inside that repo's
-    cache folder.
-    """
+def _shard_inside(folder: Path, root: Path, name: object) -> bool:
+    """True if shard `name` (from an index file) is a plain relative path whose file, links followed, stays
+    inside `root` (validation.checkpoint_root: the folder, or a cache snapshot's own repo folder)."""
     if not isinstance(name, str) or not name or "\0" in name or "\\" in name:
         return False
     parts = Path(name).parts
     if Path(name).is_absolute() or Path(name).drive or any(p in ("..", "") for p in parts):
         return False
-    root = folder.resolve()
-    if folder.parent.name == "snapshots":  # <cache>/models--ns--name/snapshots/<sha>
-        root = folder.parent.parent.resolve()
-    target = (folder / name).resolve()
-    return target == root or root in target.parents
+    try:
+        validation.confined(folder / name, root)
+    except validation.CheckpointError:
+        return False
+    return True
 
 
 def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], str]]:
     """All tensors of ``{stem}.safetensors`` or of the shards listed in ``{stem}.safetensors.index.json``.
 
-    Every shard the index names must be a relative path inside the snapshot (or local dir); an index that
-    points elsewhere is refused without saying where it points or whether that exists.
+    The index and every weight file are read through mad_models.validation: the index with its size and
+    depth caps, and every file only if it lies, links followed, inside the snapshot (whose files may link
+    into their own repo's ``blobs/``) or the local dir. A file or shard that leads elsewhere is refused
+    without saying where it points or whether that exists.
     """
+    root = validation.checkpoint_root(folder)
     single, index = folder / f"{stem}.safetensors", folder / f"{stem}.safetensors.index.json"
     if single.is_file() and index.is_file():  # e.g. two pushes mixed by a tool without parent_commit
         raise RepoContentError(
@@ -151,11 +135,17 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
             "(two pushes mixed?). Push it again from the model.",
             where,
         )
-    if single.is_file():
-        return _header(single)
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        if not all(_confined(folder, s) for s in weight_map.values()):
+    if single.is_file() or single.is_symlink():  # a dangling or outside link is refused, not skipped
+        with _content_errors(where):
+            return validation.safetensors_header(single, root)
+    if index.is_file() or index.is_symlink():
+        with _content_errors(where):
+            weight_map = validation.read_json_config(index, root).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise RepoContentError(
+                f"'{where}': {index.name} has no weight_map of tensor names to shard files.", where
+            )
+        if not all(_shard_inside(folder, root, s) for s in weight_map.values()):
             raise RepoContentError(
                 f"'{where}': {index.name} names shard files outside the repo (absolute or '..' paths). "
                 "Nothing outside the repo is ever loaded; push the repo again with plain shard names.",
@@ -169,8 +159,9 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
                 where,
             )
         out = {}
-        for shard in sorted(set(weight_map.values())):
-            out.update(_header(folder / shard))
+        with _content_errors(where):
+            for shard in sorted(set(weight_map.values())):
+                out.update(validation.safetensors_header(folder / shard, root))
         if set(out) != set(weight_map):
             raise RepoContentError(f"'{where}': the shards do not hold the tensors their index names.", where)
         return out

@@ -324,7 +324,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
 
 
 def _save_hybrid(hybrid, target: Path, name: str, settings: dict, p: Profile) -> None:
-    from hub_tools import hybrid_card
+    from mad_models.cards import hybrid_card
 
     scores = mad_scores(hybrid, p.mad_eval_examples)
     acc = scores["accuracy"]
@@ -430,7 +430,7 @@ def build_language(
 ) -> None:
     from peft import get_peft_model
 
-    from hub_tools import adapter_card
+    from mad_models.cards import adapter_card
     from mad_models.more import adapter_report
     from mad_models.training import TrainArgs
     from mad_models.training.finetune import finetune_adapter

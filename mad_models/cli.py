@@ -1,8 +1,9 @@
 """Command line: ``mad-models`` / ``python -m mad_models``.
 
 Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune``,
-``more train|search|eval``, ``push``, ``pull``. Every one has ``--help`` with examples. Training commands
-resume from ``<out>/checkpoints`` when run again with the same ``--out`` (``--no-resume`` starts over).
+``more train|search|eval``, and those of installed plugins (hub_tools' ``push``, ``pull``, ``space push``, through the
+``mad_models.commands`` entry point). Every one has ``--help`` with examples. Training commands resume from
+``<out>/checkpoints`` when run again with the same ``--out`` (``--no-resume`` starts over).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 FMT = argparse.RawDescriptionHelpFormatter
@@ -293,12 +295,6 @@ def _add_adapter_data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-data", help="validation JSONL")
     g.add_argument("--tokenizer", help="tokenizer dir (default: the base model's)")
     g.add_argument("--block-size", type=_positive_int, default=256, help="tokens per block for text rows")
-
-
-def _add_hub_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-model", help="for adapters: the base ('smollm2', a dir or a hub id)")
-    p.add_argument("--revision", help="branch (push) or branch / tag / commit (pull)")
-    p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
 
 
 def _add_text_data(p: argparse.ArgumentParser) -> None:
@@ -730,6 +726,16 @@ def _smollm2_tokenizer():
         return AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
+def _load_adapter(folder: Path, base):
+    """A PEFT adapter dir on ``base``, its config and tensors checked against each other first."""
+    from peft import PeftModel
+
+    from mad_models.validation import check_adapter_folder
+
+    check_adapter_folder(folder)
+    return PeftModel.from_pretrained(base, str(folder)).eval()
+
+
 def _eval_model(a):
     """(model, tokenizer) for ``more eval``: smollm2, a saved model dir, or an adapter (dir or Hub id)."""
     import os
@@ -738,13 +744,25 @@ def _eval_model(a):
 
     if a.model.lower() == "smollm2":
         return _load_base("smollm2")
-    local = Path(a.model)
-    if local.is_dir() and not (local / "adapter_config.json").is_file():
-        model = _load_model(a.model)  # a full causal LM saved by save_pretrained
-        return model, _tokenizer(a.tokenizer, a.model)
-    base_name = a.base_model
-    if base_name is None and local.is_dir():
-        base_name = json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    local, from_hub = Path(a.model), not Path(a.model).exists()
+    if from_hub:  # a Hub id: its configs and safetensors only (never pickles, never code)
+        from huggingface_hub import snapshot_download
+
+        local = Path(
+            snapshot_download(a.model, revision=a.revision, allow_patterns=["*.json", "*.safetensors"])
+        )
+    if not (local / "adapter_config.json").is_file():
+        model = _load_model(str(local))  # a full causal LM saved by save_pretrained
+        return model, _tokenizer(a.tokenizer, str(local))
+    from mad_models.validation import check_adapter_folder
+
+    base_name = a.base_model or check_adapter_folder(local).get("base_model_name_or_path")
+    if not base_name:
+        raise CLIError(f"{a.model} records no base model: pass --base-model")
+    if from_hub and not a.base_model and os.path.isabs(base_name):
+        raise CLIError(
+            f"{a.model} names a local path as its base; pass --base-model ('smollm2', a dir or a Hub id)"
+        )
     base, tok = (None, None)
     gguf = loading.smollm2_gguf_path()
     smollm2_names = {"smollm2", loading.SMOLLM2_HUB_ID.lower()} | (
@@ -754,7 +772,7 @@ def _eval_model(a):
         base, tok = _load_base("smollm2")
     elif base_name and Path(base_name).is_dir():
         base, tok = _load_base(base_name)
-    model = _hub().pull(a.model, a.revision, base_model=base if base is not None else base_name)
+    model = _load_adapter(local, base if base is not None else _load_base(base_name)[0])  # checked first
     if tok is None:
         recorded = next(iter(model.peft_config.values())).base_model_name_or_path
         tok = (
@@ -791,64 +809,6 @@ def cmd_more_eval(a) -> None:
                 f.write(json.dumps({**row, "prediction": pred, "correct": hit}) + "\n")
         tmp.replace(out)
     _print(res)
-
-
-# ---------------------------------------------------------------- hub
-
-
-def _hub():
-    try:
-        import hub_tools
-    except ImportError as err:  # pragma: no cover - hub_tools ships with the package
-        raise CLIError(f"hub_tools is not importable: {err}") from err
-    return hub_tools
-
-
-def _hub_base(a):
-    """The adapter base for push / pull: a loaded SmolLM2 for 'smollm2', else the dir or id as given."""
-    if a.base_model and a.base_model.lower() == "smollm2":
-        return _load_base(a.base_model)[0]
-    return a.base_model
-
-
-def cmd_push(a) -> None:
-    hub = _hub()
-    base = _hub_base(a)
-    kwargs = dict(private=a.private or None, commit_message=a.message, revision=a.revision)
-    url = hub.push(a.dir, a.repo_id, base_model=base, endpoint=a.endpoint, **kwargs)
-    _print({"url": str(url), "commit": getattr(url, "oid", None)})
-
-
-def cmd_pull(a) -> None:
-    from mad_models.loading import save_pretrained
-
-    hub = _hub()
-    base = _hub_base(a)
-    model = hub.pull(a.repo_id, a.revision, base_model=base, endpoint=a.endpoint)
-    save_pretrained(model, a.out)
-    _require_saved(a.out)
-    _print({"loaded": type(model).__name__, "saved": a.out})
-
-
-def cmd_space_push(a) -> None:
-    hub = _hub()
-    if not Path(a.dir).is_dir():
-        raise NotADirectoryError(f"--dir '{a.dir}' is not a directory")
-    # show what leaves the machine before the commit (git-tracked files or --allow; never secrets)
-    upload, refused = hub.space_files(a.dir, allow=a.allow)
-    print(f"uploading {len(upload)} files from {a.dir}: {', '.join(upload)}", file=sys.stderr)
-    if refused:
-        never = ", ".join(f"{f} ({why})" for f, why in sorted(refused.items()))
-        print(f"never uploaded: {never}", file=sys.stderr)
-    url = hub.push_space(
-        a.dir,
-        a.repo_id,
-        private=a.private or None,
-        commit_message=a.message,
-        endpoint=a.endpoint,
-        allow=a.allow,
-    )
-    _print({"url": str(url), "commit": getattr(url, "oid", None)})
 
 
 # ---------------------------------------------------------------- parser
@@ -899,16 +859,28 @@ from --lrs (Optuna, successive halving); the table has a LoRA baseline row and t
   mad-models more eval --model me/smollm2-more-math --base-model smollm2 --data val.jsonl --batch-size 16
 Prints JSON: exact_match, n, per_module (when rows carry "module"). Greedy, batched, chat-formatted;
 a reply counts when it equals the answer after stripping whitespace.""",
-    "push": """examples:
-  mad-models push runs/more-arith/final me/smollm2-more-arith --base-model smollm2 --private
-  mad-models push runs/search/final me/neox-mamba-manticore --message "searched on MAD\"""",
-    "pull": """examples:
-  mad-models pull me/neox-mamba-manticore --revision main --out local/hybrid
-  mad-models pull me/smollm2-more-arith --base-model smollm2 --out local/adapter""",
-    "space push": """examples:
-  mad-models space push me/mad-models-demo                 # this checkout's app.py, assets and package
-  mad-models space push me/mad-models-demo --dir path/to/app --private""",
 }
+
+
+PLUGIN_GROUP = "mad_models.commands"
+
+
+def _add_plugin_commands(groups) -> None:
+    """Add the commands of installed plugins: entry points in the ``mad_models.commands`` group, each a
+    function ``add_commands(groups)`` that adds subparsers to ``groups`` (hub_tools registers push, pull and
+    space push this way, so the library never imports it). A plugin's subparser may set ``user_errors``
+    (a tuple of exception types) as a default: main() reports those on one line, exit code 1."""
+    seen = set()
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.value in seen:  # the same package found twice on sys.path (e.g. an in-tree egg-info)
+            continue
+        seen.add(ep.value)
+        try:
+            add_commands = ep.load()
+        except Exception as err:  # a broken plugin must not take the library's commands down with it
+            print(f"mad-models: warning: commands of plugin {ep.name!r} unavailable: {err}", file=sys.stderr)
+            continue
+        add_commands(groups)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -918,7 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run 'mad-models <command> --help' for examples",
         formatter_class=FMT,
     )
-    groups = root.add_subparsers(dest="group", metavar="{mad,hybrid,more,push,pull,space}", required=True)
+    groups = root.add_subparsers(dest="group", required=True)
 
     def sub(parent, name, help_, key, func):
         p = parent.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[key], formatter_class=FMT)
@@ -1070,39 +1042,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write one JSONL row per question with its prediction and correctness")
     p.add_argument("--no-progress", action="store_true")
 
-    # hub
-    p = sub(groups, "push", "push a saved adapter or hybrid to the Hub (one commit)", "push", cmd_push)
-    p.add_argument("dir", help="a directory written by save_pretrained")
-    p.add_argument("repo_id")
-    _add_hub_common(p)
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--message", help="commit message")
-
-    p = sub(groups, "pull", "download an adapter or hybrid (safetensors only)", "pull", cmd_pull)
-    p.add_argument("repo_id", help="repo id or local directory")
-    _add_hub_common(p)
-    p.add_argument("--out", required=True, help="where to save the loaded model")
-
-    space = groups.add_parser("space", help="the demo app as a Hugging Face Space").add_subparsers(
-        dest="cmd", required=True
-    )
-    p = sub(space, "push", "upload the Gradio app as a Space (one commit)", "space push", cmd_space_push)
-    p.add_argument("repo_id", help="the Space's repo id, e.g. me/mad-models-demo")
-    p.add_argument(
-        "--dir",
-        default=".",
-        help="the folder holding app.py (default: the current one); in a git work tree only tracked files "
-        "are uploaded, and never .env*, *.pem, .netrc, *credentials*, *token* files or symlinks",
-    )
-    p.add_argument(
-        "--allow",
-        nargs="+",
-        metavar="PATTERN",
-        help="upload only files matching these names / glob patterns (relative to --dir)",
-    )
-    p.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--message", help="commit message")
+    # commands other packages add (hub_tools: push, pull, space push)
+    _add_plugin_commands(groups)
     return root
 
 
@@ -1126,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, IndexError, AttributeError, KeyError, ArithmeticError) as err:
         fail(1, err)
     except Exception as err:
-        if type(err).__module__.startswith("hub_tools"):  # Hub errors name the repo and what to do
+        if isinstance(err, getattr(args, "user_errors", ())):  # a plugin command's own user errors
             fail(1, err)
         raise
     return 0

@@ -97,6 +97,11 @@ def load_causal_lm(
         from mad_models.validation import check_causal_lm_folder
 
         check_causal_lm_folder(name_or_path)  # config vs weight headers first: nothing allocated yet
+    elif gguf_file is None and os.path.lexists(os.path.join(name_or_path, "adapter_config.json")):
+        from mad_models.validation import check_adapter_folder
+
+        # transformers loads the base and hands the adapter to peft, which builds from the config unchecked
+        check_adapter_folder(name_or_path)
     kwargs = offline_safe(dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only))
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file

@@ -425,6 +425,20 @@ def _check_more(cfg: dict, found: Header, file: str) -> None:
             )
 
 
+def check_adapter_folder(folder: Path, root: Path | None = None) -> dict:
+    """Check a PEFT adapter dir (adapter_config.json + safetensors) before peft builds from it: the config
+    read confined and capped, and what it implies against the weights' header. Returns the config dict.
+
+    Example:
+        >>> # check_adapter_folder(Path("runs/lora/final"))  # before PeftModel.from_pretrained(base, ...)
+    """
+    folder = Path(folder)
+    root = Path(root) if root is not None else checkpoint_root(folder)
+    cfg = read_json_config(folder / "adapter_config.json", root)
+    check_adapter_header(cfg, checkpoint_header(folder, "adapter_model", root))
+    return cfg
+
+
 def peft_config_from_dict(cfg: dict):
     """The PEFT config object ``PeftModel.from_pretrained`` would make of ``cfg`` (else CheckpointError)."""
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import mad_models  # noqa: F401
+from hub_tools.cli import EXAMPLES as HUB_EXAMPLES
 from mad_models.cli import EXAMPLES, main
 from mad_models.training import read_log
 from tests.hub_server import WRITE_TOKEN, hub_fixture  # noqa: F401  (the "hub" fixture)
@@ -51,7 +52,7 @@ def test_every_subcommand_has_help_with_examples(cmd, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and f"mad-models {' '.join(cmd)}" in out
-    assert EXAMPLES[" ".join(cmd)].splitlines()[1].strip() in out
+    assert {**EXAMPLES, **HUB_EXAMPLES}[" ".join(cmd)].splitlines()[1].strip() in out
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "mad_models"
-FORBIDDEN = ("gradio", "gradio_client", "app", "app_backend")
+FORBIDDEN = ("gradio", "gradio_client", "app", "app_backend", "hub_tools")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -24,10 +24,29 @@ def imported_modules(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
+        elif (  # importlib.import_module("x") / __import__("x") with a literal name
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value.split(".")[0])
     return names
 
 
-def test_no_library_file_imports_the_app_or_gradio():
+def test_the_scan_sees_lazy_and_dynamic_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import importlib\n"
+        "def f():\n    from hub_tools import pull\n"
+        "def g():\n    return importlib.import_module('gradio.blocks'), __import__('app_backend')\n"
+    )
+    assert imported_modules(src) & set(FORBIDDEN) == {"hub_tools", "gradio", "app_backend"}
+
+
+def test_no_library_file_imports_the_app_gradio_or_hub_tools():
+    """Not even lazily, inside a function: the AST walk sees every import statement."""
     offenders = {
         str(p.relative_to(ROOT)): sorted(imported_modules(p) & set(FORBIDDEN)) for p in LIBRARY.rglob("*.py")
     }

@@ -16,6 +16,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, SpaceCard, Spa
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from mad_models.hybrid.cost import flatten_report
+
 EvalLike = EvalResult | Mapping[str, Any]
 
 
@@ -77,23 +79,10 @@ def is_hub_id(name: str | None) -> bool:
     return True
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        elif isinstance(v, (list, tuple)) and v and isinstance(v[0], Mapping):
-            for i, item in enumerate(v):
-                out.update(_flatten(item, f"{key}.{i}."))
-        else:
-            out[key] = v
-    return out
-
-
 def cost_tables(cost: Mapping[str, Any]) -> str:
     """Markdown for ManticoreForCausalLM.cost_report(): totals, per component (against running it alone)
-    and per block. Falls back to one flat quantity/value table for any other report layout."""
+    and per block. Falls back to one flat quantity/value table (keys "a / b / c", as the app shows them)
+    for any other report layout, e.g. one already flattened by flatten_report."""
     try:
         params, flops, alone = cost["params"], cost["flops_per_token"], cost["standalone"]
         names = list(params["components"])
@@ -135,7 +124,7 @@ def cost_tables(cost: Mapping[str, Any]) -> str:
             ],
         )
     except (KeyError, TypeError, AttributeError):
-        return _kv_table(_flatten(cost), ("quantity", "value"))
+        return _kv_table(flatten_report(cost), ("quantity", "value"))
     context = f"FLOPs counted for a context of {cost['context']} tokens." if "context" in cost else ""
     return "\n\n".join(x for x in (context, totals, per_comp, per_block) if x)
 
