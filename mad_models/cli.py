@@ -1,9 +1,10 @@
 """Command line: ``mad-models`` / ``python -m mad_models``.
 
 Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune``,
-``more train|search|eval``, and those of installed plugins (hub_tools' ``push``, ``pull``, ``space push``, through the
-``mad_models.commands`` entry point). Every one has ``--help`` with examples. Training commands resume from
-``<out>/checkpoints`` when run again with the same ``--out`` (``--no-resume`` starts over).
+``more train|search|eval``, and those of installed plugins (hub_tools' ``push``, ``pull``,
+``space push``, through the ``mad_models.commands`` entry point). Every one has ``--help`` with
+examples. Training commands resume from ``<out>/checkpoints`` when run again with the same ``--out``
+(``--no-resume`` starts over).
 """
 
 from __future__ import annotations
