@@ -77,6 +77,8 @@ class CompressionAutoEncoder(nn.Module):
     guess of token t, so score them against ``make_task("compression")``'s targets directly.
     """
 
+    has_unused_parameters = True  # the wrapped LM's head is skipped (its input is read by a hook)
+
     def __init__(
         self, model: nn.Module, vocab_size: int, max_len: int = 1024, hidden_size: int | None = None
     ):

@@ -57,9 +57,9 @@ def refuse_simplex_with_adamw(model: torch.nn.Module, job: str) -> None:
         )
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of a model's config and weights (names, shapes, dtypes, values): a run key part, so a
-    re-run from another starting model is refused instead of resumed."""
+def model_fingerprint(model: torch.nn.Module, values: bool = True) -> str:
+    """sha256 of a model's config and weights (names, shapes, dtypes, and values unless ``values=False``):
+    a run key part, so a re-run from another starting model is refused instead of resumed."""
     import hashlib
     import json
 
@@ -70,7 +70,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        if values:
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

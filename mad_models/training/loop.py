@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -173,7 +173,12 @@ class Trainer:
         if not optimizers:
             raise ValueError("give at least one optimiser")
         self.args, self.job, self.config = args, job, config or {}
-        self.accelerator = Accelerator()
+        # DDP must be told when some parameters never reach the loss (the LM head under MAD's compression
+        # auto-encoder): a model says so with ``has_unused_parameters``
+        ddp = DistributedDataParallelKwargs(
+            find_unused_parameters=getattr(model, "has_unused_parameters", False)
+        )
+        self.accelerator = Accelerator(kwargs_handlers=[ddp])
         set_seed(args.seed)
         loader = DataLoader(
             train_data,

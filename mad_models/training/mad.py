@@ -39,7 +39,9 @@ def train_mad(
     if eval_split not in ("valid", "test"):
         raise ValueError(f"eval_split must be 'valid' or 'test', got {eval_split!r}")
     refuse_simplex_with_adamw(model, "train_mad")
-    start = model_fingerprint(model)
+    # every tensor of a trained-from-scratch model comes back from the checkpoint on resume, so only the
+    # architecture must match (a resume may start from another init); the searches also key on values
+    start = model_fingerprint(model, values=False)
     # every split has its own random stream (seeded from (seed, split)): no seed repeats the test set
     train = MADDataset(task, split="train", seed=data_seed, num_examples=num_train, preset=preset, **settings)
     held = MADDataset(task, split=eval_split, num_examples=num_test, preset=preset, **settings)
