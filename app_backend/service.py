@@ -716,7 +716,7 @@ def _hub_message(source: str, base: str | None, e: Exception) -> str:
     from hub_tools import HubError
 
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if base and ("size mismatch" in str(e) or "do not fit" in text):
+    if base and ("size mismatch" in str(e) or "do not fit" in text or "does not fit" in text):
         return f"{source} does not fit base {base!r}: its tensor names or shapes differ ({text[:200]})."
     if isinstance(e, HubError):
         return text

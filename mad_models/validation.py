@@ -420,8 +420,8 @@ def _check_more(cfg: dict, found: Header, file: str) -> None:
             continue
         if not ok:
             raise CheckpointError(
-                f"{file}: MoRe factor {name} has shape {shape}, which does not fit nblocks={k}, "
-                f"block_rank={r} from {conf}"
+                f"the adapter's own config ({conf}: nblocks={k}, block_rank={r}) disagrees with its saved "
+                f"tensors: MoRe factor {name} in {file} has shape {shape}"
             )
 
 
@@ -495,8 +495,8 @@ def check_adapter_fits_base(
     ]
     if missing or unexpected or wrong:
         raise CheckpointError(
-            f"{file} does not match adapter_config.json (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"shape mismatches {wrong[:3]}) on this base model"
+            f"{file} does not fit this base model: it was saved for a base with other layer names or shapes "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatches {wrong[:3]})"
         )
 
 

@@ -183,12 +183,12 @@ def test_mad_skills_baselines_and_side_by_side(page):
 
 def test_errors_show_only_in_the_tab_that_failed_and_a_success_clears_them(page):
     open_tab(page, "MAD skills")
-    page.locator("#mad-task input").click()
-    page.get_by_role("option", name="memorization", exact=True).click()
+    seqs = page.get_by_label("Sequences in the fresh test batch")
+    seqs.fill("10000")
     page.locator("#run-mad").click()
     status = page.locator("#mad-status .tab-error")
     status.wait_for(timeout=WAIT)
-    assert "needs 256" in status.inner_text()  # memorization's vocabulary does not fit the tiny models
+    assert "number of sequences must be in 1..512" in status.inner_text()
     assert page.locator("#mad-side-by-side table").count() == 0  # no stale result under the error
     assert_no_error_anywhere_else(page, allowed="mad-status")
     shot(page, "mad-error")
@@ -196,6 +196,7 @@ def test_errors_show_only_in_the_tab_that_failed_and_a_success_clears_them(page)
     open_tab(page, "Compare outputs")
     assert page.locator("#models").is_visible()
     open_tab(page, "Hybrid mixtures")
+    page.locator("#heatmap td.mix-cell").first.wait_for(timeout=WAIT)  # the tab redraws when opened
     assert page.locator("#hybrid-pick").is_visible() and page.locator("#heatmap td.mix-cell").count() == 4
     # a failure in one part of the hybrid tab stays in that part
     page.locator("#pvf-prompt textarea").fill("not token ids")
@@ -207,8 +208,7 @@ def test_errors_show_only_in_the_tab_that_failed_and_a_success_clears_them(page)
     page.locator("#pvf-status").get_by_text("agrees with the full hybrid").wait_for(timeout=WAIT)
     # a new success clears the old error
     open_tab(page, "MAD skills")
-    page.locator("#mad-task input").click()
-    page.get_by_role("option", name="in_context_recall", exact=True).click()
+    page.get_by_label("Sequences in the fresh test batch").fill("16")
     page.locator("#run-mad").click()
     page.locator("#mad-status .tab-ok").wait_for(timeout=WAIT)
     assert_no_error_anywhere_else(page)

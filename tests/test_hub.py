@@ -250,7 +250,9 @@ def test_files_are_checked_against_the_config(hub, tmp_path, monkeypatch):
         pull(adapter, base_model=tiny_llama())
     cfg["r"], cfg["target_modules"] = 4, ["q_proj", "v_proj"]
     (adapter / "adapter_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(RepoContentError, match=r"does not match adapter_config.json \(missing .*v_proj"):
+    with pytest.raises(
+        RepoContentError, match=r"does not fit this base model: .*other layer .*\(missing .*v_proj"
+    ):
         pull(adapter, base_model=tiny_llama())
 
 
