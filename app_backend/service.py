@@ -41,6 +41,7 @@ from app_backend.registry import (
 )
 from app_backend.runtime import Runtime, pick_runtime
 from app_backend.shared import AdapterHost, sharing_copy
+from mad_models.cards import is_hub_id
 
 log = logging.getLogger("mad-models-app")
 MAX_COMPARE = 8  # output columns on the Compare tab
@@ -596,7 +597,7 @@ class AppService:
             raise AppInputError("Give a Hub repo id (owner/name) or a local directory.")
         local = Path(source).expanduser()
         looks_local = local.exists() or source.startswith((".", "/", "~")) or "\\" in source
-        if self.public and (looks_local or not _is_hub_id(source)):
+        if self.public and (looks_local or not is_hub_id(source)):
             raise AppInputError(
                 "This app runs as a public Space: Load takes Hub repo ids (owner/name) only, not local paths."
             )
@@ -607,7 +608,7 @@ class AppService:
             )
         if looks_local and not local.is_dir():
             raise AppInputError("That local path is not a directory.")
-        if not looks_local and not _is_hub_id(source):
+        if not looks_local and not is_hub_id(source):
             raise AppInputError(f"{source!r} is neither a Hub repo id (owner/name) nor a local directory.")
         if base and (base not in self.registry.entries or self.registry.entries[base].kind == "adapter"):
             raise AppInputError(f"Unknown base model {base!r}: pick one of the registered base models.")
@@ -676,18 +677,6 @@ def _fail(col: dict[str, Any], e: Exception) -> None:
         log.error("compare: %s failed:\n%s", col["model"], traceback.format_exc())
         msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
     col["error"], col["stats"], col["text"] = msg, "error", f"⚠ {msg}"
-
-
-def _is_hub_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if name.count("/") != 1:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 def _local_tokenizer(source: str) -> Any:

@@ -171,44 +171,6 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
     )
 
 
-def _check_against_model(expected: torch.nn.Module, found: dict, where: str) -> None:
-    """Compare file tensors with a model built from the config on the meta device (no memory, no init)."""
-    state = dict(expected.state_dict(keep_vars=True))  # keep_vars: tied weights stay one object
-    try:  # save_pretrained renames some keys back to the checkpoint's original names (transformers 5)
-        from transformers.core_model_loading import revert_weight_conversion
-
-        state = revert_weight_conversion(expected, state)
-    except ImportError:
-        pass
-    shapes = {k: list(v.shape) for k, v in state.items()}
-    groups: dict[int, list[str]] = {}
-    for k, v in state.items():
-        groups.setdefault(id(v), []).append(k)
-    # tied weights (lm_head = embeddings) are saved once: a group is satisfied by any of its names
-    missing = [g[0] for g in groups.values() if not any(n in found for n in g)]
-    unexpected = [k for k in found if k not in shapes]
-    wrong = [
-        f"{k}: file {found[k][0]} vs config {shapes[k]}"
-        for k in found
-        if k in shapes and found[k][0] != shapes[k]
-    ]
-    problems = []
-    if missing:
-        problems.append(
-            f"missing tensors {missing[:5]}" + (f" (+{len(missing) - 5})" if len(missing) > 5 else "")
-        )
-    if unexpected:
-        problems.append(f"tensors the config has no place for {unexpected[:5]}")
-    if wrong:
-        problems.append(f"shape mismatches {wrong[:5]}")
-    if problems:
-        raise RepoContentError(
-            f"'{where}': the weights do not match config.json: {'; '.join(problems)}. The "
-            "repo is inconsistent; push it again from the model.",
-            where,
-        )
-
-
 def _load_transformers_model(folder: Path, where: str, dtype=None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -230,8 +192,7 @@ def _load_transformers_model(folder: Path, where: str, dtype=None):
         skeleton = validation.build_on_meta(
             lambda c: AutoModelForCausalLM.from_config(c, trust_remote_code=False), config
         )
-    _check_against_model(skeleton, found, where)
-    with _content_errors(where):
+    with _content_errors(where):  # names, shapes and dtypes against the header, before any allocation
         dtype_wanted = validation.config_dtype(cfg_json)
         validation.check_module_against_header(skeleton, found, "model.safetensors", dtype=dtype_wanted)
     model = AutoModelForCausalLM.from_pretrained(

@@ -134,6 +134,6 @@ def test_hybrid_license_unknown_when_components_disagree_and_push_from_dir(hub, 
     del cfg["components"][1]["intermediate_size"]  # (derived from expand)
     (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(
-        RepoContentError, match=r"run': the weights do not match config.json: shape mismatches"
+        RepoContentError, match=r"run': model.safetensors does not match config.json: shape mismatches"
     ):
         pull(tmp_path / "run")  # refused before building the model
