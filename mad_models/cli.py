@@ -381,7 +381,12 @@ def _saved(final: Path, res: dict) -> dict:
 
 
 def _write_results(out: str | Path, result: dict) -> None:
-    """``results.json`` in the output directory: task, settings, source model, test accuracy."""
+    """``results.json`` in the output directory: task, settings, source model, test accuracy. Written by
+    the main process only (under ``accelerate launch`` / torchrun every process runs this CLI)."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "results.json.tmp"
