@@ -78,10 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     svc = AppService(Registry.from_dir(args.assets), public=public)
     if svc.registry.problem:
         print(f"mad-models: {svc.registry.problem}", flush=True)
+    demo = build_app(svc)
+    demo.launch(server_name=args.host, server_port=args.port or None, prevent_thread_lock=True)
     if not args.no_warm:
-        # the page is up at once; the base model loads meanwhile, so the first Compare does not wait
+        # the base model loads once the page is up (not before: loading holds the GIL and would slow
+        # the server's start), so the first Compare does not wait for it
         threading.Thread(target=svc.warm, name="warm-base", daemon=True).start()
-    build_app(svc).launch(server_name=args.host, server_port=args.port or None)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ any model) are printed; the goal is read on the second, the stricter one.
 Throughput: greedy Compare of one model alone, against the 4 columns (base + 3 adapters) that the app
 runs as one batched mixed-adapter ``generate``. Aggregate tokens/s is summed over the 4 columns (each
 column's new tokens / its seconds). Goal: >= 2.5x one model's. Median of ``--runs`` runs.
+
+The ceiling row runs the plain base model (no adapter layers) on 4 copies of the prompt in one batch:
+what batching 4 rows buys on this hardware at all. On CPU a 4-row matmul costs about 2.5x a 1-row one
+(BLAS packs the weight for a matrix product; one row takes the matrix-vector path), so 4 columns can
+never be 4x one column there; on a GPU a decoding step costs about the same for 1 or 4 rows.
 """
 
 from __future__ import annotations
@@ -73,9 +78,24 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"compare failed: {bad}")
         return sum(c["tokens_per_s"] for c in cols), wall, sum(c["new_tokens"] for c in cols)
 
+    from app_backend.generation import GenStats, encode_prompt, stream_generate_steps
+
+    plain = svc.get(base)
+    ids = encode_prompt(a.prompt, plain.tokenizer, plain.model.config.vocab_size, chat=True)
+
+    def run_plain_batch() -> float:
+        """Summed tokens/s of 4 copies of the prompt through the plain base in one batch."""
+        stats = [GenStats() for _ in range(4)]
+        for _ in stream_generate_steps(plain.model, [ids] * 4, a.tokens, stats=stats):
+            pass
+        return sum(st.tokens_per_s for st in stats)
+
     run([base])  # warm-up (first-call allocations, thread pools)
-    single = [run([base]) for _ in range(a.runs)]
-    four = [run([base, *adapters]) for _ in range(a.runs)]
+    single, four, ceiling = [], [], []
+    for _ in range(a.runs):  # interleaved, so a change in machine load hits all three alike
+        single.append(run([base]))
+        four.append(run([base, *adapters]))
+        ceiling.append(run_plain_batch())
     rss_peak = rss_mib()
     one_tps = statistics.median(r[0] for r in single)
     agg_tps = statistics.median(r[0] for r in four)
@@ -93,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         ("4 columns batched: tokens/s summed over columns", f"{agg_tps:.1f}"),
         ("4 columns: total new tokens / wall s", f"{statistics.median(r[2] / r[1] for r in four):.1f}"),
         ("throughput ratio (goal >= 2.5x)", f"{agg_tps / one_tps:.2f}x"),
+        ("ceiling: plain base, 4 copies in one batch, tokens/s", f"{statistics.median(ceiling):.1f}"),
+        ("ceiling ratio (what 4 rows buy on this hardware)", f"{statistics.median(ceiling) / one_tps:.2f}x"),
     ]
     print(
         f"\napp Compare on {base} + {', '.join(adapters)}; CPU, {a.threads} torch threads, "

@@ -232,6 +232,7 @@ def monarch_linear(
     *,
     residual: torch.Tensor | None = None,
     alpha: float = 1.0,
+    folded: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``residual + alpha * x @ M.T``, the fast path MoRe layers train with (same values as
     :func:`monarch_multiply` up to float rounding).
@@ -247,6 +248,8 @@ def monarch_linear(
     Args:
         x: ``(..., n)``.
         residual: optional ``(..., m)`` tensor to add to (e.g. the frozen layer's output), dtype of ``x``.
+        folded: the pair :func:`monarch_factors_to_dense_pair` returns for these factors, when the caller
+            keeps it (inference: the factors do not change between decoding steps).
 
     Example:
         >>> b1, b2 = torch.randn(4, 4, 16), torch.randn(4, 8, 4)
@@ -262,7 +265,9 @@ def monarch_linear(
         y = monarch_multiply(x, blkdiag1, blkdiag2, out_features)
         y = y * alpha if alpha != 1.0 else y
         return y if residual is None else residual + y
-    a, b = monarch_factors_to_dense_pair(blkdiag1, blkdiag2, n, out_features)
+    a, b = (
+        folded if folded is not None else monarch_factors_to_dense_pair(blkdiag1, blkdiag2, n, out_features)
+    )
     h = x.reshape(-1, n) @ a.T  # (T, k*k*r)
     if residual is None:
         y = h @ b.T if alpha == 1.0 else torch.mm(h, b.T) * alpha

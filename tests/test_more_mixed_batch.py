@@ -131,3 +131,42 @@ def test_bad_adapter_names(two_more):
     model.merge_adapter()
     with pytest.raises(ValueError, match="merged adapters"):
         logits(model, ids, adapter_names=["a", "b"])
+
+
+def test_contiguous_rows_take_views_and_equal_each_adapter_alone(two_more):
+    model, _ = two_more
+    ids = torch.randint(0, VOCAB, (4, 7))
+    names = ["__base__", "a", "b", "b"]  # one run of rows per adapter, as the app's Compare sends
+    mixed = logits(model, ids, adapter_names=names)
+    for i, name in enumerate(names):
+        torch.testing.assert_close(mixed[i], alone(model, name, ids[i : i + 1])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_folded_factors_are_kept_at_inference_and_follow_in_place_changes(two_more):
+    """Decoding reuses the folded factors; a changed factor (optimizer step, load) is never served stale."""
+    from mad_models.monarch import monarch_to_dense
+    from mad_models.more.layer import MoReLayer
+
+    model, _ = two_more
+    model.set_adapter("a")
+    layer = next(m for m in model.modules() if isinstance(m, MoReLayer))
+    x = torch.randn(3, layer.in_features)
+
+    def expected():
+        b1, b2 = layer.more_blkdiag1["a"], layer.more_blkdiag2["a"]
+        m = monarch_to_dense(b1, b2, layer.in_features, layer.out_features)
+        return layer.get_base_layer()(x) + layer.scale["a"] * x @ m.T
+
+    with torch.no_grad():
+        first = layer(x)
+        pair = layer.folded_factors("a")
+        assert pair is not None and layer.folded_factors("a") is pair  # kept, not rebuilt
+        torch.testing.assert_close(first, expected(), atol=1e-5, rtol=1e-5)
+        layer.more_blkdiag2["a"].mul_(3.0)  # an in-place change bumps the version: the pair is rebuilt
+        assert layer.folded_factors("a") is not pair
+        torch.testing.assert_close(layer(x), expected(), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(layer(x), first, atol=1e-4)
+    assert layer.folded_factors("a") is None  # with gradients on, the fold is part of the graph: no cache
+    y = layer(x)
+    y.sum().backward()
+    assert layer.more_blkdiag2["a"].grad is not None and layer.more_blkdiag2["a"].grad.abs().sum() > 0

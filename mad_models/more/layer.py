@@ -13,7 +13,7 @@ from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from mad_models.monarch import monarch_factors_to_dense_pair, monarch_linear, monarch_shapes
+from mad_models.monarch import FOLD_MAX_WIDTH, monarch_factors_to_dense_pair, monarch_linear, monarch_shapes
 
 from .config import MoReConfig
 
@@ -63,6 +63,8 @@ class MoReLayer(BaseTunerLayer):
         self.fan_in_fan_out = isinstance(base, Conv1D)
         self.in_features, self.out_features = _get_in_out_features(base)
         self.kwargs = kwargs
+        # adapter -> (factors' identity and versions, folded pair): kept only while no gradient is taken
+        self._folded_cache: dict[str, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def update_layer(self, adapter_name: str, config: MoReConfig, inference_mode: bool = False) -> None:
         shapes = monarch_shapes(self.in_features, self.out_features, config.nblocks, config.block_rank)
@@ -98,6 +100,27 @@ class MoReLayer(BaseTunerLayer):
         a, b = monarch_factors_to_dense_pair(b1, b2, self.in_features, self.out_features)
         delta = (b @ a) * self.scale[adapter]
         return transpose(delta, self.fan_in_fan_out).to(dtype)
+
+    def folded_factors(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The folded pair ``monarch_linear`` would build for ``adapter``, kept between calls at inference.
+
+        Decoding calls every layer once per token with the same factors; folding them each time costs
+        about ten small ops per call, a large part of a one-token step. The pair is kept only while no
+        gradient is taken, and rebuilt when a factor changes (its storage or in-place version).
+        """
+        b1, b2 = self.more_blkdiag1[adapter], self.more_blkdiag2[adapter]
+        if torch.is_grad_enabled() or b1.shape[0] * b1.shape[1] > FOLD_MAX_WIDTH:
+            return None
+        try:
+            key = (b1.data_ptr(), b2.data_ptr(), b1._version, b2._version, b1.dtype, b1.device)
+        except RuntimeError:  # inference tensors keep no version counter: never cache them
+            return None
+        hit = self._folded_cache.get(adapter)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        pair = monarch_factors_to_dense_pair(b1, b2, self.in_features, self.out_features)
+        self._folded_cache[adapter] = (key, pair)
+        return pair
 
 
 class Linear(nn.Module, MoReLayer):
@@ -197,10 +220,23 @@ class Linear(nn.Module, MoReLayer):
             elif result.dtype == b1.dtype:
                 # fused: result + scale * (x @ M.T) in one addmm
                 result = monarch_linear(
-                    xa, b1, b2, self.out_features, residual=result, alpha=self.scale[active_adapter]
+                    xa,
+                    b1,
+                    b2,
+                    self.out_features,
+                    residual=result,
+                    alpha=self.scale[active_adapter],
+                    folded=self.folded_factors(active_adapter),
                 )
             else:
-                delta = monarch_linear(xa, b1, b2, self.out_features, alpha=self.scale[active_adapter])
+                delta = monarch_linear(
+                    xa,
+                    b1,
+                    b2,
+                    self.out_features,
+                    alpha=self.scale[active_adapter],
+                    folded=self.folded_factors(active_adapter),
+                )
                 result = result + delta.to(result.dtype)
         return result.to(out_dtype)
 
@@ -226,15 +262,28 @@ class Linear(nn.Module, MoReLayer):
         for adapter in dict.fromkeys(adapter_names):  # unique, in first-seen order
             if adapter == "__base__" or adapter not in self.more_blkdiag1:
                 continue
-            rows = [i for i, name in enumerate(adapter_names) if name == adapter]
+            rows: list[int] | slice = [i for i, name in enumerate(adapter_names) if name == adapter]
+            if rows == list(
+                range(rows[0], rows[-1] + 1)
+            ):  # one run of rows (the app's case): views, no gather
+                rows = slice(rows[0], rows[-1] + 1)
             b1, b2 = self.more_blkdiag1[adapter], self.more_blkdiag2[adapter]
             xa = self._cast_input_dtype(self.more_dropout[adapter](x[rows]), b1.dtype)  # (b, ..., n)
+            folded = self.folded_factors(adapter)
             if out_dtype == b1.dtype:  # the same fused addmm the single-adapter path takes
                 result[rows] = monarch_linear(
-                    xa, b1, b2, self.out_features, residual=result[rows], alpha=self.scale[adapter]
+                    xa,
+                    b1,
+                    b2,
+                    self.out_features,
+                    residual=result[rows],
+                    alpha=self.scale[adapter],
+                    folded=folded,
                 )
             else:
-                delta = monarch_linear(xa, b1, b2, self.out_features, alpha=self.scale[adapter])
+                delta = monarch_linear(
+                    xa, b1, b2, self.out_features, alpha=self.scale[adapter], folded=folded
+                )
                 result[rows] = result[rows] + delta.to(out_dtype)
         return result
 
