@@ -57,6 +57,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
                 value=None,
                 label="Preset prompts from the adapters' training tasks",
                 scale=3,
+                visible=bool(presets),
                 elem_id="compare-preset",
             )
             preset_info = gr.Markdown("", elem_id="compare-preset-answer")
@@ -116,7 +117,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
             pick_preset, [preset], [prompt, preset_info], api_name="compare_preset", show_progress="hidden"
         )
         # typing a prompt of one's own: the dropdown and its answer line no longer apply (browser only)
-        prompt.input(None, None, [preset, preset_info], js="() => [null, '']")
+        prompt.input(None, None, [preset, preset_info], js="() => [null, '']", api_visibility="private")
 
         models.change(
             layout, [models], columns + outs + stats + cards, api_visibility="private", show_progress="hidden"
