@@ -2,7 +2,8 @@
 
 The ``compare`` API answers ``(results JSON, status line, agreement markdown, CSV file, cache line,
 then per column: text, stats line, card)``. Errors stay where they happened: a bad request in the status
-line (every output cleared), a failing model in its own column.
+line (every output cleared), a failing model in its own column. The ``compare_preset`` API (the preset
+dropdown's change) takes a preset's prompt and answers ``(prompt, expected-answer line)``.
 """
 
 from __future__ import annotations
