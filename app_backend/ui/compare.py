@@ -26,6 +26,11 @@ from app_backend.ui.common import TabContext
 
 log = logging.getLogger("mad-models-app")
 EXPORT_DIR = Path(tempfile.gettempdir()) / "mad-models-app-exports"
+# js for the prompt's change: (prompt, picked preset, its answer line) -> (preset, answer line)
+KEEP_PRESET_WHILE_PROMPT_IS_IT = (
+    "(prompt, picked, note) => picked != null && (prompt || '').trim() === picked"
+    " ? [picked, note] : [null, '']"
+)
 
 
 def card_for(svc, name: str) -> str:
@@ -117,8 +122,16 @@ def build(ctx: TabContext) -> dict[str, Any]:
         preset.change(
             pick_preset, [preset], [prompt, preset_info], api_name="compare_preset", show_progress="hidden"
         )
-        # typing a prompt of one's own: the dropdown and its answer line no longer apply (browser only)
-        prompt.input(None, None, [preset, preset_info], js="() => [null, '']", api_visibility="private")
+        # a prompt of one's own (typed, pasted, edited): the preset and its answer line no longer apply.
+        # In the browser only; the preset's own fill of the prompt keeps them.
+        prompt.change(
+            None,
+            [prompt, preset, preset_info],
+            [preset, preset_info],
+            js=KEEP_PRESET_WHILE_PROMPT_IS_IT,
+            api_visibility="private",
+            show_progress="hidden",
+        )
 
         models.change(
             layout, [models], columns + outs + stats + cards, api_visibility="private", show_progress="hidden"
