@@ -28,8 +28,35 @@ MAD_TASKS = {
 }
 
 
-def build_tiny_assets(root: Path) -> dict:
-    """Tiny random models laid out as `python -m mad_models.assets build` does; returns the registry."""
+# meta.presets as the asset build writes them for the language adapters: LoRA and MoRe share a task, so
+# one prompt appears in both (the app offers it once); "LoRA (zero)" lists none.
+TINY_PRESETS = {
+    "tiny-base + LoRA": [
+        {"prompt": "Calculate -3 + 5.", "answer": "2", "module": "arithmetic__add_or_sub"},
+        {"prompt": "Solve 2*x = 6 for x.", "answer": "3", "module": "algebra__linear_1d"},
+    ],
+    "tiny-base + MoRe": [
+        {"prompt": "Calculate -3 + 5.", "answer": "2", "module": "arithmetic__add_or_sub"},
+        {"prompt": "What is 7 times 6?", "answer": "42", "module": "arithmetic__mul"},
+    ],
+}
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser tests (git-ignored)
+
+
+def build_tiny_assets(root: Path, presets: dict[str, list[dict]] | None = None) -> dict:
+    """Tiny random models laid out as `python -m mad_models.assets build` does; returns the registry.
+
+    ``presets``: ``{entry name: meta.presets}`` to inject (e.g. ``TINY_PRESETS``); none by default.
+    """
     root.mkdir(parents=True, exist_ok=True)
     tok = tiny_char_tokenizer()
     base = tiny_llama(seed=0, vocab=128)
@@ -100,6 +127,9 @@ def build_tiny_assets(root: Path) -> dict:
             },
         ]
     }
+    for entry in registry["models"]:
+        if entry["name"] in (presets or {}):
+            entry.setdefault("meta", {})["presets"] = presets[entry["name"]]
     (root / "registry.json").write_text(json.dumps(registry, indent=1))
     return registry
 

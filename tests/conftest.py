@@ -1,4 +1,5 @@
-"""Test-wide settings: no network to the Hub, small thread count, deterministic seeds."""
+"""Test-wide settings (no network to the Hub, small thread count, deterministic seeds) and the fixtures
+the app tests share: one tiny asset dir per session, the real app (python app.py) and Chromium per module."""
 
 import os
 
@@ -6,6 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -17,3 +20,49 @@ torch.set_num_threads(2)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """Tiny models and their registry.json (with the language adapters' presets); read-only for tests."""
+    from app_fixture import TINY_PRESETS, build_tiny_assets
+
+    root = tmp_path_factory.mktemp("assets")
+    build_tiny_assets(root, presets=TINY_PRESETS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app_url(assets, tmp_path_factory):
+    """The real app on ``assets``, one process per test module (sessions and caches never leak across)."""
+    from app_fixture import launch_app, stop
+
+    url, proc, _ = launch_app(assets, tmp_path_factory.mktemp("log") / "app.log", timeout=240)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium through Playwright."""
+    from app_fixture import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    playwright_sync = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in requirements-dev.txt"
+    )
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from app_fixture import MAD_TASKS, build_tiny_assets, launch_app, stop
+from app_fixture import MAD_TASKS, TINY_PRESETS, launch_app, stop
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from peft import PeftModel
@@ -24,20 +24,7 @@ N_COLS = 8  # MAX_COMPARE columns
 HEAD = 5
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    build_tiny_assets(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def client(assets, tmp_path_factory):
-    url, proc, _ = launch_app(assets, tmp_path_factory.mktemp("log") / "app.log")
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        stop(proc)
+# fixtures (conftest.py): `assets`, the tiny models with presets; `client`, the app on them
 
 
 def compare(client, prompt, models, max_new=12, mode="greedy", seed=0, temperature=0.8, top_k=0, chat=False):
@@ -132,6 +119,29 @@ def test_compare_bad_input_is_a_clean_message(client, prompt, models, max_new, m
         return
     assert message in status and "Traceback" not in status  # one status line, not an error pill
     assert out[0] is None  # and no stale results
+
+
+def test_picking_a_preset_fills_the_prompt_and_the_answer_marks_the_columns(client):
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/compare_preset"]
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    assert props["compare-preset"]["visible"] is True
+    offered = info["parameters"][0]["type"]["enum"]  # the dropdown's values: each prompt once
+    prompts = [p["prompt"] for presets in TINY_PRESETS.values() for p in presets]
+    assert offered == list(dict.fromkeys(prompts)) and len(offered) == 3
+    prompt, note = client.predict("What is 7 times 6?", api_name="/compare_preset")
+    prompt = prompt["value"] if isinstance(prompt, dict) else prompt
+    assert prompt == "What is 7 times 6?"
+    assert "arithmetic__mul" in note and "`42`" in note and "tiny-base + MoRe" in note
+    # the filled prompt runs, and its preset's answer is the reference each column is marked against
+    out = client.predict(
+        prompt, ["tiny-base", "tiny-base + MoRe"], 4, "greedy", 0, 0.8, 0, False, api_name="/compare"
+    )
+    assert out[0]["reference_answer"] == "42"
+    assert all(isinstance(r["correct"], bool) for r in out[0]["results"])
+    assert "reference answer `42`" in out[2]
+    # a value that is not a preset is refused by the dropdown's own check
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("What is 8 times 6?", api_name="/compare_preset")
 
 
 def test_adapter_sizes_are_the_exact_reports(client, assets):
@@ -258,6 +268,10 @@ def test_app_without_assets_starts_and_explains(tmp_path):
         out = client.predict("hi", [], 4, "greedy", 0, 0.8, 0, False, api_name="/compare")
         assert "Pick at least one model" in (out[1]["value"] if isinstance(out[1], dict) else out[1])
         assert "No demo assets" in client.predict(api_name="/adapter_sizes")[0]
+        # no adapter lists presets: the dropdown is hidden, and its endpoint answers without an error
+        props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+        assert props["compare-preset"]["visible"] is False
+        assert client.predict(None, api_name="/compare_preset")[1] == ""
         assert "No demo assets" in client.predict(None, 0.25, api_name="/mixture")[0]
     finally:
         stop(proc)

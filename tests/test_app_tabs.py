@@ -1,4 +1,4 @@
-"""The pieces behind the Adapter sizes, Hybrid mixtures and MAD skills tabs, without a server."""
+"""The pieces behind the Compare presets and the Adapter sizes, Hybrid and MAD tabs, without a server."""
 
 from __future__ import annotations
 
@@ -132,3 +132,76 @@ def test_mad_tab_offers_and_scores_only_the_tasks_a_model_was_trained_on(tmp_pat
     assert svc.mad_tasks() == ["in_context_recall"]
     with pytest.raises(AppInputError, match="not trained on compression"):
         svc.mad_skills("compression", ["m"], 4, 0)
+
+
+def _registry(tmp_path, models):
+    import json
+
+    from app_backend.registry import Registry
+
+    for m in models:
+        if m.get("path"):
+            (tmp_path / m["path"]).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "registry.json").write_text(json.dumps({"models": models}))
+    return Registry.from_dir(tmp_path)
+
+
+def test_compare_presets_come_from_the_language_adapters_once_per_prompt(tmp_path):
+    from app_backend.results import reference_answer
+    from app_backend.tabs.compare import LABEL_CHARS, compare_presets, preset_choices, preset_note
+
+    add = {"prompt": "What is 2 + 3?", "answer": "5", "module": "arithmetic__add_or_sub"}
+    solve = {"prompt": " Solve 2*x = 6 for x.\n", "answer": 3, "module": "algebra__linear_1d"}
+    long = {"prompt": "Let f(x) = " + "x + " * 40 + "1. What is f(0)?", "answer": "1", "module": "calculus"}
+    reg = _registry(
+        tmp_path,
+        [
+            {"name": "base", "kind": "causal_lm", "path": "base", "group": "language",
+             "meta": {"presets": [{"prompt": "not an adapter's", "answer": "x"}]}},
+            {"name": "lora", "kind": "adapter", "path": "lora", "base": "base", "group": "language",
+             "meta": {"presets": [add, solve, {"prompt": "", "answer": "?"}, "junk", {"answer": "1"}]}},
+            {"name": "plain", "kind": "adapter", "path": "plain", "base": "base", "group": "language"},
+            {"name": "more", "kind": "adapter", "path": "more", "base": "base", "group": "language",
+             "meta": {"presets": [{**add, "answer": "five"}, long]}},
+            {"name": "mad/x", "kind": "causal_lm", "path": "madx", "group": "mad",
+             "meta": {"presets": [{"prompt": "1 2 3", "answer": "4"}]}},
+        ],
+    )  # fmt: skip
+    presets = compare_presets(reg)
+    # registry order, one per prompt (stripped); the first entry's answer; every adapter listing it
+    assert [p.prompt for p in presets] == ["What is 2 + 3?", "Solve 2*x = 6 for x.", long["prompt"]]
+    assert [p.answer for p in presets] == ["5", "3", "1"]
+    assert [p.models for p in presets] == [("lora", "more"), ("lora",), ("more",)]
+    labels = [label for label, _ in preset_choices(presets)]
+    assert labels[:2] == [
+        "[arithmetic__add_or_sub] What is 2 + 3?",
+        "[algebra__linear_1d] Solve 2*x = 6 for x.",
+    ]
+    assert labels[2].startswith("[calculus] Let f(x) = x + x") and labels[2].endswith("…")
+    assert len(labels[2]) == LABEL_CHARS
+    assert [value for _, value in preset_choices(presets)] == [p.prompt for p in presets]
+    # the answer the note promises is the one the agreement view marks against
+    note = preset_note(presets[1])
+    assert "algebra__linear_1d" in note and "`3`" in note and "lora" in note
+    assert reference_answer(reg, presets[1].prompt, ["lora"]) == "3"
+    # a registry whose adapters list no presets offers none, without an error
+    bare = _registry(
+        tmp_path / "bare",
+        [
+            {"name": "base", "kind": "causal_lm", "path": "base", "group": "language"},
+            {"name": "lora", "kind": "adapter", "path": "lora", "base": "base", "group": "language",
+             "meta": {"presets": None}},
+            {"name": "more", "kind": "adapter", "path": "more", "base": "base", "group": "language",
+             "meta": {"presets": "not a list"}},
+        ],
+    )  # fmt: skip
+    assert compare_presets(bare) == [] and preset_choices([]) == []
+
+
+def test_colliding_preset_labels_are_numbered():
+    from app_backend.tabs.compare import LABEL_CHARS, Preset, preset_choices
+
+    start = "What is " + "9" * LABEL_CHARS
+    a, b = Preset(start + "1?", "1", "m", ("x",)), Preset(start + "2?", "2", "m", ("x",))
+    (la, va), (lb, vb) = preset_choices([a, b])
+    assert la != lb and lb == la + " (2)" and (va, vb) == (a.prompt, b.prompt)

@@ -6,52 +6,25 @@ each opens its own tab first. Screenshots go to test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from app_fixture import HYBRID_MIXTURE, ROOT, build_tiny_assets, launch_app, stop
+from app_fixture import ARTIFACTS, HYBRID_MIXTURE
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-ARTIFACTS = ROOT / "test-artifacts"
 WAIT = 60_000  # ms: the first use of a model loads it
 ADAPTERS = ["tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"]
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    assets = tmp_path_factory.mktemp("assets")
-    build_tiny_assets(assets)
-    url, proc, _ = launch_app(assets, tmp_path_factory.mktemp("log") / "app.log")
-    try:
-        yield url
-    finally:
-        stop(proc)
-
-
-@pytest.fixture(scope="module")
-def page(app_url):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(app_url)
-        page.get_by_text("Device:").wait_for(timeout=WAIT)
-        yield page
-        browser.close()
+def page(browser, app_url):
+    """One page for the module (fixtures `browser` and `app_url`: conftest.py)."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(app_url)
+    page.get_by_text("Device:").wait_for(timeout=WAIT)
+    yield page
+    page.close()
 
 
 def open_tab(page, name: str) -> None:

@@ -3,42 +3,11 @@ columns follow the pick, Stop stops, loaded models belong to the browser session
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from app_fixture import ROOT, build_tiny_assets, launch_app, stop
+from app_fixture import ARTIFACTS, TINY_PRESETS
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    build_tiny_assets(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def app_url(assets, tmp_path_factory):
-    url, proc, _ = launch_app(assets, tmp_path_factory.mktemp("log") / "app.log", timeout=240)
-    try:
-        yield url
-    finally:
-        stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
+pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+# fixtures (conftest.py): `assets` (tiny models with presets), `app_url` (the app on them), `browser`
 
 
 def open_app(browser, app_url):
@@ -63,6 +32,59 @@ def no_error_pills(page) -> None:
     assert "Traceback" not in page.content()
 
 
+def assert_cards_under_columns(page, names: list[str]) -> None:
+    """Column i holds model i's card, below its output box and within the column's width."""
+    for i, name in enumerate(names):
+        column, out = page.locator(f"#col-{i}"), page.locator(f"#col-{i} #out-{i}")
+        card = column.locator(f"#card-{i}")
+        card.get_by_text(name).first.wait_for(timeout=30_000)
+        assert card.inner_text().startswith(name)
+        c, o, k = column.bounding_box(), out.bounding_box(), card.bounding_box()
+        assert (
+            k["y"] >= o["y"] + o["height"] - 1
+            and c["x"] - 1 <= k["x"]
+            and k["x"] + k["width"] <= c["x"] + c["width"] + 1
+        )
+
+
+@pytest.mark.slow
+def test_a_preset_fills_the_prompt_and_marks_the_answer(browser, app_url):
+    page = open_app(browser, app_url)
+    presets = list({p["prompt"]: p for ps in TINY_PRESETS.values() for p in ps}.values())
+    pick = presets[1]  # Solve 2*x = 6 for x. (the LoRA adapter's task)
+    page.locator("#compare-preset input").click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=30_000)
+    labels = options.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+    assert labels == [f"[{p['module']}] {p['prompt']}" for p in presets]  # each prompt once
+    page.get_by_role("option", name=f"[{pick['module']}] {pick['prompt']}", exact=True).click()
+    page.wait_for_function(
+        "p => document.querySelector('#prompt textarea').value === p", arg=pick["prompt"], timeout=30_000
+    )
+    answer = page.locator("#compare-preset-answer")
+    answer.get_by_text("expected answer").wait_for(timeout=30_000)
+    assert pick["module"] in answer.inner_text() and pick["answer"] in answer.inner_text()
+    no_error_pills(page)
+    page.screenshot(path=str(ARTIFACTS / "compare-preset.png"), full_page=True)
+    # the preset runs; the agreement view marks each column against its answer
+    set_models(page, ["tiny-base", "tiny-base + LoRA"])
+    page.locator("#run-compare").click()
+    page.locator("#agreement").get_by_text(f"reference answer {pick['answer']}").wait_for(timeout=120_000)
+    assert (
+        page.locator("#agreement").inner_text().count("✓")
+        + page.locator("#agreement").inner_text().count("✗")
+        == 2
+    )
+    # a prompt of one's own: the preset and its answer line no longer apply
+    page.locator("#prompt textarea").fill("Hello there")
+    page.locator("#compare-preset-answer").get_by_text("expected answer").wait_for(
+        state="hidden", timeout=30_000
+    )
+    assert page.locator("#compare-preset input").input_value() == ""
+    assert page.locator("#prompt textarea").input_value() == "Hello there"
+    no_error_pills(page)
+
+
 @pytest.mark.slow
 def test_compare_errors_stay_in_their_column_and_columns_follow_the_pick(browser, app_url):
     ARTIFACTS.mkdir(exist_ok=True)
@@ -73,8 +95,12 @@ def test_compare_errors_stay_in_their_column_and_columns_follow_the_pick(browser
     assert [page.locator(f"#col-{i}").is_visible() for i in range(5)] == [True, True, True, False, False]
     widths = [page.locator(f"#col-{i}").bounding_box()["width"] for i in range(3)]
     assert min(widths) > 1500 / 3 * 0.7
-    # a card under each column says what the model is
-    assert "MoRe" in page.locator("#card-1").inner_text()
+    # a card under each column says what the model is: inside the column's box, below its output
+    assert_cards_under_columns(page, ["tiny-base", "tiny-base + MoRe", "mad/attention"])
+    card = page.locator("#col-1 #card-1").inner_text()
+    assert "MoRe nblocks k=2, block_rank r=1: rank up to k²r = 4" in card and "LoRA r = k·r = 2" in card
+    assert "base: tiny-base" in card and "language/more/README.md" in card  # its model card, no abs path
+    assert "architecture: gpt_neox" in page.locator("#col-2 #card-2").inner_text()
 
     page.locator("#prompt textarea").fill("Hello there")
     page.locator("#run-compare").click()
@@ -83,6 +109,8 @@ def test_compare_errors_stay_in_their_column_and_columns_follow_the_pick(browser
     page.locator("#stats-1").get_by_text("done ·").wait_for(timeout=120_000)
     assert "batched ×2" in page.locator("#stats-1").inner_text()  # base and adapter: one batched pass
     assert "token ids" in page.locator("#out-2 textarea").input_value()
+    # the run's per-column updates leave each card in its column
+    assert_cards_under_columns(page, ["tiny-base", "tiny-base + MoRe", "mad/attention"])
     page.locator("#agreement").get_by_text("Agreement").wait_for(timeout=30_000)
     no_error_pills(page)
     page.screenshot(path=str(ARTIFACTS / "compare-column-error.png"), full_page=True)

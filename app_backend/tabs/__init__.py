@@ -1,1 +1,1 @@
-"""What the Adapter sizes, Hybrid mixtures and MAD skills tabs compute and draw, beyond the service."""
+"""What the Compare presets, Adapter sizes, Hybrid mixtures and MAD skills tabs compute and draw."""

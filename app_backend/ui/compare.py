@@ -2,7 +2,8 @@
 
 The ``compare`` API answers ``(results JSON, status line, agreement markdown, CSV file, cache line,
 then per column: text, stats line, card)``. Errors stay where they happened: a bad request in the status
-line (every output cleared), a failing model in its own column.
+line (every output cleared), a failing model in its own column. The ``compare_preset`` API (the preset
+dropdown's change) takes a preset's prompt and answers ``(prompt, expected-answer line)``.
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from app_backend.model_info import model_card_md
 from app_backend.registry import AppInputError
 from app_backend.results import agreement_md, compare_json, reference_answer, results_csv
 from app_backend.service import MAX_COMPARE
+from app_backend.tabs.compare import compare_presets, preset_choices, preset_note
 from app_backend.ui.common import TabContext
 
 log = logging.getLogger("mad-models-app")
 EXPORT_DIR = Path(tempfile.gettempdir()) / "mad-models-app-exports"
+# js for the prompt's change: (prompt, picked preset, its answer line) -> (preset, answer line)
+KEEP_PRESET_WHILE_PROMPT_IS_IT = (
+    "(prompt, picked, note) => picked != null && (prompt || '').trim() === picked"
+    " ? [picked, note] : [null, '']"
+)
 
 
 def card_for(svc, name: str) -> str:
     entry = svc.registry.entries.get(name)
     if entry is not None:
-        return model_card_md(entry)
+        return model_card_md(entry, svc.registry.root)  # the card's path relative to the assets
     return f"**{name}**: loaded through the Load tab in this session."
 
 
@@ -49,6 +56,17 @@ def build(ctx: TabContext) -> dict[str, Any]:
                 elem_id="prompt",
             )
             models = gr.CheckboxGroup(names, value=default_models, label="Models", scale=2, elem_id="models")
+        presets = {p.prompt: p for p in compare_presets(reg)}
+        with gr.Row(visible=bool(presets)):  # no adapter lists presets: no dropdown
+            preset = gr.Dropdown(
+                preset_choices(list(presets.values())),
+                value=None,
+                label="Preset prompts from the adapters' training tasks",
+                scale=3,
+                visible=bool(presets),
+                elem_id="compare-preset",
+            )
+            preset_info = gr.Markdown("", elem_id="compare-preset-answer")
         with gr.Row():
             max_new = gr.Number(32, label=f"Max new tokens (≤ {MAX_NEW_TOKENS})", precision=0)
             mode = gr.Radio(["greedy", "sample"], value="greedy", label="Decoding")
@@ -93,6 +111,27 @@ def build(ctx: TabContext) -> dict[str, Any]:
                     for i in range(MAX_COMPARE)
                 ]
             )
+
+        def pick_preset(choice):
+            """A picked preset fills the prompt box; the line beside it gives the expected answer."""
+            p = presets.get(choice) if choice else None
+            if p is None:  # cleared (the user typed their own prompt): the prompt stays as typed
+                return gr.skip(), ""
+            return p.prompt, preset_note(p)
+
+        preset.change(
+            pick_preset, [preset], [prompt, preset_info], api_name="compare_preset", show_progress="hidden"
+        )
+        # a prompt of one's own (typed, pasted, edited): the preset and its answer line no longer apply.
+        # In the browser only; the preset's own fill of the prompt keeps them.
+        prompt.change(
+            None,
+            [prompt, preset, preset_info],
+            [preset, preset_info],
+            js=KEEP_PRESET_WHILE_PROMPT_IS_IT,
+            api_visibility="private",
+            show_progress="hidden",
+        )
 
         models.change(
             layout, [models], columns + outs + stats + cards, api_visibility="private", show_progress="hidden"
