@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--setting", choices=("full", "quick"), default="full",
                     help="reproduce_mad's setting: its task settings, data sizes, batch, layers")  # fmt: skip
+    ap.add_argument("--num-train", type=int, default=None, help="training sequences (default: the setting's)")
+    ap.add_argument(
+        "--num-valid", type=int, default=None, help="validation sequences (default: the setting's)"
+    )
     ap.add_argument("--runs", default="", help="comma-separated arch:task:steps:lr[:width]")
     ap.add_argument("--every", type=int, default=200, help="validation accuracy every N steps")
     ap.add_argument("--speed", action="store_true", help="measure seconds per step only")
@@ -192,10 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="finished runs (resume); default bench/.work-mad-calibrate")
     ap.add_argument("--out", default=None, help="markdown table (default bench/results/mad-calibration.md)")
     a = ap.parse_args(argv)
+    args_used = " ".join(argv if argv is not None else sys.argv[1:])
+    command = f"`PYTHONPATH=$PWD python bench/mad_calibrate.py {args_used}`"
     if a.threads:
         torch.set_num_threads(a.threads)
     logging.disable(logging.WARNING)  # transformers' "falling back to the reference scan" lines
-    s = FULL if a.setting == "full" else QUICK
+    s = copy.deepcopy(FULL if a.setting == "full" else QUICK)
+    s.num_train = a.num_train or s.num_train
+    s.num_valid = a.num_valid or s.num_valid
     root = Path(__file__).resolve().parent
     work = Path(a.work) if a.work else root / ".work-mad-calibrate"
     work.mkdir(parents=True, exist_ok=True)
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.speed:
         tasks = a.tasks.split(",") if a.tasks else list(s.tasks)
         rows = speed(s, [int(w) for w in a.widths.split(",")], tasks, work)
+        print(command)
         print(head)
         print("\nseconds per training step (evaluation excluded)\n")
         print("| width | task | seq_len | attention | Mamba | hybrid |\n|---:|---|---:|---:|---:|---:|")
@@ -228,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['s_per_step']} s/step, {r['wall']} s)", flush=True)  # fmt: skip
     text = "\n".join([
         "# MAD calibration: components alone, per task",
+        "",
+        command,
         "",
         head + ".",
         "",
