@@ -92,12 +92,17 @@ def train_logged(
     return log, model
 
 
+def data_setting(s: Setting) -> dict:
+    """What a calibration run depends on besides its own arch, task, steps, lr and width."""
+    return {k: v for k, v in asdict(s).items() if k in ("batch_size", "layers", "num_train", "num_valid",
+                                                       "num_test", "tasks")}  # fmt: skip
+
+
 def calibrate(s: Setting, run: dict, every: int, work: Path) -> dict:
     """One calibration run (cached in ``work`` by every setting that makes it)."""
     from mad_models.mad import chance_accuracy, evaluate_metrics, heuristic_accuracy
 
-    setting = {**asdict(s), "width": run["width"], "seeds": None, "name": None, "steps": None}
-    key = _key(calibrate=run, every=every, setting=setting)
+    key = _key(calibrate=run, every=every, setting=data_setting(s))
     path = work / f"{run['arch']}-{run['task']}-{run['steps']}-{run['lr']:g}-w{run['width']}-{key}.json"
     if path.is_file():
         return json.loads(path.read_text())

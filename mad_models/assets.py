@@ -17,7 +17,7 @@ hash of the settings that make it) is unchanged; unfinished training resumes fro
 ``--work``. Progress bars come from the training loop (tqdm).
 
 Example:
-    python -m mad_models.assets build                 # full profile, ~15-25 min on 2 CPU cores
+    python -m mad_models.assets build                 # full profile (MAD set: 8 min on 1 thread)
     python -m mad_models.assets build --profile smoke # seconds: a check that every step runs
 """
 
