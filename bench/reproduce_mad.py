@@ -16,6 +16,10 @@ auto-encoder (``CompressionAutoEncoder``) for every row, hybrids included.
 
     PYTHONPATH=$PWD python bench/reproduce_mad.py --quick --threads 1   # writes bench/results/mad-quick.md
     PYTHONPATH=$PWD python bench/reproduce_mad.py                       # full: bench/results/mad.md
+    PYTHONPATH=$PWD python bench/reproduce_mad.py --dry-run [--quick]   # runs and time estimate only
+
+Budgets (steps, width, sequence lengths) come from ``bench/mad_calibrate.py``; see the comment above
+``TASKS_32``.
 
 Resumable: every finished run is a JSON file in ``--work`` (keyed by all its settings), so a re-run
 skips what is done; the table is rewritten after every run (cells not yet measured say "-").
@@ -444,7 +448,12 @@ class _Wrapped(torch.nn.Module):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    est = {s.name: estimate(s) for s in (FULL, QUICK)}
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="estimates from the measured s/step (1 thread; halve for 2 processes sharing --work): "
+        + "; ".join(f"{n}: {r} runs, about {sec / 60:.0f} min" for n, (r, sec) in est.items()),
+    )
     ap.add_argument("--quick", action="store_true", help="the quick setting (bench/results/mad-quick.md)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument(
