@@ -16,6 +16,10 @@ auto-encoder (``CompressionAutoEncoder``) for every row, hybrids included.
 
     PYTHONPATH=$PWD python bench/reproduce_mad.py --quick --threads 1   # writes bench/results/mad-quick.md
     PYTHONPATH=$PWD python bench/reproduce_mad.py                       # full: bench/results/mad.md
+    PYTHONPATH=$PWD python bench/reproduce_mad.py --dry-run [--quick]   # runs and time estimate only
+
+Budgets (steps, width, sequence lengths) come from ``bench/mad_calibrate.py``; see the comment above
+``TASKS_32``.
 
 Resumable: every finished run is a JSON file in ``--work`` (keyed by all its settings), so a re-run
 skips what is done; the table is rewritten after every run (cells not yet measured say "-").
@@ -85,26 +89,43 @@ class Setting:
     tasks: dict[str, dict] = field(default_factory=dict)  # task -> settings over the easy defaults
 
 
+# Calibration (`bench/mad_calibrate.py`, 1 thread; full table in bench/results/mad-calibration.md):
+# at width 64 and sequences of 32, Mamba alone beats the no-learning heuristic clearly within 600 steps
+# (validation accuracy at steps 200 / 400 / 600: in-context recall 0.770 / 0.947 / 0.964 against 0.368,
+# noisy recall 0.612 / 0.933 / 0.964 against 0.388, selective copying 0.471 / 0.753 / 0.798 against
+# 0.304; fuzzy recall needs 1,200: 0.412 after 600, 0.620 after 1,200 against 0.213), attention
+# (GPT-NeoX) only on memorization (1.000 against 0.036, as Mamba) and a little on selective copying
+# (0.421 after 1,500 steps); attention stays at the heuristic on in-context recall after 3,000 steps at
+# lr 1e-3 and 3e-3 (0.365 / 0.376 against 0.368). No component passes the heuristic (0.200) by 0.3 on
+# compression: attention 0.298 after 3,000 steps at 3e-3 (still rising), Mamba 0.241 after 600.
+# At width 32 Mamba does not learn in 300 steps (in-context recall 0.450 against 0.392), and a 200-step
+# run at width 64 is only on its way (0.589 against 0.392). Sequences of 64 cost Mamba's reference scan
+# 0.49-0.62 s/step at width 64 (0.15-0.17 at 32), which the full setting's 2-hour budget cannot pay.
+# FULL (600 steps) gives every component the budget in which Mamba learned; QUICK (180 steps) is what fits
+# its 30-minute budget and is not expected to show clear learning (see --dry-run for both estimates).
+# Regenerate: PYTHONPATH=$PWD python bench/mad_calibrate.py --threads 1 --setting quick --num-train 8192 \
+#   --num-valid 256 --runs <the runs listed in bench/results/mad-calibration.md>
+TASKS_32 = {
+    "in_context_recall": dict(seq_len=32),
+    "fuzzy_recall": dict(seq_len=32),
+    "noisy_recall": dict(seq_len=32),
+    "selective_copying": dict(seq_len=32, num_tokens_to_copy=6),
+    "compression": dict(seq_len=16),
+    "memorization": dict(vocab_size=64, seq_len=16),
+}
 QUICK = Setting(
     name="quick",
-    steps=100,
+    steps=180,
     batch_size=32,
-    width=32,
+    width=64,
     layers=2,
-    num_train=2048,
+    num_train=4096,
     num_valid=128,
     num_test=256,
-    lr_grid=(1e-3, 4e-3),
+    lr_grid=(1e-3, 3e-3),
     arch_lr=0.05,
     seeds=(0, 1),
-    tasks={
-        "in_context_recall": dict(seq_len=32),
-        "fuzzy_recall": dict(seq_len=32),
-        "noisy_recall": dict(seq_len=32),
-        "selective_copying": dict(seq_len=32, num_tokens_to_copy=6),
-        "compression": dict(seq_len=16),
-        "memorization": dict(vocab_size=64, seq_len=16),
-    },
+    tasks=dict(TASKS_32),
 )
 FULL = Setting(
     name="full",
@@ -112,21 +133,50 @@ FULL = Setting(
     batch_size=32,
     width=64,
     layers=2,
-    num_train=4096,
+    num_train=8192,
     num_valid=256,
     num_test=512,
-    lr_grid=(5e-4, 1e-3, 3e-3),
+    lr_grid=(1e-3, 3e-3),
     arch_lr=0.05,
     seeds=(0, 1),
-    tasks={
-        "in_context_recall": dict(seq_len=64),
-        "fuzzy_recall": dict(seq_len=64),
-        "noisy_recall": dict(seq_len=64),
-        "selective_copying": dict(seq_len=64, num_tokens_to_copy=16),
-        "compression": dict(seq_len=32),
-        "memorization": dict(seq_len=32),
-    },
+    tasks=dict(TASKS_32),
 )
+# Seconds per training step at width 64 on TASKS_32, 1 thread, measured by
+# `PYTHONPATH=$PWD python bench/mad_calibrate.py --threads 1 --setting quick --speed --widths 64`
+# (hybrid: the two-component hybrid's step; search and retrain steps are one forward/backward each).
+SECONDS_PER_STEP = {
+    "attention": {"in_context_recall": 0.0198, "fuzzy_recall": 0.0201, "noisy_recall": 0.0210,
+                  "selective_copying": 0.0195, "compression": 0.0181, "memorization": 0.0130},
+    "mamba": {"in_context_recall": 0.1508, "fuzzy_recall": 0.1413, "noisy_recall": 0.1686,
+              "selective_copying": 0.1271, "compression": 0.0622, "memorization": 0.0532},
+    "hybrid": {"in_context_recall": 0.1968, "fuzzy_recall": 0.1649, "noisy_recall": 0.1477,
+               "selective_copying": 0.1886, "compression": 0.0710, "memorization": 0.0665},
+}  # fmt: skip
+# A search run (alternating / simultaneous DARTS, arch batches and the mid-run evaluation included) took
+# 1.7-2.2x the hybrid's s/step above: 67.4 s for 200 steps on in-context recall, 29.1 s on memorization
+# (`--quick --tasks memorization,in_context_recall --rows attention,hybrid-alternating`); a component
+# run took its s/step x steps (3.8 s for 200 attention steps on in-context recall), evaluation included.
+SEARCH_COST = 2.0
+
+
+def runs_per_cell(s: Setting) -> int:
+    """Training runs per (row, task): one per lr of the grid (seed 0), then one per further seed."""
+    return len(s.lr_grid) + len(s.seeds) - 1
+
+
+def estimate(s: Setting, rows: tuple[str, ...] = ROWS) -> tuple[int, float]:
+    """(runs, seconds on one thread) of setting ``s`` from the measured ``SECONDS_PER_STEP`` and
+    ``SEARCH_COST`` (retrained hybrid rows at the two-component hybrid's cost; a pruned one costs less)."""
+    sps = SECONDS_PER_STEP
+    runs = seconds = 0
+    for row in rows:
+        kind = row if row in ("attention", "mamba") else "hybrid"
+        for task in s.tasks:
+            n = runs_per_cell(s)
+            runs += n
+            factor = SEARCH_COST if row.startswith("hybrid-") else 1.0
+            seconds += n * s.steps * sps[kind][task] * factor
+    return runs, seconds
 
 
 def _key(**parts) -> str:
@@ -400,7 +450,12 @@ class _Wrapped(torch.nn.Module):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    est = {s.name: estimate(s) for s in (FULL, QUICK)}
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="estimates from the measured s/step (1 thread; halve for 2 processes sharing --work): "
+        + "; ".join(f"{n}: {r} runs, about {sec / 60:.0f} min" for n, (r, sec) in est.items()),
+    )
     ap.add_argument("--quick", action="store_true", help="the quick setting (bench/results/mad-quick.md)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument(
@@ -412,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="a paragraph appended under the table")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="tabulate the finished runs in --work only")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="print the runs and the time estimate, run nothing"
+    )
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -426,6 +484,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = tuple(a.rows.split(",")) if a.rows else ROWS
     if any(r not in ROWS for r in rows):
         ap.error(f"--rows must be a subset of {','.join(ROWS)}")
+    if a.dry_run:
+        runs, seconds = estimate(s, rows)
+        print(
+            f"[mad] {s.name}: {len(rows)} rows x {len(s.tasks)} tasks x {runs_per_cell(s)} runs "
+            f"({len(s.lr_grid)} lrs + {len(s.seeds) - 1} more seed(s)) = {runs} runs of {s.steps} steps; "
+            f"about {seconds / 60:.0f} min on 1 thread, {seconds / 120:.0f} min with 2 processes sharing "
+            "--work (from the s/step measured by bench/mad_calibrate.py --speed on a quiet machine)"
+        )
+        return 0
     root = Path(__file__).resolve().parent
     work = Path(a.work) if a.work else root / f".work-mad-{s.name}"
     out = Path(a.out) if a.out else root / "results" / ("mad-quick.md" if a.quick else "mad.md")
