@@ -549,6 +549,20 @@ def build_language(
         )
         for d, a in adapters.items()
     }
+    # an adapter built with other settings, or one no longer in the set, leaves the registry (and its
+    # folder) now: the registry never lists adapters made with different settings side by side
+    labels = {a.label: d for d, a in adapters.items()}
+    for m in [m for m in registry["models"] if m.get("group") == "language" and m["kind"] == "adapter"]:
+        if m["name"] in labels and _done(
+            registry, m["name"], keys[labels[m["name"]]], out / labels[m["name"]]
+        ):
+            continue
+        print(f"[assets] {m['name']}: out of date, removed until rebuilt")
+        registry["models"].remove(m)
+        folder = (out / str(m.get("path", ""))).resolve()
+        if m.get("path") and folder.is_relative_to((out / "language").resolve()) and folder.is_dir():
+            shutil.rmtree(folder)
+    _write_registry(out, registry)
     # the base's entry keeps its eval figures while they are up to date
     old_base = next((m for m in registry["models"] if m["name"] == base_name), None)
     base_meta = (old_base or {}).get("meta") or {}
@@ -712,7 +726,10 @@ def build_language(
     (out / "language").mkdir(parents=True, exist_ok=True)
     (out / "language" / "results.md").write_text(
         "# Bundled SmolLM2 adapters: val exact match\n\n"
-        "Written by `python -m mad_models.assets build --only language` from `registry.json`.\n\n"
+        "Written by `python -m mad_models.assets build --only language` (figures from `registry.json`). "
+        f"Every adapter: {p.lm_steps} steps of batch {p.lm_batch}, seed {p.seed}, on {len(train_rows)} "
+        f"train questions (train.jsonl minus the experiment's dev rows), targets {', '.join(TARGETS)}, "
+        f"its own lr from {LR_SOURCE}. Val: {len(val_rows)} questions of data/mathematics/val.jsonl.\n\n"
         + language_table(registry)
         + "\n"
     )

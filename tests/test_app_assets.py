@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,12 +115,21 @@ def test_language_build_key_follows_the_settings(tmp_path, capsys, monkeypatch):
     smoke(tmp_path / "a", tmp_path / "work")
     before = digests(tmp_path / "a")
     monkeypatch.setitem(assets.PROFILES, "smoke", replace(assets.PROFILES["smoke"], lm_steps=3))
+    # an adapter the set no longer has (an older build's) goes with its folder
+    reg = json.loads((tmp_path / "a/registry.json").read_text())
+    old = {"name": "SmolLM2 + LoRA r=8", "kind": "adapter", "path": "language/lora-r8", "group": "language"}
+    reg["models"].append({**old, "base": "tiny-base", "meta": {"build_key": "0"}})
+    (tmp_path / "a/registry.json").write_text(json.dumps(reg))
+    shutil.copytree(tmp_path / "a/language/more", tmp_path / "a/language/lora-r8")
     capsys.readouterr()
     reg = smoke(tmp_path / "a", tmp_path / "work")
     out = capsys.readouterr().out
     assert out.count("fine-tuning 3 steps") == 3 and "mad/attention: up to date" in out
     assert {m["meta"]["steps"] for m in reg["models"] if m["kind"] == "adapter"} == {3}
+    assert "SmolLM2 + LoRA r=8" not in {m["name"] for m in reg["models"]}
+    assert not (tmp_path / "a/language/lora-r8").exists()
     after = digests(tmp_path / "a")
+    assert "3 steps of batch 4" in (tmp_path / "a/language/results.md").read_text()
     assert (
         after["language/more/adapter_model.safetensors"] != before["language/more/adapter_model.safetensors"]
     )
@@ -188,6 +198,10 @@ def test_bundled_assets_are_small_safetensors_with_cards():
         assert meta["presets"] == pick_presets(val)
     assert params["SmolLM2 + MoRe"] == params["SmolLM2 + LoRA r=4 (MoRe's count)"] == 322_560
     assert params["SmolLM2 + LoRA r=16"] == 4 * 322_560
+    # the README shows the figures the build wrote (one command regenerates both)
+    lines = (BUNDLED / "language/results.md").read_text().splitlines()
+    table = "\n".join(x for x in lines if x.startswith("|"))
+    assert table.startswith("| model |") and table in (ROOT / "README.md").read_text()
     for e in reg.entries.values():
         if e.path is not None:
             assert (e.path / "README.md").is_file(), e.name
