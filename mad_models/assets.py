@@ -443,6 +443,54 @@ def _em(res: dict) -> dict:
     }
 
 
+def _write_language_card(
+    target: Path, d: str, a: LanguageAdapter, rep, meta: dict, final_loss: float, n_train: int
+) -> None:
+    """The adapter's model card (README.md in ``target``) from its registry ``meta``."""
+    from mad_models.cards import adapter_card
+    from mad_models.training.exact_match import SYSTEM_PROMPT
+    from mad_models.training.mathematics import adapter_config
+
+    cfg = adapter_config(a.kind, **a.settings)
+    training = {
+        "task": LM_TASK,
+        "train questions": f"{n_train} (train.jsonl minus the last {LM_DEV_PER_MODULE} of each "
+        "module, the experiment's dev split)",
+        "prompt format": f"chat template, system turn {SYSTEM_PROMPT!r}, the question as the user turn",
+        "steps": meta["steps"],
+        "batch": meta["batch"],
+        "lr": meta["lr"],
+        "lr chosen by": meta["lr_source"],
+        "optimizer": "AdamW, cosine schedule (mad_models.training.finetune.finetune_adapter)",
+        "dropout": f"{meta['dropout']} on the adapter's "
+        + ("output, as the reference" if a.kind == "more" else "input"),
+        "seed": meta["seed"],
+        "final train loss": round(float(final_loss), 4),
+        f"val exact match ({meta['n']} rows of val.jsonl)": f"{meta['exact_match']:.3f}",
+        "untuned base model, val exact match": f"{meta['base_exact_match']:.3f}",
+        "no-learning heuristic (module's most frequent train answer)": f"{meta['heuristic_exact_match']:.3f}",
+    }
+    keep = ("r", "lora_alpha", "lora_dropout", "nblocks", "block_rank", "scale", "dropout_position")
+    card = adapter_card(
+        f"mad-models/smollm2-{d.split('/')[-1]}",
+        peft_type=rep.peft_type,
+        base_model=SMOLLM2_HUB_ID,
+        report=rep.to_dict(),
+        license="apache-2.0",
+        training=training,
+        adapter_settings={
+            k: v for k, v in cfg.to_dict().items() if k in keep or (k == "dropout" and a.kind == "more")
+        }
+        | {"target_modules": meta["targets"]},
+    )
+    text = str(card)
+    cut = text.index("## Usage")
+    base = {"exact_match": meta["base_exact_match"], "per_module": meta["base_per_module"]}
+    heuristic = {"exact_match": meta["heuristic_exact_match"], "per_module": meta["heuristic_per_module"]}
+    section = _val_section(meta, base, heuristic, meta["n"])
+    (target / "README.md").write_text(text[:cut] + section + "\n\n" + text[cut:])
+
+
 def _val_section(ev: dict, base: dict, heuristic: dict, n: int) -> str:
     """A model card section: val exact match per module next to the untuned base and the heuristic."""
     rows = [
@@ -517,7 +565,6 @@ def build_language(
     val.jsonl with ``evaluate_exact_match``."""
     from peft import get_peft_model
 
-    from mad_models.cards import adapter_card
     from mad_models.more import adapter_report
     from mad_models.training import TrainArgs
     from mad_models.training.exact_match import SYSTEM_PROMPT, evaluate_exact_match, heuristic_exact_match
@@ -660,49 +707,7 @@ def build_language(
             **shape,
             "presets": presets,
         }
-        training = {
-            "task": LM_TASK,
-            "train questions": f"{len(train_rows)} (train.jsonl minus the last {LM_DEV_PER_MODULE} of each "
-            "module, the experiment's dev split)",
-            "prompt format": f"chat template, system turn {SYSTEM_PROMPT!r}, the question as the user turn",
-            "steps": p.lm_steps,
-            "batch": p.lm_batch,
-            "lr": a.lr,
-            "lr chosen by": LR_SOURCE,
-            "optimizer": "AdamW, cosine schedule (mad_models.training.finetune.finetune_adapter)",
-            "dropout": f"{DROPOUT} on the adapter's "
-            + ("output, as the reference" if a.kind == "more" else "input"),
-            "seed": p.seed,
-            "final train loss": round(float(res.get("loss", float("nan"))), 4),
-            f"val exact match ({len(val_rows)} rows of val.jsonl)": f"{ev['exact_match']:.3f}",
-            "untuned base model, val exact match": f"{base_meta['exact_match']:.3f}",
-            "no-learning heuristic (module's most frequent train answer)": f"{heuristic['exact_match']:.3f}",
-        }
-        card = adapter_card(
-            f"mad-models/smollm2-{d.split('/')[-1]}",
-            peft_type=rep.peft_type,
-            base_model=SMOLLM2_HUB_ID,
-            report=rep.to_dict(),
-            license="apache-2.0",
-            training=training,
-            adapter_settings={
-                k: v
-                for k, v in cfg.to_dict().items()
-                if k
-                in (
-                    "r",
-                    "lora_alpha",
-                    "lora_dropout",
-                    "nblocks",
-                    "block_rank",
-                    "target_modules",
-                    "scale",
-                    "dropout",
-                    "dropout_position",
-                )
-            },
-        )
-        (target / "README.md").write_text(str(card))
+        _write_language_card(target, d, a, rep, meta, res.get("loss", float("nan")), len(train_rows))
         desc = (
             f"MoRe nblocks={a.settings['nblocks']} block_rank={a.settings['block_rank']}"
             if a.kind == "more"
