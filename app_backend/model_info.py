@@ -12,7 +12,7 @@ files do. ``meta`` fields are optional; the card shows those present:
 
 Example:
     >>> print(model_card_md(registry["SmolLM2 + MoRe"]))  # doctest: +SKIP
-    **SmolLM2 + MoRe**: MORE on q_proj, k_proj, v_proj, o_proj ...
+    **SmolLM2 + MoRe**: MoRe nblocks=4 block_rank=1 on q_proj, k_proj, v_proj, trained on ...
 """
 
 from __future__ import annotations

@@ -29,19 +29,29 @@ import math
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from mad_models.training.mathematics import (
+    DATA_DIR,
+    DROPOUT,
+    EVAL_BATCH,
+    TARGETS,
+    adapter_config,
+    answer_token_budget,
+    file_digest,
+    qa_dataset,
+    split_rows,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "mathematics"
-TARGETS = ["q_proj", "k_proj", "v_proj"]
+DATA = DATA_DIR
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DROPOUT = 0.05
 
 # name -> (kind, settings); LoRA uses PEFT's usual alpha = 2r, MoRe its scale 1 and the reference's dropout
-# placement (on the adapter output). lr is tuned per method, which absorbs the different scales.
+# placement (on the adapter output): mad_models.training.mathematics.adapter_config, which the demo assets
+# use too. lr is tuned per method, which absorbs the different scales.
 METHODS: dict[str, tuple[str, dict]] = {
     "LoRA r=1": ("lora", {"r": 1}),
     "LoRA r=4": ("lora", {"r": 4}),
@@ -80,27 +90,8 @@ SETTINGS = {
 
 
 def peft_config(method: str):
-    from peft import LoraConfig
-
-    from mad_models.more import MoReConfig
-
     kind, kw = METHODS[method]
-    if kind == "lora":
-        return LoraConfig(r=kw["r"], lora_alpha=2 * kw["r"], lora_dropout=DROPOUT, target_modules=TARGETS)
-    return MoReConfig(**kw, dropout=DROPOUT, dropout_position="output", target_modules=TARGETS)
-
-
-def split_rows(rows: list[dict], per_module: int | None, *, last: bool) -> tuple[list[dict], list[dict]]:
-    """(picked, rest): ``per_module`` rows of every module (the last ones if ``last``, else the first)."""
-    by: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        by[r["module"]].append(i)
-    if per_module is None:
-        return list(rows), []
-    picked = set()
-    for idx in by.values():
-        picked.update(idx[-per_module:] if last else idx[:per_module])
-    return [r for i, r in enumerate(rows) if i in picked], [r for i, r in enumerate(rows) if i not in picked]
+    return adapter_config(kind, **kw)
 
 
 def _lr_key(lr: float) -> str:
@@ -114,7 +105,7 @@ class Run:
         self.work, self.s, self.threads = work, settings, threads
         work.mkdir(parents=True, exist_ok=True)
         guard = work / "settings.json"
-        data_digest = _digest(DATA / "train.jsonl", DATA / "val.jsonl")
+        data_digest = file_digest(DATA / "train.jsonl", DATA / "val.jsonl")
         from mad_models.training.exact_match import SYSTEM_PROMPT
 
         now = {
@@ -147,15 +138,6 @@ class Run:
     def add(self, row: dict) -> None:
         with self.results_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-
-
-def _digest(*paths: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def train_args(out: Path, s: dict, lr: float, seed: int, eval_every: int | None):
@@ -262,7 +244,7 @@ def tune_lr(run: Run, method: str, base, tok, train_ds, dev_ds) -> tuple[float, 
 def evaluate(model, tok, rows, max_new_tokens: int) -> dict:
     from mad_models.training.exact_match import evaluate_exact_match
 
-    res = evaluate_exact_match(model, tok, rows, batch_size=24, max_new_tokens=max_new_tokens)
+    res = evaluate_exact_match(model, tok, rows, batch_size=EVAL_BATCH, max_new_tokens=max_new_tokens)
     return {k: v for k, v in res.items() if k != "predictions"}
 
 
@@ -291,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from mad_models.loading import load_smollm2
     from mad_models.training.exact_match import heuristic_exact_match, load_qa_rows
-    from mad_models.training.text import prompt_answer_examples
 
     train_all = load_qa_rows(DATA / "train.jsonl")
     dev_rows, train_rows = split_rows(train_all, s["dev_per_module"], last=True)
@@ -301,15 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         return write_report(run, s, mode, a, time.perf_counter() - t_start, train_rows, dev_rows, val_rows)
     base, tok = load_smollm2()
     base.eval()
-    answer_tokens = max(len(tok(r["answer"], add_special_tokens=False)["input_ids"]) for r in train_rows)
-    max_new = answer_tokens + 2  # from train answers only; enough for every answer length seen there
-
-    def dataset(rows):
-        return prompt_answer_examples(
-            [r["prompt"] for r in rows], [r["answer"] for r in rows], tok, 96, chat=True
-        )
-
-    train_ds, dev_ds = dataset(train_rows), dataset(dev_rows)
+    max_new = answer_token_budget(tok, train_rows)  # from train answers only
+    train_ds, dev_ds = qa_dataset(train_rows, tok), qa_dataset(dev_rows, tok)
     results = run.results()
     if "heuristic" not in results:
         run.add({"key": "heuristic", "params": 0, **heuristic_exact_match(train_rows, val_rows)})

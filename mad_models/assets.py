@@ -8,16 +8,18 @@ Two sets, written to ``assets/`` (safetensors + configs + model cards; ``registr
    that hybrid pruned at a threshold. Each model's card and registry entry give its test accuracy per
    task next to the no-learning heuristic and chance.
 2. **Language set** on SmolLM2-135M-Instruct (not committed; loaded at run time by
-   ``mad_models.loading.load_smollm2``): a MoRe adapter (k=4, r=1), LoRA r=8, and LoRA at MoRe's
-   parameter count (r=4), on q/k/v/o, each fine-tuned briefly on generated two-number addition
-   questions and scored by exact match on held-out questions.
+   ``mad_models.loading.load_smollm2``): MoRe nblocks=4 block_rank=1, LoRA at its parameter count (r=4)
+   and LoRA r=16 (4x it), on q/k/v, trained on DeepMind mathematics questions (``data/mathematics``,
+   train minus the dev rows) with the MoRe-vs-LoRA experiment's setup (``mad_models.training.mathematics``),
+   each at the lr the experiment chose for it on dev, equal steps and batch; scored by exact match on
+   all of val.jsonl (``evaluate_exact_match``), next to the untuned base and a no-learning heuristic.
 
 Seeds are fixed, so a re-run writes the same files. A finished asset is skipped when its build key (a
 hash of the settings that make it) is unchanged; unfinished training resumes from its checkpoints in
 ``--work``. Progress bars come from the training loop (tqdm).
 
 Example:
-    python -m mad_models.assets build                 # full profile (MAD set: 8 min on 1 thread)
+    python -m mad_models.assets build --threads 1     # full profile (MAD set ~8 min, language ~26 min)
     python -m mad_models.assets build --profile smoke # seconds: a check that every step runs
 """
 
@@ -28,8 +30,6 @@ import copy
 import hashlib
 import json
 import os
-import random
-import re
 import shutil
 import sys
 import time
@@ -58,7 +58,6 @@ MAD_MIX: dict[str, dict[str, Any]] = {
     "selective_copying": dict(vocab_size=16, seq_len=32, num_tokens_to_copy=6),
     "memorization": dict(vocab_size=32, seq_len=32),
 }
-LM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,13 @@ class Profile:
     arch_lr: float = 0.05
     prune_threshold: float = 0.5
     mad_eval_examples: int = 256
-    lm_train: int = 512
-    lm_eval: int = 64
-    lm_steps: int = 80
-    lm_batch: int = 8
-    lm_lr: float = 2e-3
+    lm_train: int | None = None  # train rows (None: all of train.jsonl minus the dev carve)
+    lm_val_per_module: int | None = None  # val rows per module (None: all 40)
+    # Equal for all three adapters. Measured at 1 thread on the shared 2-core machine: ~7 s per step of
+    # batch 16 (MoRe and LoRA alike), ~100 s per 360-question val pass; 48 steps keeps the whole language
+    # build (4 val passes, 3 x 48 steps) near 25 min. The experiment's full setting (99 x 16) would not.
+    lm_steps: int = 48
+    lm_batch: int = 16
     seed: int = 0
 
 
@@ -96,15 +97,31 @@ PROFILES = {
         search_steps=2,
         mad_eval_examples=16,
         lm_train=16,
-        lm_eval=4,
+        lm_val_per_module=1,
         lm_steps=2,
         lm_batch=4,
     ),
 }
 
 
+def mad_settings(p: Profile) -> dict[str, Any]:
+    """The profile's fields that make the MAD set (a language-only change leaves its build keys alone)."""
+    return {k: v for k, v in asdict(p).items() if not k.startswith("lm_")}
+
+
+def language_settings(p: Profile) -> dict[str, Any]:
+    """The profile's fields that make the language set."""
+    return {k: v for k, v in asdict(p).items() if k.startswith("lm_") or k == "seed"}
+
+
+def _key_json(o: Any) -> Any:
+    # a set (PEFT keeps target_modules as one) is sorted: its own order changes with PYTHONHASHSEED
+    return sorted(map(str, o)) if isinstance(o, (set, frozenset)) else str(o)
+
+
 def build_key(**parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A hash of the settings that make an asset: the same in every process for the same settings."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=_key_json).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------ MAD
@@ -233,7 +250,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
     budgets = {"gpt_neox": (p.attention_steps, p.attention_lr), "mamba": (p.mamba_steps, p.mamba_lr)}
     for name, arch in (("mad/attention", "gpt_neox"), ("mad/mamba", "mamba")):
         steps, lr = budgets[arch]
-        key = build_key(step=name, arch=arch, profile=asdict(p), mix=MAD_MIX)
+        key = build_key(step=name, arch=arch, profile=mad_settings(p), mix=MAD_MIX)
         target = out / name
         if _done(registry, name, key, target):
             print(f"[assets] {name}: up to date")
@@ -264,7 +281,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
         comps[name] = model
 
     name = "mad/hybrid"
-    key = build_key(step=name, profile=asdict(p), parts=[registry_key(registry, n) for n in comps])
+    key = build_key(step=name, profile=mad_settings(p), parts=[registry_key(registry, n) for n in comps])
     target = out / name
     if _done(registry, name, key, target):
         print(f"[assets] {name}: up to date")
@@ -371,62 +388,206 @@ def _acc_of(target: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- language
-def addition_items(n: int, seed: int, exclude: set[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
-    """``n`` distinct two-digit addition pairs (a, b), seeded; ``exclude`` keeps eval apart from train."""
-    rng = random.Random(seed)
-    seen = set(exclude or ())
-    items: list[tuple[int, int]] = []
-    while len(items) < n:
-        pair = (rng.randint(10, 99), rng.randint(10, 99))
-        if pair not in seen:
-            seen.add(pair)
-            items.append(pair)
-    return items
+# Each adapter's lr was chosen on the dev split by the MoRe-vs-LoRA experiment: bench/results/more-quick.md,
+# column "lr (dev)" (`bench/reproduce_more.py --quick`: Optuna grid {1e-4, 1e-3, 1e-2}, successive halving on
+# the dev answer loss, 30 steps of batch 8).
+LR_MORE_K4_R1 = 1e-2
+LR_LORA_R4 = 1e-2
+LR_LORA_R16 = 1e-3
+LR_SOURCE = (
+    'bench/results/more-quick.md, column "lr (dev)": Optuna successive halving on the dev answer loss '
+    "over {1e-4, 1e-3, 1e-2}"
+)
+# The dev rows the experiment carves out of train.jsonl to choose lrs (its full setting: the last 20 rows of
+# each module, a superset of the quick setting's last 5): never trained on here either.
+LM_DEV_PER_MODULE = 20
+PRESETS_PER_MODULE = 2  # val questions per module offered as presets (the first ones of each module)
+LM_TASK = "DeepMind mathematics_dataset, 9 short-answer modules (data/mathematics)"
 
 
-def addition_prompt(tok, a: int, b: int) -> str:
-    msg = [{"role": "user", "content": f"What is {a} + {b}? Answer with the number only."}]
-    return (
-        tok.apply_chat_template(msg, add_generation_prompt=True, tokenize=False)
-        if tok.chat_template
-        else (f"What is {a} + {b}? Answer with the number only.\n")
-    )
+@dataclass(frozen=True)
+class LanguageAdapter:
+    """One bundled SmolLM2 adapter: registry name, kind and settings for ``adapter_config``, its lr."""
+
+    label: str
+    kind: str
+    settings: dict[str, int]
+    lr: float
 
 
-@torch.no_grad()
-def exact_match(model, tok, pairs: list[tuple[int, int]]) -> float:
-    """Share of questions whose greedy reply's first number is exactly a + b."""
-    model.eval()
-    right = 0
-    for a, b in pairs:
-        ids = tok(addition_prompt(tok, a, b), add_special_tokens=False, return_tensors="pt")["input_ids"]
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=5,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id or tok.eos_token_id,
-        )
-        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-        first = re.search(r"-?\d+", text)  # the first number in the reply ("68", "68.", "The sum is 68")
-        right += first is not None and first.group() == str(a + b)
-    return right / len(pairs)
-
-
-def adapter_configs() -> dict[str, Any]:
-    from peft import LoraConfig
-
-    from mad_models.more import MoReConfig
-
+def language_adapters() -> dict[str, LanguageAdapter]:
+    """The bundled adapters by asset folder: MoRe's default and LoRA at its count and at 4x it."""
     return {
-        "language/more": ("SmolLM2 + MoRe", MoReConfig(nblocks=4, block_rank=1, target_modules=LM_TARGETS)),
-        "language/lora-r8": ("SmolLM2 + LoRA r=8", LoraConfig(r=8, lora_alpha=16, target_modules=LM_TARGETS)),
-        # MoRe k=4, r=1 has k*r*(n+m) = LoRA r=4's count on every one of these layers
-        "language/lora-matched": (
-            "SmolLM2 + LoRA r=4 (MoRe's count)",
-            LoraConfig(r=4, lora_alpha=8, target_modules=LM_TARGETS),
+        "language/more": LanguageAdapter(
+            "SmolLM2 + MoRe", "more", {"nblocks": 4, "block_rank": 1}, LR_MORE_K4_R1
         ),
+        # MoRe k=4, r=1 has k*r*(n+m) = LoRA r=4's count on every one of these layers
+        "language/lora-matched": LanguageAdapter(
+            "SmolLM2 + LoRA r=4 (MoRe's count)", "lora", {"r": 4}, LR_LORA_R4
+        ),
+        "language/lora-r16": LanguageAdapter("SmolLM2 + LoRA r=16", "lora", {"r": 16}, LR_LORA_R16),
     }
+
+
+def language_rows(p: Profile) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, dev, val) rows: train.jsonl minus the experiment's dev carve (``p.lm_train``: its first
+    rows only), and val.jsonl (``p.lm_val_per_module``: the first rows of each module only)."""
+    from mad_models.training.exact_match import load_qa_rows
+    from mad_models.training.mathematics import DATA_DIR, split_rows
+
+    dev, train = split_rows(load_qa_rows(DATA_DIR / "train.jsonl"), LM_DEV_PER_MODULE, last=True)
+    val, _ = split_rows(load_qa_rows(DATA_DIR / "val.jsonl"), p.lm_val_per_module, last=False)
+    return (train[: p.lm_train] if p.lm_train else train), dev, val
+
+
+def pick_presets(val_rows: list[dict], per_module: int = PRESETS_PER_MODULE) -> list[dict]:
+    """The first ``per_module`` val questions of every module (modules sorted), as the app's presets:
+    ``{"prompt": question as typed, "answer": gold answer, "module": module}``."""
+    from mad_models.training.mathematics import split_rows
+
+    picked, _ = split_rows(val_rows, per_module, last=False)
+    picked.sort(key=lambda r: r["module"])  # stable: file order within a module
+    return [{"prompt": r["prompt"], "answer": r["answer"], "module": r["module"]} for r in picked]
+
+
+def _em(res: dict) -> dict:
+    """exact match (4 digits) overall and per module, from ``evaluate_exact_match``/``score``."""
+    return {
+        "exact_match": round(res["exact_match"], 4),
+        "per_module": {m: round(v, 4) for m, v in res.get("per_module", {}).items()},
+        "n": res["n"],
+    }
+
+
+def _write_language_card(
+    target: Path, d: str, a: LanguageAdapter, rep, meta: dict, final_loss: float, n_train: int
+) -> None:
+    """The adapter's model card (README.md in ``target``) from its registry ``meta``."""
+    from mad_models.cards import adapter_card
+    from mad_models.training.exact_match import SYSTEM_PROMPT
+    from mad_models.training.mathematics import adapter_config
+
+    cfg = adapter_config(a.kind, **a.settings)
+    training = {
+        "task": LM_TASK,
+        "train questions": f"{n_train} (train.jsonl minus the last {LM_DEV_PER_MODULE} of each "
+        "module, the experiment's dev split)",
+        "prompt format": f"chat template, system turn {SYSTEM_PROMPT!r}, the question as the user turn",
+        "steps": meta["steps"],
+        "batch": meta["batch"],
+        "lr": meta["lr"],
+        "lr chosen by": meta["lr_source"],
+        "optimizer": "AdamW, cosine schedule (mad_models.training.finetune.finetune_adapter)",
+        "dropout": f"{meta['dropout']} on the adapter's "
+        + ("output, as the reference" if a.kind == "more" else "input"),
+        "seed": meta["seed"],
+        "final train loss": round(float(final_loss), 4),
+        f"val exact match ({meta['n']} rows of val.jsonl)": f"{meta['exact_match']:.3f}",
+        "untuned base model, val exact match": f"{meta['base_exact_match']:.3f}",
+        "no-learning heuristic (module's most frequent train answer)": f"{meta['heuristic_exact_match']:.3f}",
+    }
+    keep = ("r", "lora_alpha", "lora_dropout", "nblocks", "block_rank", "scale", "dropout_position")
+    card = adapter_card(
+        f"mad-models/smollm2-{d.split('/')[-1]}",
+        peft_type=rep.peft_type,
+        base_model=SMOLLM2_HUB_ID,
+        report=rep.to_dict(),
+        license="apache-2.0",
+        training=training,
+        adapter_settings={
+            k: v for k, v in cfg.to_dict().items() if k in keep or (k == "dropout" and a.kind == "more")
+        }
+        | {"target_modules": meta["targets"]},
+    )
+    text = str(card)
+    cut = text.index("## Usage")
+    base = {"exact_match": meta["base_exact_match"], "per_module": meta["base_per_module"]}
+    heuristic = {"exact_match": meta["heuristic_exact_match"], "per_module": meta["heuristic_per_module"]}
+    section = _val_section(meta, base, heuristic, meta["n"])
+    (target / "README.md").write_text(text[:cut] + section + "\n\n" + text[cut:])
+
+
+def _val_section(ev: dict, base: dict, heuristic: dict, n: int) -> str:
+    """A model card section: val exact match per module next to the untuned base and the heuristic."""
+    rows = [
+        f"## Val exact match ({n} questions of data/mathematics/val.jsonl)",
+        "",
+        "Greedy replies in the training format, right when equal to the answer after stripping whitespace "
+        "(`mad_models.training.exact_match.evaluate_exact_match`). The heuristic answers each module's most "
+        "frequent train answer; an adapter at or below it has learned nothing beyond it.",
+        "",
+        "| module | this adapter | untuned base | no-learning heuristic |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in ev["per_module"]:
+        rows.append(
+            f"| {m} | {ev['per_module'][m]:.3f} | {base['per_module'][m]:.3f} | "
+            f"{heuristic['per_module'][m]:.3f} |"
+        )
+    em = (ev["exact_match"], base["exact_match"], heuristic["exact_match"])
+    rows.append("| **all** | **{:.3f}** | {:.3f} | {:.3f} |".format(*em))
+    return "\n".join(rows)
+
+
+def language_table(registry: dict) -> str:
+    """Markdown: val exact match overall and per module of the base, the heuristic and each adapter."""
+    adapters = [m for m in registry["models"] if m.get("group") == "language" and m["kind"] == "adapter"]
+    if not adapters:
+        return ""
+    meta0 = adapters[0]["meta"]
+    mods = sorted(meta0["per_module"])
+    short = {m: m.split("__", 1)[-1] for m in mods}
+    head = "| model | trainable params | lr | val exact match | " + " | ".join(short[m] for m in mods) + " |"
+    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(mods)]
+
+    def row(name: str, params: str, lr: str, em: float, per: dict) -> str:
+        return f"| {name} | {params} | {lr} | {em:.3f} | " + " | ".join(f"{per[m]:.2f}" for m in mods) + " |"
+
+    lines.append(row("untuned base model", "0", "-", meta0["base_exact_match"], meta0["base_per_module"]))
+    lines.append(
+        row(
+            "heuristic: module's most frequent train answer",
+            "0",
+            "-",
+            meta0["heuristic_exact_match"],
+            meta0["heuristic_per_module"],
+        )
+    )
+    for m in adapters:
+        meta = m["meta"]
+        lines.append(
+            row(
+                m["name"],
+                f"{meta['trainable_params']:,}",
+                f"{meta['lr']:g}",
+                meta["exact_match"],
+                meta["per_module"],
+            )
+        )
+    return "\n".join(lines)
+
+
+def language_keys(p: Profile, base_name: str) -> tuple[str, dict[str, str]]:
+    """Build keys of the language set: (the base's val eval, {adapter dir: key})."""
+    from mad_models.training.exact_match import SYSTEM_PROMPT
+    from mad_models.training.mathematics import DATA_DIR, MAX_LEN, adapter_config, file_digest
+
+    common = dict(
+        profile=language_settings(p),
+        base=base_name,
+        data=file_digest(DATA_DIR / "train.jsonl", DATA_DIR / "val.jsonl"),
+        dev_per_module=LM_DEV_PER_MODULE,
+        system=SYSTEM_PROMPT,
+        max_len=MAX_LEN,
+        presets=PRESETS_PER_MODULE,
+    )
+    keys = {
+        d: build_key(
+            step=d, cfg=adapter_config(a.kind, **a.settings).to_dict(), lr=a.lr, lr_source=LR_SOURCE, **common
+        )
+        for d, a in language_adapters().items()
+    }
+    return build_key(step="language/base-eval", **common), keys
 
 
 def build_language(
@@ -438,52 +599,105 @@ def build_language(
     base_name: str,
     base_entry: dict,
 ) -> None:
+    """SmolLM2 + MoRe / LoRA adapters trained on data/mathematics with the MoRe-vs-LoRA experiment's
+    setup (``mad_models.training.mathematics``), each at its own lr, equal steps and batch; scored on
+    val.jsonl with ``evaluate_exact_match``."""
     from peft import get_peft_model
 
-    from mad_models.cards import adapter_card
     from mad_models.more import adapter_report
     from mad_models.training import TrainArgs
+    from mad_models.training.exact_match import evaluate_exact_match, heuristic_exact_match
     from mad_models.training.finetune import finetune_adapter
-    from mad_models.training.text import prompt_answer_examples
+    from mad_models.training.mathematics import (
+        DROPOUT,
+        EVAL_BATCH,
+        TARGETS,
+        adapter_config,
+        answer_token_budget,
+        qa_dataset,
+    )
 
-    _register(registry, base_entry, out)
-    configs = adapter_configs()
-    keys = {
-        d: build_key(step=d, cfg=cfg.to_dict(), profile=asdict(p), base=base_name)
-        for d, (_, cfg) in configs.items()
-    }
-    if all(_done(registry, label, keys[d], out / d) for d, (label, _) in configs.items()):
+    adapters = language_adapters()
+    train_rows, dev_rows, val_rows = language_rows(p)
+    base_key, keys = language_keys(p, base_name)
+    # an adapter built with other settings, or one no longer in the set, leaves the registry (and its
+    # folder) now: the registry never lists adapters made with different settings side by side
+    labels = {a.label: d for d, a in adapters.items()}
+    for m in [m for m in registry["models"] if m.get("group") == "language" and m["kind"] == "adapter"]:
+        if m["name"] in labels and _done(
+            registry, m["name"], keys[labels[m["name"]]], out / labels[m["name"]]
+        ):
+            continue
+        print(f"[assets] {m['name']}: out of date, removed until rebuilt")
+        registry["models"].remove(m)
+        folder = (out / str(m.get("path", ""))).resolve()
+        if m.get("path") and folder.is_relative_to((out / "language").resolve()) and folder.is_dir():
+            shutil.rmtree(folder)
+    _write_registry(out, registry)
+    # the base's entry keeps its eval figures while they are up to date
+    old_base = next((m for m in registry["models"] if m["name"] == base_name), None)
+    base_meta = (old_base or {}).get("meta") or {}
+    if base_meta.get("build_key") == base_key:
+        _register(registry, {**base_entry, "meta": base_meta}, out)
+    else:
+        base_meta = {}
+        _register(registry, base_entry, out)
+    if all(_done(registry, a.label, keys[d], out / d) for d, a in adapters.items()):
         print("[assets] language set: up to date")
         return
     print(f"[assets] loading {base_name} (not committed; loaded at run time too)")
     base, tok = base_loader()
     base = base.eval()  # fp32 on CPU already (pick_device); GGUF-loaded models refuse .float()
-    train_pairs = addition_items(p.lm_train, seed=p.seed)
-    eval_pairs = addition_items(p.lm_eval, seed=p.seed + 1, exclude=set(train_pairs))
-    prompts = [addition_prompt(tok, a, b) for a, b in train_pairs]
-    data = prompt_answer_examples(prompts, [str(a + b) for a, b in train_pairs], tok, max_len=96)
-    base_em = exact_match(base, tok, eval_pairs)
-    print(f"[assets] {base_name}: exact match {base_em:.3f} on {len(eval_pairs)} held-out additions")
-    for d, (label, cfg) in configs.items():
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    max_new = answer_token_budget(tok, train_rows)
+    val_name = f"data/mathematics/val.jsonl ({len(val_rows)} rows)"
+    print(
+        f"[assets] train {len(train_rows)} rows (train.jsonl minus the dev carve of {len(dev_rows)}), "
+        f"val {len(val_rows)} rows"
+    )
+    heuristic = _em(heuristic_exact_match(train_rows, val_rows))
+    if not base_meta:
+        t0 = time.perf_counter()
+        base_res = _em(
+            evaluate_exact_match(
+                base, tok, val_rows, batch_size=EVAL_BATCH, max_new_tokens=max_new, progress=True
+            )
+        )
+        base_meta = {"build_key": base_key, "eval": val_name, **base_res}
+        _register(registry, {**base_entry, "meta": base_meta}, out)
+        print(
+            f"[assets] {base_name}: val exact match {base_res['exact_match']:.3f} "
+            f"({time.perf_counter() - t0:.0f} s; heuristic {heuristic['exact_match']:.3f})"
+        )
+    presets = pick_presets(val_rows)
+    train_ds = qa_dataset(train_rows, tok)
+    for d, a in adapters.items():
         target = out / d
-        if _done(registry, label, keys[d], target):
-            print(f"[assets] {label}: up to date")
+        if _done(registry, a.label, keys[d], target):
+            print(f"[assets] {a.label}: up to date")
             continue
-        print(f"[assets] {label}: fine-tuning {p.lm_steps} steps")
+        cfg = adapter_config(a.kind, **a.settings)
+        print(f"[assets] {a.label}: fine-tuning {p.lm_steps} steps of batch {p.lm_batch} at lr {a.lr:g}")
+        t0 = time.perf_counter()
         torch.manual_seed(p.seed)
         model = get_peft_model(copy.deepcopy(base), copy.deepcopy(cfg))
         args = TrainArgs(
             str(work / f"{d.replace('/', '-')}-{keys[d]}"),
             max_steps=p.lm_steps,
             batch_size=p.lm_batch,
-            lr=p.lm_lr,
+            lr=a.lr,
             seed=p.seed,
-            save_every=50,
-            log_every=10,
+            save_every=16,
+            log_every=8,
             save_final=False,
         )
-        res = finetune_adapter(model, data, args, pad_id=tok.pad_token_id or 0)
-        em = exact_match(model, tok, eval_pairs)
+        res = finetune_adapter(model, train_ds, args, pad_id=pad)
+        t_train = time.perf_counter() - t0
+        ev = _em(
+            evaluate_exact_match(
+                model, tok, val_rows, batch_size=EVAL_BATCH, max_new_tokens=max_new, progress=True
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         # record the Hub id, not this machine's path to the GGUF copy, as the adapter's base
@@ -492,51 +706,62 @@ def build_language(
         )
         model.save_pretrained(target)
         rep = adapter_report(model)
-        training = {
-            "task": "two-digit addition questions (generated, seeded), answer scored only",
-            "train questions": p.lm_train,
+        shape = {"targets": TARGETS, **a.settings}
+        if a.kind == "lora":
+            shape["lora_alpha"] = 2 * a.settings["r"]
+        meta = {
+            "build_key": keys[d],
+            "trained_on": f"{LM_TASK}: train.jsonl minus the dev rows ({len(train_rows)} questions)",
+            "eval": val_name,
+            **ev,
+            "base_exact_match": base_meta["exact_match"],
+            "base_per_module": base_meta["per_module"],
+            "heuristic_exact_match": heuristic["exact_match"],
+            "heuristic_per_module": heuristic["per_module"],
+            "trainable_params": rep.trainable_params,
+            "lr": a.lr,
+            "lr_source": LR_SOURCE,
             "steps": p.lm_steps,
             "batch": p.lm_batch,
-            "lr": p.lm_lr,
-            "optimizer": "AdamW, cosine schedule (mad_models.training.finetune_adapter)",
             "seed": p.seed,
-            f"exact match, {len(eval_pairs)} held-out questions": em,
-            "exact match of the base model on the same questions": base_em,
-            "final train loss": round(float(res.get("loss", float("nan"))), 4),
+            "dropout": DROPOUT,
+            **shape,
+            "presets": presets,
         }
-        card = adapter_card(
-            f"mad-models/smollm2-{d.split('/')[-1]}",
-            peft_type=rep.peft_type,
-            base_model=SMOLLM2_HUB_ID,
-            report=rep.to_dict(),
-            license="apache-2.0",
-            training=training,
-            adapter_settings={
-                k: v
-                for k, v in cfg.to_dict().items()
-                if k in ("r", "lora_alpha", "nblocks", "block_rank", "target_modules", "scale")
-            },
+        _write_language_card(target, d, a, rep, meta, res.get("loss", float("nan")), len(train_rows))
+        desc = (
+            f"MoRe nblocks={a.settings['nblocks']} block_rank={a.settings['block_rank']}"
+            if a.kind == "more"
+            else f"LoRA r={a.settings['r']}"
         )
-        (target / "README.md").write_text(str(card))
         _register(
             registry,
             dict(
-                name=label,
+                name=a.label,
                 kind="adapter",
                 path=d,
                 base=base_name,
                 group="language",
-                description=f"{rep.peft_type} on {', '.join(LM_TARGETS)}",
-                meta={
-                    "build_key": keys[d],
-                    "exact_match": em,
-                    "base_exact_match": base_em,
-                    "trainable_params": rep.trainable_params,
-                },
+                description=f"{desc} on {', '.join(TARGETS)}, trained on DeepMind mathematics questions",
+                meta=meta,
             ),
             out,
         )
-        print(f"[assets] {label}: {rep.trainable_params:,} params, exact match {em:.3f} (base {base_em:.3f})")
+        print(
+            f"[assets] {a.label}: {rep.trainable_params:,} params, val exact match {ev['exact_match']:.3f} "
+            f"(base {base_meta['exact_match']:.3f}, heuristic {heuristic['exact_match']:.3f}; "
+            f"train {t_train:.0f} s, total {time.perf_counter() - t0:.0f} s)"
+        )
+    (out / "language").mkdir(parents=True, exist_ok=True)
+    (out / "language" / "results.md").write_text(
+        "# Bundled SmolLM2 adapters: val exact match\n\n"
+        "Written by `python -m mad_models.assets build --only language` (figures from `registry.json`). "
+        f"Every adapter: {p.lm_steps} steps of batch {p.lm_batch}, seed {p.seed}, on {len(train_rows)} "
+        f"train questions (train.jsonl minus the experiment's dev rows), targets {', '.join(TARGETS)}, "
+        f"its own lr from {LR_SOURCE}. Val: {len(val_rows)} questions of data/mathematics/val.jsonl.\n\n"
+        + language_table(registry)
+        + "\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------- plumbing
@@ -574,8 +799,8 @@ def _register(registry: dict, entry: dict, out: Path) -> None:
 ORDER = [
     "SmolLM2-135M-Instruct",
     "SmolLM2 + MoRe",
-    "SmolLM2 + LoRA r=8",
     "SmolLM2 + LoRA r=4 (MoRe's count)",
+    "SmolLM2 + LoRA r=16",
     "mad/attention",
     "mad/mamba",
     "mad/hybrid",

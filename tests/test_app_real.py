@@ -13,7 +13,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import mad_models  # noqa: F401
-from mad_models.assets import MAD_MIX, addition_prompt
+from mad_models.assets import MAD_MIX
 from mad_models.loading import load_smollm2
 from mad_models.mad import make_task, scored_counts
 
@@ -57,9 +57,13 @@ def test_bundled_hybrid_heatmap_and_mad_skills(client):
 
 
 def test_bundled_more_adapter_in_the_app_equals_the_peft_model(client):
+    # a val question from the adapters' presets, typed as a user would; the app knows its answer
+    registry = json.loads((ASSETS / "registry.json").read_text())
+    more = next(m for m in registry["models"] if m["name"] == "SmolLM2 + MoRe")
+    preset = more["meta"]["presets"][0]
     # base and adapter run in one batched mixed-adapter pass on one shared base
-    cols = client.predict(
-        "What is 23 + 45? Answer with the number only.",
+    result = client.predict(
+        preset["prompt"],
         ["SmolLM2-135M-Instruct", "SmolLM2 + MoRe"],
         8,
         "greedy",
@@ -68,11 +72,18 @@ def test_bundled_more_adapter_in_the_app_equals_the_peft_model(client):
         0,
         True,
         api_name="/compare",
-    )[0]["results"]
+    )[0]
+    cols = result["results"]
     assert all(c["error"] is None and c["token_ids"] for c in cols)
+    assert result["reference_answer"] == preset["answer"]
+    assert all(isinstance(c["correct"], bool) for c in cols)
     base, tok = load_smollm2(device="cpu")
     model = PeftModel.from_pretrained(base, ASSETS / "language/more").eval()
-    ids = tok(addition_prompt(tok, 23, 45), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    # the app's chat format: the question as the only user turn
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": preset["prompt"]}], add_generation_prompt=True, return_tensors="pt"
+    )
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     with torch.no_grad():
         ref = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=tok.eos_token_id)
     assert cols[1]["token_ids"] == ref[0, ids.shape[1] :].tolist()
@@ -82,18 +93,18 @@ def test_bundled_adapter_sizes(client):
     status, totals, chart, by_type, per_layer = client.predict(api_name="/adapter_sizes")
     assert "3 adapters" in status and len(per_layer["data"]) == 30  # SmolLM2's 30 layers
     rows = {r[0]: dict(zip(totals["headers"], r, strict=True)) for r in totals["data"]}
-    more, lora8, lora4 = (
+    more, lora4, lora16 = (
         rows["SmolLM2 + MoRe"],
-        rows["SmolLM2 + LoRA r=8"],
         rows["SmolLM2 + LoRA r=4 (MoRe's count)"],
+        rows["SmolLM2 + LoRA r=16"],
     )
-    # MoRe k=4, r=1 on q/k/v/o of 30 layers: k*r*(n+m) per layer = LoRA r=4's count exactly
-    assert more["trainable params"] == lora4["trainable params"] == 30 * 4 * (1152 + 768 + 768 + 1152)
-    assert lora8["trainable params"] == 2 * lora4["trainable params"]
-    assert more["LoRA rank with same count"] == 4.0 and lora8["LoRA rank with same count"] == 8.0
-    for name, sub in [("SmolLM2 + MoRe", "more"), ("SmolLM2 + LoRA r=8", "lora-r8")]:
+    # MoRe k=4, r=1 on q/k/v of 30 layers: k*r*(n+m) per layer = LoRA r=4's count exactly
+    assert more["trainable params"] == lora4["trainable params"] == 30 * 4 * (1152 + 768 + 768)
+    assert lora16["trainable params"] == 4 * lora4["trainable params"]
+    assert more["LoRA rank with same count"] == 4.0 and lora16["LoRA rank with same count"] == 16.0
+    for name, sub in [("SmolLM2 + MoRe", "more"), ("SmolLM2 + LoRA r=16", "lora-r16")]:
         assert (
             rows[name]["bytes on disk"]
             == (ASSETS / f"language/{sub}/adapter_model.safetensors").stat().st_size
         )
-    assert sorted(r[0] for r in by_type["data"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert sorted(r[0] for r in by_type["data"]) == ["k_proj", "q_proj", "v_proj"]

@@ -39,12 +39,12 @@ def test_card_shows_new_meta_fields_when_present_and_skips_absent_ones(tmp_path)
         "per_module": {"q_proj only": 0.5},
         "lr": 0.002,
         "steps": 1200,
-        "trained_on": "two-digit addition",
+        "trained_on": "DeepMind mathematics questions",
         "hub_repo": "someone/smollm2-more",
     }
     card = model_card_md(ModelEntry("m", "adapter", path=tmp_path, base="b", meta=meta))
     for text in (
-        "trained on: two-digit addition",
+        "trained on: DeepMind mathematics questions",
         "lr 0.002",
         "1,200 steps",
         "rank up to k²r = 16",
@@ -80,11 +80,11 @@ def test_card_reads_training_from_the_model_card_and_never_shows_absolute_paths(
     d.mkdir(parents=True)
     (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
     (d / "README.md").write_text(
-        "# x\n\n## Training\n\n| setting | value |\n|---|---|\n| task | addition questions |\n"
+        "# x\n\n## Training\n\n| setting | value |\n|---|---|\n| task | mathematics questions |\n"
         "| steps | 80 |\n| lr | 0.002 |\n"
     )
     card = model_card_md(ModelEntry("m", "adapter", path=d, base="b"), root=tmp_path)
-    assert "trained on: addition questions" in card and "lr 0.002, 80 steps" in card
+    assert "trained on: mathematics questions" in card and "lr 0.002, 80 steps" in card
     assert "`language/more/README.md`" in card and str(tmp_path) not in card
 
 
