@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app_backend.registry import AppInputError
+from mad_models.training.exact_match import chat_prompt
 
 MAX_NEW_TOKENS = 256
 MAX_PROMPT_TOKENS = 512
@@ -82,10 +83,9 @@ def encode_prompt(
                 f"Token id {bad[0]} is out of range: this model's vocabulary is 0..{vocab_size - 1}."
             )
     elif chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-        )
-        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        # the prompt format the language adapters were trained and scored with (system turn included),
+        # so a column answers as its card's exact match says it does
+        ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer(prompt)["input_ids"]
     if len(ids) > max_prompt_tokens:

@@ -226,7 +226,9 @@ def test_bundled_build_keys_are_current_in_every_process():
     runs = []
     for seed in ("0", "1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert all(r == runs[0] for r in runs), runs
     models = json.loads((ROOT / "assets/registry.json").read_text())["models"]

@@ -16,6 +16,7 @@ import mad_models  # noqa: F401
 from mad_models.assets import MAD_MIX
 from mad_models.loading import load_smollm2
 from mad_models.mad import make_task, scored_counts
+from mad_models.training.exact_match import chat_prompt
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 pytestmark = pytest.mark.slow
@@ -79,11 +80,9 @@ def test_bundled_more_adapter_in_the_app_equals_the_peft_model(client):
     assert all(isinstance(c["correct"], bool) for c in cols)
     base, tok = load_smollm2(device="cpu")
     model = PeftModel.from_pretrained(base, ASSETS / "language/more").eval()
-    # the app's chat format: the question as the only user turn
-    ids = tok.apply_chat_template(
-        [{"role": "user", "content": preset["prompt"]}], add_generation_prompt=True, return_tensors="pt"
-    )
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    # the app's chat format is the one the adapter was trained and scored with (system turn included)
+    ids = tok(chat_prompt(tok, preset["prompt"]), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert "Reply with the answer only." in tok.decode(ids[0])
     with torch.no_grad():
         ref = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=tok.eos_token_id)
     assert cols[1]["token_ids"] == ref[0, ids.shape[1] :].tolist()

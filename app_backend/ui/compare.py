@@ -73,7 +73,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
             seed = gr.Number(0, label="Seed", precision=0)
             temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="Temperature (sample)")
             top_k = gr.Number(50, label="Top-k (sample, 0 = off)", precision=0)
-            chat = gr.Checkbox(True, label="Chat template")
+            chat = gr.Checkbox(True, label="Chat template (with the adapters' training system turn)")
         with gr.Row():
             run = gr.Button("Run", variant="primary", elem_id="run-compare")
             stop = gr.Button("Stop", variant="stop", elem_id="stop-compare")
