@@ -22,6 +22,15 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when the cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory):
     """Tiny models and their registry.json (with the language adapters' presets); read-only for tests."""

@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 from tiny import tiny_char_tokenizer, tiny_llama
 
 from app_backend.registry import Registry
@@ -31,13 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "assets"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models gain nothing from a second thread, and lose a lot when the cores are busy
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_base():
