@@ -89,15 +89,16 @@ def _sha(path: Path) -> str:
 
 
 def run_eval(model: str, data: Path, *, work: Path, threads: int, batch: int, max_new: int) -> dict:
-    """``mad-models more eval`` of ``model`` on ``data`` (cached in ``work``): its printed JSON."""
+    """``mad-models more eval`` of ``model`` on ``data`` (cached in ``work``): its printed JSON, plus
+    ``"rows"``: its ``--out`` rows (question, answer, prediction, correct)."""
     model_key = "smollm2" if model == "smollm2" else _sha(ROOT / model)
     key = (
         f"{re.sub(r'[^A-Za-z0-9]+', '-', model)}__{data.stem}__{_sha(data)}__{model_key}__b{batch}_t{max_new}"
     )
-    done = work / f"{key}.json"
-    if done.is_file():
+    done, preds = work / f"{key}.json", work / f"{key}.preds.jsonl"
+    if done.is_file() and preds.is_file():
         print(f"[fresh-math] {model} on {data.name}: done before ({done.name})", flush=True)
-        return json.loads(done.read_text())
+        return {**json.loads(done.read_text()), "rows": _read_jsonl(preds)}
     cmd = [
         sys.executable,
         "-m",
@@ -113,7 +114,7 @@ def run_eval(model: str, data: Path, *, work: Path, threads: int, batch: int, ma
         "--max-new-tokens",
         str(max_new),
         "--out",
-        str(work / f"{key}.preds.jsonl"),
+        str(preds),
         "--no-progress",
     ]
     env = {
@@ -134,7 +135,19 @@ def run_eval(model: str, data: Path, *, work: Path, threads: int, batch: int, ma
     tmp = done.with_name(done.name + ".part")
     tmp.write_text(json.dumps(res, indent=1) + "\n")
     tmp.replace(done)
-    return res
+    return {**res, "rows": _read_jsonl(preds)}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: the discordant pairs under a fair coin."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def _fmt(x: float | None) -> str:
@@ -264,7 +277,45 @@ def main(argv: list[str] | None = None) -> int:
             "Per module n = 40, so a module's standard error is up to 0.08: per-module moves under ~0.15 "
             "are noise."
         )
-        lines.append("")
+        lines += [
+            "",
+            "## The adapters against each other on the same fresh questions (paired)",
+            "",
+            "| A | B | fresh EM A | fresh EM B | only A right | only B right | exact McNemar p |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        adapters = [(m, e) for m, e in models if m != "smollm2"]
+        for i, (ma, ea) in enumerate(adapters):
+            for mb, eb in adapters[i + 1 :]:
+                ra, rb = results[ma]["fresh"]["rows"], results[mb]["fresh"]["rows"]
+                only_a = sum(x["correct"] and not y["correct"] for x, y in zip(ra, rb, strict=True))
+                only_b = sum(y["correct"] and not x["correct"] for x, y in zip(ra, rb, strict=True))
+                lines.append(
+                    f"| {ea['name']} | {eb['name']} | {results[ma]['fresh']['exact_match']:.3f} | "
+                    f"{results[mb]['fresh']['exact_match']:.3f} | {only_a} | {only_b} | "
+                    f"{mcnemar_p(only_a, only_b):.2f} |"
+                )
+        lines += [
+            "",
+            "## One answer for (nearly) every question of a module",
+            "",
+            "Modules where an adapter gives the same reply to at least 3/4 of the fresh questions (a "
+            "constant guess scores the share of that answer, whatever the model knows):",
+            "",
+        ]
+        constant = []
+        for model, entry in adapters:
+            by: dict[str, list[str]] = defaultdict(list)
+            for r in results[model]["fresh"]["rows"]:
+                by[r["module"]].append(r["prediction"].strip())
+            for mod, preds in sorted(by.items()):
+                top, count = max(((p_, preds.count(p_)) for p_ in set(preds)), key=lambda t: (t[1], t[0]))
+                if 4 * count >= 3 * len(preds):
+                    em = results[model]["fresh"]["per_module"][mod]
+                    constant.append(
+                        f"- {entry['name']}, {mod}: `{top}` to {count}/{len(preds)} (module EM {em:.3f})"
+                    )
+        lines += (constant or ["- none"]) + [""]
     lines += [
         "## Is the fresh file distributed like val?",
         "",

@@ -76,3 +76,10 @@ def test_a_fresh_file_overlapping_val_is_refused(tmp_path):
     bad.write_text(FRESH.read_text() + json.dumps(_rows("val.jsonl")[0]) + "\n")
     with pytest.raises(SystemExit, match="also in train/val"):
         fm.main(["--stats-only", "--data", str(bad), "--out", str(tmp_path / "o.md")])
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial():
+    assert fm.mcnemar_p(0, 0) == 1.0
+    assert fm.mcnemar_p(10, 0) == fm.mcnemar_p(0, 10) == 2 / 2**10
+    assert fm.mcnemar_p(5, 5) == 1.0
+    assert abs(fm.mcnemar_p(26, 17) - 0.2221) < 1e-3  # 2 * P(Bin(43, 1/2) <= 17)
