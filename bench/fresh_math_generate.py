@@ -5,6 +5,7 @@ venv with torch. It imports nothing from mad_models. One-time setup, then the ru
 
     python3.11 -m venv /tmp/mathgen && /tmp/mathgen/bin/pip install -q mathematics-dataset==1.0.1 sympy==1.5.1
     /tmp/mathgen/bin/python bench/fresh_math_generate.py --out bench/data/fresh_math.jsonl
+    /tmp/mathgen/bin/python bench/fresh_math_generate.py --compare-entropy   # why the easier half (a table)
 
 What it reproduces (data/mathematics/README.md): the nine short-answer modules, sampled from the easier half
 of the generator's *training* entropy range. ``generate.py`` builds its train modules with
@@ -93,6 +94,36 @@ def generate(seed: int, per_module: int, seen: set[str]) -> tuple[list[dict], di
     return rows, stats
 
 
+def compare_entropy(per_module: int, train_path: Path) -> None:
+    """Why the easier half: mean digits per prompt for draws from the whole train range, its easier half
+    and its easier third, next to data/mathematics/train.jsonl (prints a table; writes nothing)."""
+    import numpy as np
+    from mathematics_dataset import generate as ds_generate
+    from mathematics_dataset.modules import modules as ds_modules
+
+    train: dict[str, list[str]] = {}
+    for line in train_path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            train.setdefault(row["module"], []).append(row["prompt"])
+    levels = {"whole (0,1)": (0, 1), "easier half (0,2)": (0, 2), "easier third (0,3)": (0, 3)}
+
+    def digits(prompts: list[str]) -> float:
+        return sum(sum(ch.isdigit() for ch in q) for q in prompts) / len(prompts)
+
+    print(f"mean digits per prompt, {per_module} draws per module | train.jsonl")
+    print(f"{'module':26s} " + " ".join(f"{k:>18s}" for k in levels) + f" {'train.jsonl':>12s}")
+    for name in MODULES:
+        group, function = name.split("__")
+        cells = []
+        for level, num_levels in levels.values():
+            module_fn = ds_modules.train(ds_generate._make_entropy_fn(level, num_levels))[group][function]
+            random.seed(7)
+            np.random.seed(7)
+            cells.append(digits([str(module_fn().question) for _ in range(per_module)]))
+        print(f"{name:26s} " + " ".join(f"{c:18.2f}" for c in cells) + f" {digits(train[name]):12.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(ROOT / "bench" / "data" / "fresh_math.jsonl"))
@@ -104,7 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         default=[str(ROOT / "data" / "mathematics" / f) for f in ("train.jsonl", "val.jsonl")],
         help="JSONL files whose prompts must not appear in the output",
     )
+    p.add_argument(
+        "--compare-entropy",
+        action="store_true",
+        help="only print the entropy-range check against train.jsonl (500 draws per module and range)",
+    )
     a = p.parse_args(argv)
+    if a.compare_entropy:
+        compare_entropy(500, ROOT / "data" / "mathematics" / "train.jsonl")
+        return 0
     if a.per_module < 1:
         p.error(f"--per-module must be >= 1, got {a.per_module}")
     exclude = [Path(x) for x in a.exclude]

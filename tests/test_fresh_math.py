@@ -13,6 +13,7 @@ from mad_models.training.exact_match import load_qa_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = ROOT / "bench" / "data" / "fresh_math.jsonl"
+ALL_FRESH = sorted((ROOT / "bench" / "data").glob("fresh_math*.jsonl"))  # the default file and other seeds
 spec = importlib.util.spec_from_file_location("fresh_math", ROOT / "bench" / "fresh_math.py")
 fm = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fm)
@@ -22,8 +23,9 @@ def _rows(name):
     return load_qa_rows(ROOT / "data" / "mathematics" / name)
 
 
-def test_fresh_file_has_val_modules_40_each_and_generator_limits():
-    fresh = load_qa_rows(FRESH)
+@pytest.mark.parametrize("path", ALL_FRESH, ids=lambda p: p.name)
+def test_fresh_file_has_val_modules_40_each_and_generator_limits(path):
+    fresh = load_qa_rows(path)
     counts = Counter(r["module"] for r in fresh)
     assert set(counts) == {r["module"] for r in _rows("val.jsonl")}
     assert set(counts.values()) == {40} and len(fresh) == 360
@@ -32,18 +34,23 @@ def test_fresh_file_has_val_modules_40_each_and_generator_limits():
     assert {r["answer"] for r in fresh if r["module"] == "numbers__is_prime"} <= {"True", "False"}
 
 
-def test_no_fresh_prompt_is_in_train_or_val_or_repeated():
-    fresh = [r["prompt"] for r in load_qa_rows(FRESH)]
+def test_no_fresh_prompt_is_in_train_or_val_or_another_fresh_file_or_repeated():
+    assert FRESH in ALL_FRESH and len(ALL_FRESH) >= 2
     seen = {r["prompt"] for r in _rows("train.jsonl") + _rows("val.jsonl")}
-    assert len(set(fresh)) == len(fresh)
-    assert not set(fresh) & seen
+    for path in ALL_FRESH:
+        fresh = [r["prompt"] for r in load_qa_rows(path)]
+        assert len(set(fresh)) == len(fresh), path.name
+        assert not set(fresh) & seen, path.name
+        seen |= set(fresh)
 
 
-def test_generation_record_matches_the_file():
-    meta = json.loads(Path(str(FRESH) + ".meta.json").read_text())
-    assert meta["seed"] == 20261203 and meta["rows"] == 360 and meta["per_module"] == 40
+@pytest.mark.parametrize("path", ALL_FRESH, ids=lambda p: p.name)
+def test_generation_record_matches_the_file(path):
+    meta = json.loads(Path(str(path) + ".meta.json").read_text())
+    assert meta["rows"] == len(load_qa_rows(path)) == 360 and meta["per_module"] == 40
+    assert meta["seed"] == 20261203 if path == FRESH else meta["seed"] != 20261203
     assert meta["duplicates_dropped_total"] == sum(meta["duplicates_dropped"].values())
-    assert sorted(meta["duplicates_dropped"]) == sorted({r["module"] for r in load_qa_rows(FRESH)})
+    assert sorted(meta["duplicates_dropped"]) == sorted({r["module"] for r in load_qa_rows(path)})
 
 
 @pytest.mark.parametrize(
