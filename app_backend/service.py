@@ -211,6 +211,7 @@ class AppService:
         chat: bool = True,
         progress: ProgressFn | None = None,
         session: str | None = None,
+        stop_at_eos: bool = True,
     ) -> Iterator[list[dict[str, Any]]]:
         """Run one prompt through several models, yielding all columns after every new token.
 
@@ -220,6 +221,8 @@ class AppService:
         "first_token_s", "stats", "error", "settings"}``. A column that fails (cannot load, cannot take
         this prompt, breaks while generating) gets its error in its own column; the others still run.
         Bad settings for the whole request raise ``AppInputError`` before anything runs.
+        ``stop_at_eos=False`` makes every column generate ``max_new_tokens`` (equal work per column, for
+        throughput measurements); the UI always stops a column at its EOS.
         """
         max_new_tokens = check_max_new_tokens(max_new_tokens)
         names = [n for n in (names or []) if n]
@@ -236,6 +239,7 @@ class AppService:
             temperature=float(temperature),
             top_k=int(top_k),
             chat=bool(chat),
+            stop_at_eos=bool(stop_at_eos),
         )
         cols = [
             dict(
@@ -316,7 +320,7 @@ class AppService:
                 temperature=settings["temperature"],
                 top_k=settings["top_k"],
                 stats=stats,
-                stop_at_eos=first.tokenizer is not None,
+                stop_at_eos=settings["stop_at_eos"] and first.tokenizer is not None,
             ):
                 for row, tok in step:
                     col, item = cols[batch[row]], loaded[batch[row]]

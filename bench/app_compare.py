@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     os.environ.setdefault("MAD_MODELS_DEVICE", "cpu")
     os.environ["MAD_MODELS_THREADS"] = str(a.threads)
-    import torch  # noqa: F401
+    import torch
 
     import mad_models  # noqa: F401
     from app_backend.registry import Registry
@@ -71,11 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     def run(names: list[str]) -> tuple[float, float, int]:
         """(summed tokens/s over columns, wall seconds, total new tokens) of one greedy Compare."""
         t0 = time.perf_counter()
-        *_, cols = svc.compare(a.prompt, names, a.tokens, chat=True)
+        # every column makes exactly a.tokens tokens: an adapter trained to answer briefly would stop at
+        # its EOS after a few, and its row would idle in the batch (equal work per column is the measure)
+        *_, cols = svc.compare(a.prompt, names, a.tokens, chat=True, stop_at_eos=False)
         wall = time.perf_counter() - t0
         bad = [c["error"] for c in cols if c["error"]]
         if bad:
             raise SystemExit(f"compare failed: {bad}")
+        if any(c["new_tokens"] != a.tokens for c in cols):
+            raise SystemExit(f"a column made {[c['new_tokens'] for c in cols]} tokens, not {a.tokens} each")
         return sum(c["tokens_per_s"] for c in cols), wall, sum(c["new_tokens"] for c in cols)
 
     from app_backend.generation import GenStats, encode_prompt, stream_generate_steps
@@ -86,9 +90,33 @@ def main(argv: list[str] | None = None) -> None:
     def run_plain_batch() -> float:
         """Summed tokens/s of 4 copies of the prompt through the plain base in one batch."""
         stats = [GenStats() for _ in range(4)]
-        for _ in stream_generate_steps(plain.model, [ids] * 4, a.tokens, stats=stats):
+        for _ in stream_generate_steps(plain.model, [ids] * 4, a.tokens, stats=stats, stop_at_eos=False):
             pass
         return sum(st.tokens_per_s for st in stats)
+
+    from app_backend.shared import adapter_rows
+
+    host = svc.get(adapters[0]).host
+    one_step = torch.tensor([ids[:1]] * 4)  # 4 rows, 1 token each: a decoding step's forward
+
+    def step_ms(model, rows: list[str] | None, n: int = 20) -> float:
+        """Median ms of one forward of 4 one-token rows (``rows``: the adapter of each row)."""
+        times = []
+        with torch.inference_mode():
+            for _ in range(n + 3):
+                t0 = time.perf_counter()
+                if rows is None:
+                    model(input_ids=one_step)
+                else:
+                    with adapter_rows(rows):
+                        model(input_ids=one_step)
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times[3:]) * 1000
+
+    mixed_rows = ["__base__", *(svc.get(n).adapter for n in adapters)]
+    step_plain = step_ms(plain.model, None)
+    step_base_rows = step_ms(host.model, ["__base__"] * 4)
+    step_mixed = step_ms(host.model, mixed_rows)
 
     run([base])  # warm-up (first-call allocations, thread pools)
     single, four, ceiling = [], [], []
@@ -115,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         ("throughput ratio (goal >= 2.5x)", f"{agg_tps / one_tps:.2f}x"),
         ("ceiling: plain base, 4 copies in one batch, tokens/s", f"{statistics.median(ceiling):.1f}"),
         ("ceiling ratio (what 4 rows buy on this hardware)", f"{statistics.median(ceiling) / one_tps:.2f}x"),
+        ("one step of 4 rows, plain base: ms", f"{step_plain:.1f}"),
+        ("one step of 4 rows, shared tree, all rows on the base: ms", f"{step_base_rows:.1f}"),
+        ("one step of 4 rows, shared tree, base + 3 adapters: ms", f"{step_mixed:.1f}"),
+        ("mixed-adapter surcharge per step", f"{step_mixed / step_base_rows - 1:+.0%}"),
     ]
     print(
         f"\napp Compare on {base} + {', '.join(adapters)}; CPU, {a.threads} torch threads, "

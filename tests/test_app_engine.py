@@ -271,3 +271,24 @@ def test_agreement_marks_and_export(svc):
     rows = list(csv.DictReader(io.StringIO(results_csv(result))))
     assert [r["name"] for r in rows] == [c["name"] for c in cols]
     assert {"new_tokens", "seconds", "tokens_per_s", "text", "settings"} <= set(rows[0])
+
+
+def test_compare_can_run_every_column_to_max_new_tokens(svc):
+    """A column stops at its EOS (the UI's behaviour); stop_at_eos=False gives every column the full
+    max_new_tokens (the throughput bench's equal work per column), and the settings say which."""
+    names = [BASE, *ADAPTERS]
+    cols = run(svc, "hello", names, max_new=6, stop_at_eos=False)
+    assert [c["new_tokens"] for c in cols] == [6] * 4
+    assert all(c["settings"]["stop_at_eos"] is False for c in cols)
+    host = svc.get(ADAPTERS[0]).host
+    first = cols[0]["token_ids"][0]  # the base column's first greedy token becomes its EOS
+    old = host.model.generation_config.eos_token_id
+    host.model.generation_config.eos_token_id = first
+    try:
+        stopped = run(svc, "hello", names, max_new=6)
+        full = run(svc, "hello", names, max_new=6, stop_at_eos=False)
+    finally:
+        host.model.generation_config.eos_token_id = old
+    assert stopped[0]["new_tokens"] < 6 and stopped[0]["settings"]["stop_at_eos"] is True
+    assert [c["new_tokens"] for c in full] == [6] * 4
+    assert full[0]["token_ids"] == cols[0]["token_ids"]
