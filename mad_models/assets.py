@@ -104,14 +104,38 @@ PROFILES = {
 }
 
 
-def mad_settings(p: Profile) -> dict[str, Any]:
-    """The profile's fields that make the MAD set (a language-only change leaves its build keys alone)."""
-    return {k: v for k, v in asdict(p).items() if not k.startswith("lm_")}
-
-
 def language_settings(p: Profile) -> dict[str, Any]:
     """The profile's fields that make the language set."""
     return {k: v for k, v in asdict(p).items() if k.startswith("lm_") or k == "seed"}
+
+
+def mad_keys(p: Profile) -> dict[str, str]:
+    """Build keys of the MAD set. Each asset's key holds only what makes it: a component its own budget,
+    the hybrid its search settings and its components' keys, the pruned hybrid its threshold and parent
+    (so a new threshold re-prunes and retrains nothing)."""
+    common = dict(
+        width=p.width,
+        layers=p.layers,
+        train_per_task=p.mad_train_per_task,
+        batch=p.mad_batch,
+        eval_examples=p.mad_eval_examples,
+        seed=p.seed,
+        mix=MAD_MIX,
+    )
+    att = build_key(
+        step="mad/attention", arch="gpt_neox", steps=p.attention_steps, lr=p.attention_lr, **common
+    )
+    mamba = build_key(step="mad/mamba", arch="mamba", steps=p.mamba_steps, lr=p.mamba_lr, **common)
+    hybrid = build_key(
+        step="mad/hybrid",
+        steps=p.search_steps,
+        lr=p.search_lr,
+        arch_lr=p.arch_lr,
+        parts=[att, mamba],
+        **common,
+    )
+    pruned = build_key(step="mad/hybrid-pruned", threshold=p.prune_threshold, parent=hybrid)
+    return {"mad/attention": att, "mad/mamba": mamba, "mad/hybrid": hybrid, "mad/hybrid-pruned": pruned}
 
 
 def _key_json(o: Any) -> Any:
@@ -247,10 +271,11 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
     from mad_models.training.search import search_mixtures
 
     comps = {}
+    keys = mad_keys(p)
     budgets = {"gpt_neox": (p.attention_steps, p.attention_lr), "mamba": (p.mamba_steps, p.mamba_lr)}
     for name, arch in (("mad/attention", "gpt_neox"), ("mad/mamba", "mamba")):
         steps, lr = budgets[arch]
-        key = build_key(step=name, arch=arch, profile=mad_settings(p), mix=MAD_MIX)
+        key = keys[name]
         target = out / name
         if _done(registry, name, key, target):
             print(f"[assets] {name}: up to date")
@@ -281,7 +306,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
         comps[name] = model
 
     name = "mad/hybrid"
-    key = build_key(step=name, profile=mad_settings(p), parts=[registry_key(registry, n) for n in comps])
+    key = keys[name]
     target = out / name
     if _done(registry, name, key, target):
         print(f"[assets] {name}: up to date")
@@ -334,7 +359,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
         )
 
     name = "mad/hybrid-pruned"
-    key = build_key(step=name, threshold=p.prune_threshold, parent=registry_key(registry, "mad/hybrid"))
+    key = keys[name]
     target = out / name
     if _done(registry, name, key, target):
         print(f"[assets] {name}: up to date")
@@ -572,22 +597,23 @@ def language_keys(p: Profile, base_name: str) -> tuple[str, dict[str, str]]:
     from mad_models.training.exact_match import SYSTEM_PROMPT
     from mad_models.training.mathematics import DATA_DIR, MAX_LEN, adapter_config, file_digest
 
-    common = dict(
-        profile=language_settings(p),
+    # what the base's val eval depends on: its rows, the answer budget (from the train rows), the prompt
+    evaluated = dict(
         base=base_name,
         data=file_digest(DATA_DIR / "train.jsonl", DATA_DIR / "val.jsonl"),
         dev_per_module=LM_DEV_PER_MODULE,
+        train=p.lm_train,
+        val_per_module=p.lm_val_per_module,
         system=SYSTEM_PROMPT,
         max_len=MAX_LEN,
-        presets=PRESETS_PER_MODULE,
     )
-    keys = {
-        d: build_key(
-            step=d, cfg=adapter_config(a.kind, **a.settings).to_dict(), lr=a.lr, lr_source=LR_SOURCE, **common
-        )
-        for d, a in language_adapters().items()
-    }
-    return build_key(step="language/base-eval", **common), keys
+    common = dict(profile=language_settings(p), presets=PRESETS_PER_MODULE, **evaluated)
+    keys = {}
+    for d, a in language_adapters().items():
+        # the adapter's whole config, not the PEFT version that wrote it (an upgrade alone rebuilds nothing)
+        cfg = {k: v for k, v in adapter_config(a.kind, **a.settings).to_dict().items() if k != "peft_version"}
+        keys[d] = build_key(step=d, cfg=cfg, lr=a.lr, lr_source=LR_SOURCE, **common)
+    return build_key(step="language/base-eval", **evaluated), keys
 
 
 def build_language(
@@ -774,11 +800,6 @@ def _save_model(model: torch.nn.Module, target: Path) -> None:
 def _done(registry: dict, name: str, key: str, target: Path) -> bool:
     entry = next((m for m in registry["models"] if m["name"] == name), None)
     return bool(entry and entry.get("meta", {}).get("build_key") == key and any(target.glob("*.safetensors")))
-
-
-def registry_key(registry: dict, name: str) -> str | None:
-    entry = next((m for m in registry["models"] if m["name"] == name), None)
-    return entry.get("meta", {}).get("build_key") if entry else None
 
 
 def _register_mad(registry: dict, name: str, description: str, key: str, scores: dict, out: Path) -> None:

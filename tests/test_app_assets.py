@@ -204,7 +204,7 @@ def test_bundled_assets_are_small_safetensors_with_cards():
 
 
 def test_bundled_build_keys_are_current_in_every_process():
-    """A re-run of the full build finds the bundled assets up to date: the keys it computes match the
+    """A re-run of the full build finds every bundled asset up to date: the keys it computes match the
     registry's, whatever PYTHONHASHSEED (PEFT keeps target_modules as a set, whose order it changes)."""
     import os
     import subprocess
@@ -212,9 +212,9 @@ def test_bundled_build_keys_are_current_in_every_process():
 
     code = (
         "import json, mad_models.assets as A; p = A.PROFILES['full']; "
-        "print(json.dumps({**A.language_keys(p, 'SmolLM2-135M-Instruct')[1], "
-        "'mad/attention': A.build_key(step='mad/attention', arch='gpt_neox', profile=A.mad_settings(p), "
-        "mix=A.MAD_MIX)}))"
+        "base, lang = A.language_keys(p, 'SmolLM2-135M-Instruct'); "
+        "print(json.dumps({**A.mad_keys(p), **{'language/' + d.split('/')[-1]: k for d, k in lang.items()}, "
+        "'base': base}))"
     )
     runs = []
     for seed in ("0", "1", "2", "3"):
@@ -225,5 +225,26 @@ def test_bundled_build_keys_are_current_in_every_process():
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert all(r == runs[0] for r in runs), runs
     models = json.loads((ROOT / "assets/registry.json").read_text())["models"]
-    reg = {m.get("path"): m["meta"]["build_key"] for m in models if m.get("path")}
-    assert {d: reg[d] for d in runs[0]} == runs[0]
+    reg = {m.get("path", "base"): m["meta"]["build_key"] for m in models if m.get("meta")}
+    assert len(runs[0]) == 8 and {d: reg[d] for d in runs[0]} == runs[0]
+
+
+def test_a_new_prune_threshold_only_re_prunes(tmp_path, capsys, monkeypatch):
+    """Each MAD asset's key holds only what makes it: a new threshold trains nothing again."""
+    import mad_models.assets as assets
+
+    smoke(tmp_path / "a", tmp_path / "work")
+    before = digests(tmp_path / "a")
+    monkeypatch.setitem(assets.PROFILES, "smoke", replace(assets.PROFILES["smoke"], prune_threshold=0.9))
+    capsys.readouterr()
+    smoke(tmp_path / "a", tmp_path / "work")
+    out = capsys.readouterr().out
+    for name in ("mad/attention", "mad/mamba", "mad/hybrid"):
+        assert f"{name}: up to date" in out
+    assert "mad/hybrid-pruned: pruning the hybrid at threshold 0.9" in out
+
+    def trained(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k.startswith(("mad/attention/", "mad/mamba/", "mad/hybrid/"))}
+
+    after = digests(tmp_path / "a")
+    assert trained(after) and trained(after) == trained(before)
