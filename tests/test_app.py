@@ -142,6 +142,8 @@ def test_picking_a_preset_fills_the_prompt_and_the_answer_marks_the_columns(clie
     # a value that is not a preset is refused by the dropdown's own check
     with pytest.raises(AppError, match="not in the list of choices"):
         client.predict("What is 8 times 6?", api_name="/compare_preset")
+    # a list of one valid preset passes the dropdown's own check: a plain message, not a server error
+    assert client.predict(["What is 7 times 6?"], api_name="/compare_preset")[1] == "Pick one preset."
 
 
 def test_adapter_sizes_are_the_exact_reports(client, assets):

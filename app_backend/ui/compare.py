@@ -114,6 +114,8 @@ def build(ctx: TabContext) -> dict[str, Any]:
 
         def pick_preset(choice):
             """A picked preset fills the prompt box; the line beside it gives the expected answer."""
+            if choice is not None and not isinstance(choice, str):  # an API caller's list or number
+                return gr.skip(), "Pick one preset."
             p = presets.get(choice) if choice else None
             if p is None:  # cleared (the user typed their own prompt): the prompt stays as typed
                 return gr.skip(), ""
