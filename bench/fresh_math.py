@@ -17,8 +17,9 @@ answer lengths, answer kinds, the no-learning heuristic per module), and writes
 and its standard error, and per module.
 
 Resumable: each finished pass is kept under ``--work`` (keyed by the bytes of the data file and of the
-adapter, and by the eval settings); a re-run reuses it. Text below the ``<!-- notes -->`` line of an
-existing results file is kept.
+adapter's folder, the base by its name ``smollm2``, and by the batch and token budget; the prompt format
+is not in the key: clear ``--work`` after changing it); a re-run reuses it. Text below the
+``<!-- notes -->`` line of an existing results file is kept.
 """
 
 from __future__ import annotations
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         f"of the train entropy range) with seed {gen_meta.get('seed', '?')}; "
         f"{gen_meta.get('duplicates_dropped_total', '?')} drawn questions were dropped (and re-drawn) "
         f"because their prompt is in {' or '.join(gen_meta.get('excluded_files', ['?']))} "
+        "or was drawn before "
         f"({dropped_by_module or 'none'}). "
         "No fresh prompt is in train or val (checked again by this script and by "
         "tests/test_fresh_math.py). Nobody has tuned or chosen anything on these questions.",

@@ -100,9 +100,10 @@ class Setting:
 # compression: attention 0.298 after 3,000 steps at 3e-3 (still rising), Mamba 0.241 after 600.
 # At width 32 Mamba does not learn in 300 steps (in-context recall 0.450 against 0.392), and a 200-step
 # run at width 64 is only on its way (0.589 against 0.392). Sequences of 64 cost Mamba's reference scan
-# 0.49-0.62 s/step at width 64 (0.15-0.17 at 32), which the full setting's 2-hour budget cannot pay.
-# FULL (600 steps) gives every component the budget in which Mamba learned; QUICK (180 steps) is what fits
-# its 30-minute budget and is not expected to show clear learning (see --dry-run for both estimates).
+# 0.49-0.62 s/step at width 64 (0.13-0.17 at 32), which the full setting's 2-hour budget cannot pay.
+# FULL (600 steps) gives every component the budget in which Mamba learned all but fuzzy recall (1,200);
+# QUICK (180 steps) is what fits its 30-minute budget and is not expected to show clear learning (see
+# --dry-run for both estimates).
 # Regenerate: PYTHONPATH=$PWD python bench/mad_calibrate.py --threads 1 --setting quick --num-train 8192 \
 #   --num-valid 256 --runs <the runs listed in bench/results/mad-calibration.md>
 TASKS_32 = {
