@@ -118,6 +118,7 @@ class AdapterHost:
         from peft import inject_adapter_in_model
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+        from app_backend import fused
         from mad_models.more.report import embedding_targeted
 
         config = copy.deepcopy(peft_model.peft_config[adapter])
@@ -138,6 +139,8 @@ class AdapterHost:
                 if id(layer) not in self._hooked:
                     layer.register_forward_pre_hook(_rows_pre_hook, with_kwargs=True)
                     self._hooked.add(id(layer))
+                fused.install(layer)  # mixed rows: one fused forward per stack of adapter layers
+                fused.reset(layer)
             self.model.eval()
         self.adapters[aid] = sum(t.numel() * t.element_size() for t in state.values())
         return aid
@@ -156,9 +159,12 @@ class AdapterHost:
             self._delete(aid)
 
     def _delete(self, aid: str) -> None:
+        from app_backend import fused
+
         for layer in _tuner_layers(self.model):
             layer.delete_adapter(aid)
             layer.set_adapter([], inference_mode=True)
+            fused.reset(layer)
         self.adapters.pop(aid, None)
 
     @contextmanager
