@@ -43,9 +43,16 @@ from torch import nn
 
 from mad_models.more.layer import Linear as MoReLinear
 
-MAX_PLANS = 8  # names lists kept per layer (the app's Compare uses one per run)
+# kept per layer: stacked factors for this many sets of adapters (each costs at most those adapters' own
+# weights again), row masks for this many names lists (a few hundred bytes each)
+MAX_STACKS, MAX_MASKS = 4, 32
 
-_STATE = threading.local()
+
+class _State(threading.local):
+    off = False  # True: the layers' own mixed forward (peft_mixed_forward)
+
+
+_STATE = _State()
 
 
 @contextmanager
@@ -61,39 +68,54 @@ def peft_mixed_forward() -> Iterator[None]:
 
 
 class _Plans:
-    """Per layer: names tuple -> :class:`_Plan`. A copy of the module tree starts with none (a plan holds
-    references to this tree's factors)."""
+    """Per layer: the stacked factors per set of adapters used, and the row mask per names list. A copy of
+    the module tree starts with none (they hold this tree's factors)."""
 
-    __slots__ = ("by_names", "fused_calls")
+    __slots__ = ("stacks", "masks", "fused_calls")
 
     def __init__(self) -> None:
-        self.by_names: dict[tuple[str, ...], _Plan] = {}
+        self.stacks: dict[tuple[str, ...], _Stack] = {}  # sorted adapter names -> their stacked factors
+        self.masks: dict[tuple[str, ...], tuple[_Stack, torch.Tensor | None]] = {}  # names -> stack, mask
         self.fused_calls = 0  # how often the fused path ran (tests check which path was taken)
 
     def __deepcopy__(self, memo: dict) -> _Plans:
         return _Plans()
 
+    def clear(self) -> None:
+        self.stacks.clear()
+        self.masks.clear()
 
-class _Plan:
-    """What one stack of tuner layers does to a batch with one names list."""
 
-    __slots__ = ("base", "a", "b_t", "mask", "checks", "dropouts")
+class _Stack:
+    """One stack of tuner layers over its ``nn.Linear``, with the factors of a set of its adapters stacked:
+    ``a`` (R, n) the down factors, ``b_t`` (R, m) the up factors, and per block ``(adapter, width,
+    scaling)`` in ``columns``. ``a`` is None when none of the set is held here (base only)."""
 
-    def __init__(self, base: nn.Linear) -> None:
+    __slots__ = ("base", "layers", "a", "b_t", "columns", "checks", "dropouts")
+
+    def __init__(self, base: nn.Linear, layers: list[BaseTunerLayer]) -> None:
         self.base = base
-        self.a: torch.Tensor | None = None  # (R, n) stacked down factors; None: no row has an adapter here
-        self.b_t: torch.Tensor | None = None  # (R, m), the up factors stacked, transposed for addmm
-        self.mask: torch.Tensor | None = None  # (rows, R) scaling on a row's own adapter's columns
-        # (container, name, factor, storage pointer, version) of every factor the plan copied
+        self.layers = layers
+        self.a: torch.Tensor | None = None
+        self.b_t: torch.Tensor | None = None
+        self.columns: list[tuple[str, int, float]] = []
+        # (container, name, factor, storage pointer, version) of every factor copied into a / b_t
         self.checks: list[tuple[Any, str, torch.Tensor, int, int]] = []
-        self.dropouts: list[nn.Module] = []  # dropouts that would act in training mode
+        self.dropouts: list[nn.Module] = []  # dropouts that act in training mode
 
-    def valid(self) -> bool:
-        """Every factor is still the one (same storage, unmodified) held under the same name."""
+    def current(self) -> bool:
+        """Every copied factor is still the one (same storage, unmodified) held under its name."""
         for container, name, factor, ptr, version in self.checks:
-            if name not in container or factor.data_ptr() != ptr or factor._version != version:
+            if factor._version != version or factor.data_ptr() != ptr or name not in container:
                 return False
         return True
+
+    def applies(self) -> bool:
+        """No layer merged or disabled, no dropout active (states that change between calls)."""
+        for layer in self.layers:
+            if layer.merged_adapters or layer.disable_adapters:
+                return False
+        return not any(d.training for d in self.dropouts)
 
 
 def install(layer: BaseTunerLayer) -> None:
@@ -114,7 +136,7 @@ def reset(layer: BaseTunerLayer) -> None:
     """Forget the plans (adapters were added or removed); they are rebuilt on the next call."""
     plans = vars(layer).get("_fused_plans")
     if plans is not None:
-        plans.by_names.clear()
+        plans.clear()
 
 
 def _forward(self: BaseTunerLayer, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -124,63 +146,79 @@ def _forward(self: BaseTunerLayer, x: torch.Tensor, *args: Any, **kwargs: Any) -
         or args
         or len(kwargs) != 1
         or torch.is_grad_enabled()
-        or getattr(_STATE, "off", False)
+        or _STATE.off
         or x.dim() < 2
         or len(names) != x.shape[0]
     ):
         return type(self).forward(self, x, *args, **kwargs)
     plans: _Plans = self._fused_plans
     key = tuple(names)
-    plan = plans.by_names.get(key)
-    if plan is None or not plan.valid():
-        plan = _build_plan(self, key)
-        if plan is None:  # not a case for the fused path (kept unstored: it is cheap to find out again)
-            return type(self).forward(self, x, *args, **kwargs)
-        if len(plans.by_names) >= MAX_PLANS:
-            plans.by_names.clear()
-        plans.by_names[key] = plan
-    if any(d.training for d in plan.dropouts) or not _still_plain(self):
+    hit = plans.masks.get(key)
+    if hit is None or not hit[0].current():
+        hit = _plan(self, plans, key)
+    if hit is None or not hit[0].applies():  # not a case for the fused path
         return type(self).forward(self, x, *args, **kwargs)
+    stack, mask = hit
     plans.fused_calls += 1
-    base = plan.base
+    base = stack.base
     y = F.linear(x, base.weight, base.bias)  # (rows, ..., m): one product for every row
-    if plan.a is None:
+    if stack.a is None:
         return y
-    xa = x if x.dtype == plan.a.dtype else x.to(plan.a.dtype)
-    h = F.linear(xa, plan.a)  # (rows, ..., R)
-    mask = plan.mask if x.dim() == 2 else plan.mask.view(len(key), *([1] * (x.dim() - 2)), -1)
-    h = (h * mask).reshape(-1, plan.a.shape[0])
+    xa = x if x.dtype == stack.a.dtype else x.to(stack.a.dtype)
+    h = F.linear(xa, stack.a)  # (rows, ..., R)
+    if x.dim() > 2:
+        mask = mask.view(len(key), *([1] * (x.dim() - 2)), -1)
+    h = (h * mask).reshape(-1, stack.a.shape[0])
     m = y.shape[-1]
-    if y.dtype == h.dtype:
-        return torch.addmm(y.reshape(-1, m), h, plan.b_t).view(y.shape)
-    return y + torch.mm(h, plan.b_t).view(y.shape).to(y.dtype)
+    if y.dtype == h.dtype:  # y + h @ B.T in one addmm
+        return torch.addmm(y.reshape(-1, m), h, stack.b_t).view(y.shape)
+    return y + torch.mm(h, stack.b_t).view(y.shape).to(y.dtype)
 
 
-def _still_plain(layer: BaseTunerLayer) -> bool:
-    """No layer of the stack merged or disabled since the plan was made (both are per-call state)."""
-    while isinstance(layer, BaseTunerLayer):
-        if layer.merged_adapters or layer.disable_adapters:
-            return False
-        layer = layer.base_layer
-    return True
+def _plan(
+    top: BaseTunerLayer, plans: _Plans, names: tuple[str, ...]
+) -> tuple[_Stack, torch.Tensor | None] | None:
+    """The stack under ``top`` for the adapters in ``names`` and the row mask for ``names`` (kept in
+    ``plans``); None: a case the fused path leaves to the layers' own forward."""
+    used = tuple(sorted({n for n in names if n != "__base__"}))
+    stack = plans.stacks.get(used)
+    if stack is None or not stack.current():
+        stack = _build_stack(top, used)
+        if stack is None:  # kept unstored: it is cheap to find out again
+            return None
+        if len(plans.stacks) >= MAX_STACKS:
+            plans.clear()
+        plans.stacks[used] = stack
+    mask = None
+    if stack.a is not None:
+        with torch.inference_mode(False):
+            mask = torch.zeros(len(names), stack.a.shape[0], dtype=stack.a.dtype, device=stack.a.device)
+            start = 0
+            for name, width, scaling in stack.columns:
+                rows = [i for i, n in enumerate(names) if n == name]
+                mask[rows, start : start + width] = scaling
+                start += width
+    if len(plans.masks) >= MAX_MASKS:
+        plans.masks.clear()
+    plans.masks[names] = (stack, mask)
+    return stack, mask
 
 
-def _build_plan(top: BaseTunerLayer, names: tuple[str, ...]) -> _Plan | None:
-    """The stacked factors and mask of the stack under ``top`` for ``names``; None: not a case the fused
-    path handles (the layer's own forward runs)."""
-    stack = []
+def _build_stack(top: BaseTunerLayer, used: tuple[str, ...]) -> _Stack | None:
+    """The layers under ``top`` with the factors of the adapters ``used`` stacked; None: not a case the
+    fused path handles."""
+    layers = []
     layer: Any = top
     while isinstance(layer, BaseTunerLayer):
-        if type(layer) not in (LoraLinear, MoReLinear) or layer.merged_adapters or layer.disable_adapters:
+        if type(layer) not in (LoraLinear, MoReLinear):
             return None
-        stack.append(layer)
+        layers.append(layer)
         layer = layer.base_layer
     if type(layer) is not nn.Linear:  # bitsandbytes, Conv1D, ...: their own forward
         return None
-    plan = _Plan(layer)
-    used = [n for n in dict.fromkeys(names) if n != "__base__"]
-    downs, ups, columns = [], [], []  # per (layer, adapter) block: factors and (adapter, width, scaling)
-    for layer in stack:
+    stack = _Stack(layer, layers)
+    downs, ups, checks = [], [], []
+    for layer in layers:
         for name in used:
             if isinstance(layer, LoraLinear):
                 if name not in layer.lora_A:
@@ -188,7 +226,7 @@ def _build_plan(top: BaseTunerLayer, names: tuple[str, ...]) -> _Plan | None:
                 if name in layer.lora_variant or layer.lora_bias.get(name, False):
                     return None  # DoRA and other variants, LoRA bias: PEFT's path
                 down, up = layer.lora_A[name].weight, layer.lora_B[name].weight  # (r, n), (m, r)
-                plan.checks += [(layer.lora_A, name, down, 0, 0), (layer.lora_B, name, up, 0, 0)]
+                checks += [(layer.lora_A, name, down), (layer.lora_B, name, up)]
                 scaling, dropout = layer.scaling[name], layer.lora_dropout[name]
             else:
                 if name not in layer.more_blkdiag1:
@@ -198,29 +236,22 @@ def _build_plan(top: BaseTunerLayer, names: tuple[str, ...]) -> _Plan | None:
                     return None
                 down, up = folded  # (k*k*r, n), (m, k*k*r)
                 b1, b2 = layer.more_blkdiag1[name], layer.more_blkdiag2[name]
-                plan.checks += [(layer.more_blkdiag1, name, b1, 0, 0), (layer.more_blkdiag2, name, b2, 0, 0)]
+                checks += [(layer.more_blkdiag1, name, b1), (layer.more_blkdiag2, name, b2)]
                 scaling, dropout = layer.scale[name], layer.more_dropout[name]
             if isinstance(dropout, nn.Dropout) and dropout.p > 0:
-                plan.dropouts.append(dropout)
+                stack.dropouts.append(dropout)
             downs.append(down)
             ups.append(up)
-            columns.append((name, down.shape[0], float(scaling)))
+            stack.columns.append((name, down.shape[0], float(scaling)))
     try:
-        plan.checks = [(c, n, t, t.data_ptr(), t._version) for c, n, t, _, _ in plan.checks]
-    except RuntimeError:  # inference tensors keep no version counter: nothing to check a plan against
+        stack.checks = [(c, n, t, t.data_ptr(), t._version) for c, n, t in checks]
+    except RuntimeError:  # inference tensors keep no version counter: nothing to check a copy against
         return None
     if not downs:
-        return plan
+        return stack
     if len({t.dtype for t in downs + ups}) != 1:
         return None
     with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in and out of inference mode
-        plan.a = torch.cat(downs).contiguous()
-        plan.b_t = torch.cat(ups, dim=1).t().contiguous()
-        mask = torch.zeros(len(names), plan.a.shape[0], dtype=plan.a.dtype, device=plan.a.device)
-        start = 0
-        for name, width, scaling in columns:
-            rows = [i for i, n in enumerate(names) if n == name]
-            mask[rows, start : start + width] = scaling
-            start += width
-        plan.mask = mask
-    return plan
+        stack.a = torch.cat(downs).contiguous()
+        stack.b_t = torch.cat(ups, dim=1).t().contiguous()
+    return stack

@@ -79,8 +79,8 @@ def test_each_row_equals_its_adapter_alone_and_peft_mixed_forward(tree):
     assert not torch.allclose(got[0], plain[0], atol=1e-3) and not torch.allclose(got[2], plain[2], atol=1e-3)
 
 
-def test_decoding_steps_reuse_the_plan_and_match_generate_alone(tree):
-    base, host, aids = tree
+def test_decoding_steps_reuse_the_plan_and_match_generate_alone(assets):
+    base, host, aids = make_host(assets)
     names = ["__base__", aids["more"], aids["lora"]]
     ids = torch.randint(0, 128, (3, 5))
     with host.reading(), adapter_rows(names), torch.no_grad():
@@ -90,8 +90,9 @@ def test_decoding_steps_reuse_the_plan_and_match_generate_alone(tree):
         with torch.no_grad():
             alone = model.generate(ids[row : row + 1], max_new_tokens=6, do_sample=False, pad_token_id=0)
         assert together[row].tolist() == alone[0].tolist(), name
-    q = host.model.model.layers[0].self_attn.q_proj
-    assert len(vars(q)["_fused_plans"].by_names) >= 1  # one plan per names list, not per step
+    plans = vars(host.model.model.layers[0].self_attn.q_proj)["_fused_plans"]
+    assert list(plans.masks) == [tuple(names)]  # built once for the names list, not per step
+    assert list(plans.stacks) == [tuple(sorted(names[1:]))]
 
 
 def test_two_threads_with_different_rows_do_not_mix(tree):
