@@ -8,7 +8,9 @@ same tree and mix in one batch: row ``i`` runs adapter ``adapter_names[i]`` (``"
 
 The adapter names reach the layers through a hook that reads a thread-local, not through per-call hooks
 as ``PeftModel.generate(adapter_names=...)`` installs: two users generating on one host at the same time
-each keep their own rows.
+each keep their own rows. With names set, the host's layers run a fused mixed-adapter forward
+(:mod:`app_backend.fused`: the base once over all rows, every named adapter in one stacked product)
+instead of PEFT's per-adapter loop; cases it does not cover take PEFT's own path.
 
 Example:
     >>> host = AdapterHost(base_model)

@@ -12,6 +12,12 @@ Throughput: greedy Compare of one model alone, against the 4 columns (base + 3 a
 runs as one batched mixed-adapter ``generate``. Aggregate tokens/s is summed over the 4 columns (each
 column's new tokens / its seconds). Goal: >= 2.5x one model's. Median of ``--runs`` runs.
 
+The forward rows time one forward of 4 one-token rows without a KV cache, round-robin: the plain base,
+the shared tree with every row on the base, the rows split over base + 3 adapters through the host's
+fused mixed-adapter layers (app_backend/fused.py), and the same split through PEFT's and MoRe's own
+mixed-batch forward (``peft_mixed_forward``); the surcharge rows divide each mixed time by the base-rows
+time of the same round.
+
 The ceiling row runs the plain base model (no adapter layers) on 4 copies of the prompt in one batch:
 what batching 4 rows buys on this hardware at all. On CPU a 4-row matmul costs about 2.5x a 1-row one
 (BLAS packs the weight for a matrix product; one row takes the matrix-vector path), so 4 columns can
