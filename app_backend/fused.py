@@ -16,8 +16,9 @@ Here a stack of tuner layers over one ``nn.Linear`` runs, for a batch whose row 
 LoRA's factors are ``lora_A``/``lora_B``; MoRe's are its folded Monarch pair (the ``a``, ``b`` that
 :func:`mad_models.monarch.monarch_linear` multiplies by). ``mask[i]`` holds an adapter's scaling on its
 own columns of ``h`` and 0 elsewhere, so row ``i`` gets ``scaling * B_j A_j x_i`` of its own adapter and
-nothing of the others ("__base__" rows: the base alone). The stacked factors and the mask are built once
-per names list and kept (rebuilt when a factor changes), so a decoding step does no per-row Python.
+nothing of the others ("__base__" rows: the base alone). The stacked factors are built once per set of
+adapters and the mask once per names list, and kept (rebuilt when a factor or a scaling changes), so a
+decoding step does no per-row Python.
 
 Only this exact case takes the fused path; anything else runs the layer's own forward unchanged: no
 ``adapter_names``, gradients enabled, an active dropout, merged or disabled adapters, LoRA variants
@@ -59,7 +60,7 @@ _STATE = _State()
 def peft_mixed_forward() -> Iterator[None]:
     """In this thread, the host's layers run PEFT's (and MoRe's) own mixed-batch forward: the reference
     the fused path is tested and benchmarked against."""
-    previous = getattr(_STATE, "off", False)
+    previous = _STATE.off
     _STATE.off = True
     try:
         yield
@@ -91,7 +92,7 @@ class _Stack:
     ``a`` (R, n) the down factors, ``b_t`` (R, m) the up factors, and per block ``(adapter, width,
     scaling)`` in ``columns``. ``a`` is None when none of the set is held here (base only)."""
 
-    __slots__ = ("base", "layers", "a", "b_t", "columns", "checks", "dropouts")
+    __slots__ = ("base", "layers", "a", "b_t", "columns", "checks", "scalings", "dropouts")
 
     def __init__(self, base: nn.Linear, layers: list[BaseTunerLayer]) -> None:
         self.base = base
@@ -101,12 +102,17 @@ class _Stack:
         self.columns: list[tuple[str, int, float]] = []
         # (container, name, factor, storage pointer, version) of every factor copied into a / b_t
         self.checks: list[tuple[Any, str, torch.Tensor, int, int]] = []
+        self.scalings: list[tuple[dict, str, float]] = []  # (the layer's scaling dict, name, value used)
         self.dropouts: list[nn.Module] = []  # dropouts that act in training mode
 
     def current(self) -> bool:
-        """Every copied factor is still the one (same storage, unmodified) held under its name."""
+        """Every copied factor is still the one (same storage, unmodified) held under its name, and every
+        scaling the one in the mask (PEFT's ``set_scale`` changes it in place)."""
         for container, name, factor, ptr, version in self.checks:
             if factor._version != version or factor.data_ptr() != ptr or name not in container:
+                return False
+        for scalings, name, value in self.scalings:
+            if scalings.get(name) != value:
                 return False
         return True
 
@@ -227,7 +233,7 @@ def _build_stack(top: BaseTunerLayer, used: tuple[str, ...]) -> _Stack | None:
                     return None  # DoRA and other variants, LoRA bias: PEFT's path
                 down, up = layer.lora_A[name].weight, layer.lora_B[name].weight  # (r, n), (m, r)
                 checks += [(layer.lora_A, name, down), (layer.lora_B, name, up)]
-                scaling, dropout = layer.scaling[name], layer.lora_dropout[name]
+                scalings, dropout = layer.scaling, layer.lora_dropout[name]
             else:
                 if name not in layer.more_blkdiag1:
                     continue
@@ -237,12 +243,13 @@ def _build_stack(top: BaseTunerLayer, used: tuple[str, ...]) -> _Stack | None:
                 down, up = folded  # (k*k*r, n), (m, k*k*r)
                 b1, b2 = layer.more_blkdiag1[name], layer.more_blkdiag2[name]
                 checks += [(layer.more_blkdiag1, name, b1), (layer.more_blkdiag2, name, b2)]
-                scaling, dropout = layer.scale[name], layer.more_dropout[name]
+                scalings, dropout = layer.scale, layer.more_dropout[name]
             if isinstance(dropout, nn.Dropout) and dropout.p > 0:
                 stack.dropouts.append(dropout)
             downs.append(down)
             ups.append(up)
-            stack.columns.append((name, down.shape[0], float(scaling)))
+            stack.scalings.append((scalings, name, scalings[name]))
+            stack.columns.append((name, down.shape[0], float(scalings[name])))
     try:
         stack.checks = [(c, n, t, t.data_ptr(), t._version) for c, n, t in checks]
     except RuntimeError:  # inference tensors keep no version counter: nothing to check a copy against

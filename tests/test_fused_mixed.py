@@ -134,6 +134,15 @@ def test_a_changed_or_removed_adapter_is_never_served_from_a_stale_plan(assets):
     assert not torch.allclose(changed[0], first[0], atol=1e-4)
     torch.testing.assert_close(changed, mixed(host, names, ids, peft_path=True), **TOL)
     torch.testing.assert_close(changed[1:], first[1:], **TOL)
+    for layer in _tuner_layers(host.model):  # a scaling changed in place (PEFT's set_scale does so)
+        if isinstance(layer, MoReLinear):
+            layer.scale[aids["more"]] *= 0.5
+    rescaled = mixed(host, names, ids)
+    assert not torch.allclose(rescaled[1], first[1], atol=1e-4)
+    torch.testing.assert_close(rescaled, mixed(host, names, ids, peft_path=True), **TOL)
+    for layer in _tuner_layers(host.model):
+        if isinstance(layer, MoReLinear):
+            layer.scale[aids["more"]] *= 2
     host.remove(aids["lora"])
     # the layers skip a name they no longer hold (PEFT's rule): that row is the base, not the old LoRA
     after = mixed(host, names, ids)
