@@ -218,3 +218,19 @@ def test_peft_outside_the_host_is_untouched(tree, assets):
     with torch.no_grad():  # PEFT's own mixed batch agrees with the host's fused rows
         ref = model(ids, adapter_names=["default", "__base__"]).logits
     torch.testing.assert_close(mixed(host, [aids["lora"], "__base__"], ids), ref, **TOL)
+
+
+def test_a_bf16_base(assets):
+    """A half-precision base (the GPU path): the fused rows equal PEFT's layers' to bf16 rounding."""
+    base = load_causal_lm(assets / "language/base", device="cpu").to(torch.bfloat16)
+    host = AdapterHost(base)
+    aids = [
+        host.add(pull(str(assets / "language" / s), base_model=sharing_copy(base))) for s in ("lora", "more")
+    ]
+    names = [*aids, "__base__"]
+    ids = torch.randint(0, 128, (3, 5))
+    got = mixed(host, names, ids)
+    assert total_fused_calls(host) > 0 and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, mixed(host, names, ids, peft_path=True), atol=2e-2, rtol=2e-2)
+    with torch.no_grad():
+        assert not torch.allclose(got[0], base(ids).logits[0], atol=5e-2)
