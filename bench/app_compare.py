@@ -12,6 +12,12 @@ Throughput: greedy Compare of one model alone, against the 4 columns (base + 3 a
 runs as one batched mixed-adapter ``generate``. Aggregate tokens/s is summed over the 4 columns (each
 column's new tokens / its seconds). Goal: >= 2.5x one model's. Median of ``--runs`` runs.
 
+The forward rows time one forward of 4 one-token rows without a KV cache, round-robin: the plain base,
+the shared tree with every row on the base, the rows split over base + 3 adapters through the host's
+fused mixed-adapter layers (app_backend/fused.py), and the same split through PEFT's and MoRe's own
+mixed-batch forward (``peft_mixed_forward``); the surcharge rows divide each mixed time by the base-rows
+time of the same round.
+
 The ceiling row runs the plain base model (no adapter layers) on 4 copies of the prompt in one batch:
 what batching 4 rows buys on this hardware at all. On CPU a 4-row matmul costs about 2.5x a 1-row one
 (BLAS packs the weight for a matrix product; one row takes the matrix-vector path), so 4 columns can
@@ -94,34 +100,39 @@ def main(argv: list[str] | None = None) -> None:
             pass
         return sum(st.tokens_per_s for st in stats)
 
+    from contextlib import nullcontext
+
+    from app_backend.fused import peft_mixed_forward
     from app_backend.shared import adapter_rows
 
     host = svc.get(adapters[0]).host
     one_step = torch.tensor([ids[:1]] * 4)  # 4 rows of 1 token, no KV cache: the per-step layer work
     mixed_rows = ["__base__", *(svc.get(n).adapter for n in adapters)]
     ways = {"plain": (plain.model, None), "base rows": (host.model, ["__base__"] * 4)}
-    ways["mixed"] = (host.model, mixed_rows)
+    ways["mixed"] = (host.model, mixed_rows)  # the host's fused mixed-adapter layers (app_backend/fused.py)
+    ways["mixed, PEFT layers"] = (host.model, mixed_rows)  # PEFT's and MoRe's own mixed-batch forward
 
-    def forward_ms(model, rows: list[str] | None) -> float:
+    def forward_ms(model, rows: list[str] | None, peft_layers: bool = False) -> float:
         with torch.inference_mode():
             t0 = time.perf_counter()
             if rows is None:
                 model(input_ids=one_step)
             else:
-                with adapter_rows(rows):
+                with adapter_rows(rows), peft_mixed_forward() if peft_layers else nullcontext():
                     model(input_ids=one_step)
         return (time.perf_counter() - t0) * 1000
 
     forward_times: dict[str, list[float]] = {k: [] for k in ways}
-    for i in range(33):  # round-robin, so drift in machine speed hits the three alike; 3 warm-up rounds
+    for i in range(33):  # round-robin, so drift in machine speed hits the four alike; 3 warm-up rounds
         for k, (model, rows) in ways.items():
-            t = forward_ms(model, rows)
+            t = forward_ms(model, rows, peft_layers=k == "mixed, PEFT layers")
             if i >= 3:
                 forward_times[k].append(t)
     fwd = {k: statistics.median(v) for k, v in forward_times.items()}
     # the surcharge per round (mixed / base rows in the same round), median and range over the rounds
-    surcharge = sorted(
-        m / b - 1 for m, b in zip(forward_times["mixed"], forward_times["base rows"], strict=True)
+    surcharge, surcharge_peft = (
+        sorted(m / b - 1 for m, b in zip(forward_times[k], forward_times["base rows"], strict=True))
+        for k in ("mixed", "mixed, PEFT layers")
     )
 
     run([base])  # warm-up (first-call allocations, thread pools)
@@ -151,10 +162,15 @@ def main(argv: list[str] | None = None) -> None:
         ("ceiling ratio (what 4 rows buy on this hardware)", f"{statistics.median(ceiling) / one_tps:.2f}x"),
         ("one-token forward of 4 rows (no cache), plain base: ms", f"{fwd['plain']:.1f}"),
         ("the same through the shared tree, all rows on the base: ms", f"{fwd['base rows']:.1f}"),
-        ("the same, rows on base + 3 adapters: ms", f"{fwd['mixed']:.1f}"),
+        ("the same, rows on base + 3 adapters (fused layers): ms", f"{fwd['mixed']:.1f}"),
+        ("the same through PEFT's and MoRe's own mixed forward: ms", f"{fwd['mixed, PEFT layers']:.1f}"),
         (
-            "mixed-adapter surcharge (mixed / base rows, per round: median [min, max])",
+            "mixed-adapter surcharge, fused (mixed / base rows, per round: median [min, max])",
             f"{statistics.median(surcharge):+.0%} [{surcharge[0]:+.0%}, {surcharge[-1]:+.0%}]",
+        ),
+        (
+            "mixed-adapter surcharge, PEFT's layers (the same)",
+            f"{statistics.median(surcharge_peft):+.0%} [{surcharge_peft[0]:+.0%}, {surcharge_peft[-1]:+.0%}]",
         ),
     ]
     print(
