@@ -69,6 +69,18 @@ def peft_mixed_forward() -> Iterator[None]:
         _STATE.off = previous
 
 
+@contextmanager
+def peft_mixed_forward_in_all_threads() -> Iterator[None]:
+    """:func:`peft_mixed_forward` for every thread that has not chosen for itself (the benchmark's switch:
+    the app generates in worker threads)."""
+    previous = _State.off
+    _State.off = True  # the class default, which a thread's own setting shadows
+    try:
+        yield
+    finally:
+        _State.off = previous
+
+
 class _Plans:
     """Per layer: the stacked factors per set of adapters used, and the row mask per names list. A copy of
     the module tree starts with none (they hold this tree's factors)."""

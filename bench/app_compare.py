@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from contextlib import nullcontext
 
-    from app_backend.fused import peft_mixed_forward
+    from app_backend.fused import peft_mixed_forward, peft_mixed_forward_in_all_threads
     from app_backend.shared import adapter_rows
 
     host = svc.get(adapters[0]).host
@@ -136,10 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     run([base])  # warm-up (first-call allocations, thread pools)
-    single, four, ceiling = [], [], []
-    for _ in range(a.runs):  # interleaved, so a change in machine load hits all three alike
+    single, four, four_peft, ceiling = [], [], [], []
+    for _ in range(a.runs):  # interleaved, so a change in machine load hits all four alike
         single.append(run([base]))
         four.append(run([base, *adapters]))
+        with peft_mixed_forward_in_all_threads():  # the same Compare through PEFT's own mixed layers
+            four_peft.append(run([base, *adapters]))
         ceiling.append(run_plain_batch())
     rss_peak = rss_mib()
     one_tps = statistics.median(r[0] for r in single)
@@ -158,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         ("4 columns batched: tokens/s summed over columns", f"{agg_tps:.1f}"),
         ("4 columns: total new tokens / wall s", f"{statistics.median(r[2] / r[1] for r in four):.1f}"),
         ("throughput ratio (goal >= 2.5x)", f"{agg_tps / one_tps:.2f}x"),
+        (
+            "the same 4 columns through PEFT's and MoRe's own mixed forward: tokens/s, ratio",
+            f"{(peft_tps := statistics.median(r[0] for r in four_peft)):.1f}, {peft_tps / one_tps:.2f}x",
+        ),
         ("ceiling: plain base, 4 copies in one batch, tokens/s", f"{statistics.median(ceiling):.1f}"),
         ("ceiling ratio (what 4 rows buy on this hardware)", f"{statistics.median(ceiling) / one_tps:.2f}x"),
         ("one-token forward of 4 rows (no cache), plain base: ms", f"{fwd['plain']:.1f}"),

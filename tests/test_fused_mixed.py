@@ -121,6 +121,28 @@ def test_two_threads_with_different_rows_do_not_mix(tree):
     assert errors == []
 
 
+def test_the_all_threads_switch_reaches_worker_threads_and_is_undone(tree):
+    """bench/app_compare times the app's Compare (which generates in a worker thread) through PEFT's own
+    layers with this switch: a worker takes PEFT's path under it, and the fused path after it."""
+    _, host, aids = tree
+    names = [aids["lora"], "__base__", aids["more"]]
+    ids = torch.randint(0, 128, (3, 5))
+    ref = mixed(host, names, ids)
+    got: list[torch.Tensor] = []
+    worker = lambda: got.append(mixed(host, names, ids))  # noqa: E731
+    n = total_fused_calls(host)
+    with fused.peft_mixed_forward_in_all_threads():
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    assert total_fused_calls(host) == n  # PEFT's path in the worker
+    torch.testing.assert_close(got[0], ref, **TOL)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert total_fused_calls(host) > n  # the switch is undone: fused again
+
+
 def test_a_changed_or_removed_adapter_is_never_served_from_a_stale_plan(assets):
     base, host, aids = make_host(assets, subs=("lora", "more"))
     names = [aids["lora"], aids["more"], "__base__"]
