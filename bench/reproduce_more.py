@@ -352,7 +352,8 @@ def write_report(run: Run, s: dict, mode: str, a, elapsed: float, train_rows, de
         f"# MoRe vs LoRA on DeepMind mathematics (SmolLM2-135M-Instruct, {mode} setting)\n\n"
         "Regenerate: `PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more.py"
         f"{' --quick' if a.quick else ''} --threads {a.threads}` (resumes; `--report-only` rewrites this "
-        "file from the finished runs). "
+        f"file from the finished runs; `--report-only --work bench/results/more-{mode}-runs` rewrites it "
+        "from the records kept there, and a copy of that folder given as `--work` resumes the run). "
         + (
             "Written with --report-only from the runs finished so far.\n\n"
             if a.report_only
@@ -367,8 +368,26 @@ def write_report(run: Run, s: dict, mode: str, a, elapsed: float, train_rows, de
         + f"![val exact match vs trainable parameters](more-{mode}.png)\n"
     )
     (out_dir / f"more-{mode}.md").write_text(text)
+    keep_results(run, out_dir / f"more-{mode}-runs")
     print(text)
     return 0
+
+
+def keep_results(run: Run, dest: Path) -> None:
+    """Copy the finished runs' records (``results.jsonl``, ``settings.json``: a few KiB) next to the report.
+
+    ``--report-only --work <dest>`` rewrites the report from them on any machine, and a copy of ``dest``
+    given as ``--work`` resumes the experiment after the last finished (method, seed): work dirs do not
+    outlive a machine, the repository does. Trials cut short lose only their own progress.
+    """
+    if dest.resolve() == run.work.resolve():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("settings.json", "results.jsonl"):
+        if (run.work / name).exists():
+            tmp = dest / f".{name}.tmp"
+            shutil.copyfile(run.work / name, tmp)
+            tmp.replace(dest / name)  # never a half-written record
 
 
 SHORT = {

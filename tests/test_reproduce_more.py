@@ -54,3 +54,33 @@ def test_the_verdict_reads_the_lora_curve_in_log_params():
     text = rm.verdict(stats, {"heuristic": {"exact_match": 0.3}})
     assert "MoRe k=4 r=1 (400 params) scores 0.500, above LoRA's curve at that count (0.400" in text
     assert "At or below the no-learning heuristic (0.300)" in text and "LoRA r=1" in text
+
+
+def test_the_report_keeps_the_records_it_was_written_from_and_they_resume(tmp_path):
+    """The work dir does not outlive the machine: the report keeps results.jsonl and settings.json beside
+    it, a report rewritten from that copy is the same, and a copy given as --work resumes (same settings)."""
+    import argparse
+
+    s = dict(rm.SETTINGS["quick"])
+    run = rm.Run(tmp_path / "work", s, 1)
+    per_module = {m: 0.5 for m in rm.SHORT}
+    run.add({"key": "heuristic", "params": 0, "exact_match": 0.1, "n": 72, "per_module": per_module})
+    run.add({"key": "base", "params": 0, "exact_match": 0.0, "n": 72, "per_module": per_module})
+    run.add({"key": "LoRA r=1|lr", "lr": 0.01, "trials": {}})
+    run.add(
+        {"key": "LoRA r=1|seed0", "method": "LoRA r=1", "seed": 0, "lr": 0.01, "params": 80640,
+         "exact_match": 0.25, "n": 72, "per_module": per_module}
+    )  # fmt: skip
+    out = tmp_path / "results"
+    a = argparse.Namespace(out=str(out), quick=True, threads=1, report_only=True)
+    assert rm.write_report(run, s, "quick", a, 0.0, [], [], []) == 0
+    kept = out / "more-quick-runs"
+    assert (kept / "results.jsonl").read_text() == run.results_path.read_text()
+    first = (out / "more-quick.md").read_text()
+    assert "**Unfinished" in first and "0.250" in first
+    again = rm.Run(kept, s, 2)  # the kept records resume: the settings guard accepts them
+    assert again.results()["LoRA r=1|seed0"]["exact_match"] == 0.25
+    assert rm.write_report(again, s, "quick", a, 0.0, [], [], []) == 0  # writing from the copy itself
+    assert (out / "more-quick.md").read_text() == first
+    with pytest.raises(SystemExit, match="other settings"):
+        rm.Run(kept, {**s, "steps": 31}, 1)
