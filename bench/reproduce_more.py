@@ -363,7 +363,7 @@ def write_report(run: Run, s: dict, mode: str, a, elapsed: float, train_rows, de
         + f"Settings: {json.dumps(s)}; targets {TARGETS}; dropout {DROPOUT} (LoRA: on the input; MoRe: "
         f"on the adapter output, as the reference); train {len(train_rows)} rows, dev {len(dev_rows)} "
         f"(carved from train, used only to pick each lr), val {len(val_rows)} rows.\n\n"
-        + (f"**Unfinished: no results yet for {', '.join(missing)}.**\n\n" if missing else "")
+        + (f"**Unfinished: not every seed has run yet for {', '.join(missing)}.**\n\n" if missing else "")
         + f"{table}\n\n{summary}\n\n"
         + f"![val exact match vs trainable parameters](more-{mode}.png)\n"
     )
