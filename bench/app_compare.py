@@ -108,24 +108,28 @@ def main(argv: list[str] | None = None) -> None:
     host = svc.get(adapters[0]).host
     one_step = torch.tensor([ids[:1]] * 4)  # 4 rows of 1 token, no KV cache: the per-step layer work
     mixed_rows = ["__base__", *(svc.get(n).adapter for n in adapters)]
-    ways = {"plain": (plain.model, None), "base rows": (host.model, ["__base__"] * 4)}
-    ways["mixed"] = (host.model, mixed_rows)  # the host's fused mixed-adapter layers (app_backend/fused.py)
-    ways["mixed, PEFT layers"] = (host.model, mixed_rows)  # PEFT's and MoRe's own mixed-batch forward
+    # name -> (model, rows, whose layers run mixed rows)
+    ways = {
+        "plain": (plain.model, None, nullcontext),
+        "base rows": (host.model, ["__base__"] * 4, nullcontext),
+        "mixed": (host.model, mixed_rows, nullcontext),  # the host's fused layers (app_backend/fused.py)
+        "mixed, PEFT layers": (host.model, mixed_rows, peft_mixed_forward),  # PEFT's and MoRe's own
+    }
 
-    def forward_ms(model, rows: list[str] | None, peft_layers: bool = False) -> float:
+    def forward_ms(model, rows: list[str] | None, layers) -> float:
         with torch.inference_mode():
             t0 = time.perf_counter()
             if rows is None:
                 model(input_ids=one_step)
             else:
-                with adapter_rows(rows), peft_mixed_forward() if peft_layers else nullcontext():
+                with adapter_rows(rows), layers():
                     model(input_ids=one_step)
         return (time.perf_counter() - t0) * 1000
 
     forward_times: dict[str, list[float]] = {k: [] for k in ways}
     for i in range(33):  # round-robin, so drift in machine speed hits the four alike; 3 warm-up rounds
-        for k, (model, rows) in ways.items():
-            t = forward_ms(model, rows, peft_layers=k == "mixed, PEFT layers")
+        for k, way in ways.items():
+            t = forward_ms(*way)
             if i >= 3:
                 forward_times[k].append(t)
     fwd = {k: statistics.median(v) for k, v in forward_times.items()}

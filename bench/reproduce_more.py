@@ -378,7 +378,8 @@ def keep_results(run: Run, dest: Path) -> None:
 
     ``--report-only --work <dest>`` rewrites the report from them on any machine, and a copy of ``dest``
     given as ``--work`` resumes the experiment after the last finished (method, seed): work dirs do not
-    outlive a machine, the repository does. Trials cut short lose only their own progress.
+    outlive a machine, the repository does. The (method, seed) in progress, its lr search included,
+    starts over.
     """
     if dest.resolve() == run.work.resolve():
         return
