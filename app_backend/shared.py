@@ -121,7 +121,7 @@ class AdapterHost:
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
         from app_backend import fused
-        from mad_models.more.report import embedding_targeted
+        from mad_models.peft_saving import embedding_targeted
 
         config = copy.deepcopy(peft_model.peft_config[adapter])
         config.inference_mode = True

@@ -231,8 +231,8 @@ class Bench:
             raise _Missing(path.name)
         from mad_models.training import TrainArgs
         from mad_models.training.loop import Trainer, adamw, cosine_scheduler, default_step
+        from mad_models.training.mixture_search import search_mixtures
         from mad_models.training.retrain import retrain
-        from mad_models.training.search import search_mixtures
 
         torch.manual_seed(seed)
         train, valid, test = (

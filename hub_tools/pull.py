@@ -30,7 +30,7 @@ from hub_tools.errors import (
 )
 from hub_tools.push import DEFAULT_TIMEOUT
 from mad_models import validation
-from mad_models.more.report import embedding_targeted
+from mad_models.peft_saving import embedding_targeted
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from hub_tools.errors import HubError, HubPermissionError, hub_errors, hub_timeout, redact, resolve_endpoint
 from mad_models.cards import EvalLike, adapter_card, hybrid_card, is_hub_id, space_card
-from mad_models.more.report import adapter_report, embedding_targeted
+from mad_models.more.report import adapter_report
+from mad_models.peft_saving import embedding_targeted
 
 logger = logging.getLogger(__name__)
 

@@ -268,7 +268,7 @@ def build_mad(out: Path, work: Path, p: Profile, registry: dict) -> None:
 
     from mad_models.hybrid import ManticoreForCausalLM
     from mad_models.training import build_model
-    from mad_models.training.search import search_mixtures
+    from mad_models.training.mixture_search import search_mixtures
 
     comps = {}
     keys = mad_keys(p)

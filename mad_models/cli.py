@@ -488,8 +488,8 @@ def _no_compression(task: str | None, cmd: str) -> None:
 def cmd_hybrid_search(a) -> None:
     from torch.utils.data import Subset
 
+    from mad_models.training.mixture_search import search_mixtures
     from mad_models.training.retrain import retrain
-    from mad_models.training.search import search_mixtures
 
     if a.tau is not None and a.method != "dash":
         raise CLIError(
@@ -672,7 +672,7 @@ def cmd_more_train(a) -> None:
 
 
 def cmd_more_search(a) -> None:
-    from mad_models.more.search import search_more
+    from mad_models.more_search import search_more
 
     base, _, train, val = _adapter_data(a)
     if val is None:  # no --eval-data: rank on held-out rows, never on rows the candidates trained on

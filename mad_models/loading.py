@@ -194,7 +194,7 @@ def save_pretrained(model: Any, out: str | os.PathLike) -> None:
     """
     from peft import PeftModel
 
-    from mad_models.more.report import embedding_targeted
+    from mad_models.peft_saving import embedding_targeted
 
     if isinstance(model, PeftModel):
         # one flag for every adapter save_pretrained writes: never drop an embedding one of them targets

@@ -483,7 +483,7 @@ def check_adapter_fits_base(
             twin = get_peft_model(twin, peft_config)
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
         raise CheckpointError(f"adapter_config.json does not fit the base model: {err}") from None
-    from mad_models.more.report import embedding_targeted
+    from mad_models.peft_saving import embedding_targeted
 
     state = get_peft_model_state_dict(twin, save_embedding_layers=embedding_targeted(peft_config, twin))
     wanted = {k: list(v.shape) for k, v in state.items()}

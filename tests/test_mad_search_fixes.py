@@ -13,8 +13,8 @@ from mad_models.hybrid import ManticoreForCausalLM
 from mad_models.hybrid.mixture import ExponentiatedGradient
 from mad_models.mad import MADDataset
 from mad_models.training import TrainArgs, train_mad
+from mad_models.training.mixture_search import search_mixtures
 from mad_models.training.projectors import pretrain_projectors
-from mad_models.training.search import search_mixtures
 from mad_models.training.text import token_blocks
 
 

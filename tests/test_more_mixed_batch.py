@@ -170,3 +170,40 @@ def test_folded_factors_are_kept_at_inference_and_follow_in_place_changes(two_mo
     y = layer(x)
     y.sum().backward()
     assert layer.more_blkdiag2["a"].grad is not None and layer.more_blkdiag2["a"].grad.abs().sum() > 0
+
+
+def test_peft_layers_take_adapter_names_as_our_hook_passes_them():
+    """MoReModel hands ``adapter_names`` to every tuner layer through its own pre-forward hook (PEFT keeps its
+    version private). This pins what the hook relies on: PEFT's LoRA ``Linear.forward`` takes the keyword
+    and runs row i through adapter i ("__base__": no adapter)."""
+    from functools import partial
+
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    from mad_models.more.model import pass_adapter_names
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    net = torch.nn.Sequential(copy.deepcopy(base))
+    for name in ("x", "y"):
+        cfg = LoraConfig(r=2, target_modules=["0"], init_lora_weights=False)
+        inject_adapter_in_model(cfg, net, adapter_name=name)
+    layer = net[0]
+    assert isinstance(layer, LoraLinear)
+    layer.eval()
+    x = torch.randn(3, 6)
+    handle = layer.register_forward_pre_hook(
+        partial(pass_adapter_names, adapter_names=["x", "__base__", "y"]), with_kwargs=True
+    )
+    with torch.no_grad():
+        mixed = layer(x)
+    handle.remove()
+    with torch.no_grad():
+        refs = []
+        for name in ("x", "y"):
+            layer.set_adapter(name)
+            refs.append(layer(x))
+    torch.testing.assert_close(mixed[0], refs[0][0])
+    torch.testing.assert_close(mixed[1], base(x[1]))
+    torch.testing.assert_close(mixed[2], refs[1][2])
+    assert not torch.allclose(mixed[0], base(x[0]))

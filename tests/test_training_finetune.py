@@ -7,7 +7,7 @@ from tiny import tiny_bert_classifier, tiny_llama
 
 import mad_models  # noqa: F401  (registers MoRe with peft)
 from mad_models.more import MoReConfig
-from mad_models.more.search import default_target_sets, enumerate_candidates, resolve_budget, search_more
+from mad_models.more_search import default_target_sets, enumerate_candidates, resolve_budget, search_more
 from mad_models.training import TrainArgs, read_log
 from mad_models.training.finetune import dataset_metrics, finetune_adapter
 from mad_models.training.text import ListDataset, pad_collate, prompt_answer_examples, token_blocks

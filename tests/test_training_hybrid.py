@@ -11,9 +11,9 @@ from mad_models.hybrid import ManticoreForCausalLM
 from mad_models.mad import MADDataset
 from mad_models.training import TrainArgs, read_log
 from mad_models.training.checkpoint import latest_checkpoint
+from mad_models.training.mixture_search import search_mixtures
 from mad_models.training.projectors import pretrain_projectors
 from mad_models.training.retrain import retrain
-from mad_models.training.search import search_mixtures
 from mad_models.training.text import token_blocks
 
 

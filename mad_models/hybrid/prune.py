@@ -30,8 +30,6 @@ def choose_blocks(
 
 def prune_hybrid(model: ManticoreForCausalLM, threshold: float | None) -> ManticoreForCausalLM:
     """See `ManticoreForCausalLM.prune` (threshold) and `.discretize` (threshold=None: argmax per block)."""
-    from mad_models.hybrid.modeling import ManticoreForCausalLM
-
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     cfg = model.config
@@ -68,7 +66,7 @@ def prune_hybrid(model: ManticoreForCausalLM, threshold: float | None) -> Mantic
         },
     )
     new_cfg = type(cfg)(**d)
-    pruned = ManticoreForCausalLM(new_cfg).to(device=model.device, dtype=model.dtype)
+    pruned = type(model)(new_cfg).to(device=model.device, dtype=model.dtype)
 
     # carry the weights over, renaming component and projector indices
     def rename(key: str) -> str | None:

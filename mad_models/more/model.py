@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import partial
 
-from peft.tuners.lora.model import _adapter_names_pre_forward_hook
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, get_quantization_kwargs
 from peft.utils.other import AuxiliaryTrainingWrapper
@@ -13,6 +12,18 @@ from torch import nn
 
 from .config import MoReConfig
 from .layer import Linear, MoReLayer
+
+
+def pass_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]):
+    """Forward pre-hook (``with_kwargs=True``): hand ``adapter_names`` to a tuner layer's ``forward``.
+
+    PEFT's layers (LoRA's ``Linear``, our MoRe ``Linear``) and ``modules_to_save`` wrappers take an
+    ``adapter_names`` keyword and run row ``i`` of the batch through adapter ``adapter_names[i]``; PEFT's
+    own LoRA model injects it with a private hook of the same three lines, which we do not import.
+    ``tests/test_more_mixed_batch.py`` pins the keyword on PEFT's layers.
+    """
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
 
 
 class MoReModel(BaseTuner):
@@ -89,7 +100,7 @@ class MoReModel(BaseTuner):
         num_beams = kwargs.get("num_beams")
         if isinstance(num_beams, int) and num_beams > 1:  # generate repeats every row num_beams times
             adapter_names = [n for n in adapter_names for _ in range(num_beams)]
-        hook = partial(_adapter_names_pre_forward_hook, adapter_names=list(adapter_names))
+        hook = partial(pass_adapter_names, adapter_names=list(adapter_names))
         handles = [
             m.register_forward_pre_hook(hook, with_kwargs=True)
             for m in self.model.modules()

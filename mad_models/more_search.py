@@ -1,7 +1,8 @@
-"""Search MoRe configurations under a parameter budget: enumerate, train each briefly, rank.
+"""MoRe configuration search (``search_more``): enumerate MoRe shapes under a parameter budget, train each
+briefly at its own lr, rank them against a LoRA baseline.
 
 Example:
-    >>> from mad_models.more.search import search_more
+    >>> from mad_models.more_search import search_more
     >>> table = search_more(base, train, val, budget=1.0, lora_rank=8, lora_targets=["q_proj", "v_proj"],
     ...                     steps=50, lrs=[1e-4, 1e-3, 1e-2])  # doctest: +SKIP
     >>> print(table.to_markdown())  # doctest: +SKIP
