@@ -133,7 +133,7 @@ def test_a_component_with_weight_zero_does_not_run():
     h.set_mixture([[1.0, 0.0], [1.0, 0.0]])
     ref = h(input_ids=x).logits
     calls = []
-    mamba = h.adapters[1]
+    mamba = h.component_wrappers[1]
     hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in mamba.layers]
     with torch.no_grad():  # poison the unused component
         for p in mamba.model.parameters():
@@ -147,6 +147,6 @@ def test_a_component_with_weight_zero_does_not_run():
     h2 = hybrid().eval()
     h2.set_mixture([[1.0, 0.0], [0.0, 1.0]])
     calls.clear()
-    hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in h2.adapters[1].layers]
+    hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in h2.component_wrappers[1].layers]
     h2(input_ids=x)
     assert len(calls) == 1

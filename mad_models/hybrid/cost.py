@@ -34,17 +34,17 @@ def _params(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def _layer_flops(adapter: Component, layer: int, context: int) -> float:
-    return matmul_flops(adapter.layers[layer]) + adapter.extra_flops_per_token(layer, context)
+def _layer_flops(component: Component, layer: int, context: int) -> float:
+    return matmul_flops(component.layers[layer]) + component.extra_flops_per_token(layer, context)
 
 
 def standalone_cost(config, context: int) -> dict:
     """Params and FLOPs/token of a component on its own, computed on the meta device (no memory)."""
     with torch.device("meta"):
         model = family_for(config).model_class(config)
-    adapter = family_for(config)(model)
-    flops = sum(_layer_flops(adapter, i, context) for i in range(adapter.num_layers))
-    flops += matmul_flops(adapter.lm_head)
+    component = family_for(config)(model)
+    flops = sum(_layer_flops(component, i, context) for i in range(component.num_layers))
+    flops += matmul_flops(component.lm_head)
     return {"params": _params(model), "flops_per_token": flops}
 
 
@@ -68,13 +68,15 @@ def cost_report(model: ManticoreForCausalLM, context: int = 1024) -> dict:
     for i in range(cfg.n_blocks):
         block = {"components": {}, "component_flops": {}, "projector_params": 0, "projector_flops": 0.0}
         for m in kept[i]:
-            adapter = model.adapters[m]
+            component = model.component_wrappers[m]
             start, end = cfg.blocks_of(m)[i]
             layers = [
-                adapter.layers[j] for j in range(start, end) if not isinstance(adapter.layers[j], PrunedLayer)
+                component.layers[j]
+                for j in range(start, end)
+                if not isinstance(component.layers[j], PrunedLayer)
             ]
             block["components"][labels[m]] = sum(_params(layer) for layer in layers)
-            flops = sum(_layer_flops(adapter, j, context) for j in range(start, end))
+            flops = sum(_layer_flops(component, j, context) for j in range(start, end))
             block["component_flops"][labels[m]] = flops
             comp_flops[labels[m]] += flops
             key = model._key(m, i)
@@ -87,7 +89,7 @@ def cost_report(model: ManticoreForCausalLM, context: int = 1024) -> dict:
 
     head_flops = 0.0
     for m in kept[last]:
-        flops = matmul_flops(model.adapters[m].lm_head)
+        flops = matmul_flops(model.component_wrappers[m].lm_head)
         comp_flops[labels[m]] += flops
         head_flops += flops
     proj_params = sum(p.numel() for p in model.projector_parameters())

@@ -240,10 +240,10 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         if len(components) != config.num_components:
             raise ValueError(f"expected {config.num_components} components, got {len(components)}")
         self.components = nn.ModuleList(components)
-        self._adapters: list[Component] = [family_for(c.config)(c) for c in components]
+        self._component_wrappers: list[Component] = [family_for(c.config)(c) for c in components]
 
         names = config.component_names or [f"component{m}" for m in range(len(components))]
-        depths = [a.num_layers for a in self._adapters]
+        depths = [a.num_layers for a in self._component_wrappers]
         config.layer_map = resolve_layer_map(depths, config.n_blocks, config.layer_map, names)
         self._bounds = [config.blocks_of(m) for m in range(len(components))]
         self._kept = config.kept()
@@ -254,16 +254,16 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
 
         # Drop everything a pruned hybrid never runs, so it costs nothing.
         last = config.n_blocks - 1
-        for m, adapter in enumerate(self._adapters):
+        for m, component in enumerate(self._component_wrappers):
             for i, (start, end) in enumerate(self._bounds[m]):
                 if m not in self._kept[i]:
                     for layer in range(start, end):
-                        adapter.drop_layer(layer)
+                        component.drop_layer(layer)
             if m not in self._kept[0]:
-                adapter.drop_embedding()
+                component.drop_embedding()
             if m not in self._kept[last]:
-                adapter.drop_head()
-                adapter.drop_norm()
+                component.drop_head()
+                component.drop_norm()
 
         # Projectors exist where a block mixes several components (with one, a = 1 and they drop out).
         D = config.hidden_size
@@ -273,7 +273,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             if len(kept) < 2:
                 continue
             for m in kept:
-                d = self._adapters[m].hidden_size
+                d = self._component_wrappers[m].hidden_size
                 self.proj_in[self._key(m, i)] = nn.Linear(D, d)
                 self.proj_out[self._key(m, i)] = nn.Linear(d, D)
 
@@ -303,15 +303,16 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         return tied
 
     def get_input_embeddings(self) -> nn.Module | None:
-        return self._adapters[self._kept[0][0]].embedding
+        return self._component_wrappers[self._kept[0][0]].embedding
 
     def get_output_embeddings(self) -> nn.Module | None:
-        return self._adapters[self._kept[-1][0]].lm_head
+        return self._component_wrappers[self._kept[-1][0]].lm_head
 
     # ---- public API -----------------------------------------------------------------------------
     @property
-    def adapters(self) -> list[Component]:
-        return list(self._adapters)
+    def component_wrappers(self) -> list[Component]:
+        """One `Component` per entry of ``self.components``: where its embedding, layers and head are."""
+        return list(self._component_wrappers)
 
     def mixture_weights(self) -> torch.Tensor:
         """(n_blocks, K) mixture weights; rows sum to one, pruned entries are 0."""
@@ -331,7 +332,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             fresh = bool((self.config.fresh_embeddings or [False] * len(self.components))[m])
             keep_trainable = set()
             if fresh:
-                for piece in (self._adapters[m].embedding, self._adapters[m].lm_head):
+                for piece in (self._component_wrappers[m].embedding, self._component_wrappers[m].lm_head):
                     if piece is not None:
                         keep_trainable.update(id(p) for p in piece.parameters())
             for p in comp.parameters():
@@ -366,7 +367,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
 
     def new_cache(self) -> ManticoreCache:
         """An empty cache for `forward(..., past_key_values=...)`: one per component, of its own kind."""
-        return ManticoreCache([a.new_cache() for a in self._adapters])
+        return ManticoreCache([a.new_cache() for a in self._component_wrappers])
 
     # ---- construction from pretrained components -------------------------------------------------
     @classmethod
@@ -466,8 +467,8 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                 models[m] = copy.deepcopy(models[m])
                 family_for(models[m].config)(models[m]).set_fresh_embeddings(vocab0)
 
-        adapters = [family_for(mod.config)(mod) for mod in models]
-        lmap = resolve_layer_map([a.num_layers for a in adapters], n_blocks, layer_map, names)
+        wrappers = [family_for(mod.config)(mod) for mod in models]
+        lmap = resolve_layer_map([a.num_layers for a in wrappers], n_blocks, layer_map, names)
         fp = tokenizer_fingerprint(toks[0]) if toks[0] is not None else None
         special = models[0].config
         config = ManticoreConfig(
@@ -478,8 +479,8 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             layer_map=lmap,
             mixture_mode=mixture if isinstance(mixture, str) else "fixed",
             gumbel_tau=gumbel_tau,
-            hidden_size=max(a.hidden_size for a in adapters),
-            vocab_size=max(a.vocab_size for a in adapters),
+            hidden_size=max(a.hidden_size for a in wrappers),
+            vocab_size=max(a.vocab_size for a in wrappers),
             fresh_embeddings=fresh,
             tokenizer_fingerprint=fp,
             bos_token_id=getattr(special, "bos_token_id", None),
@@ -647,27 +648,29 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             a.prepare(
                 shape_like, attention_mask, position_ids, cache.caches[m] if cache is not None else None
             )
-            for m, a in enumerate(self._adapters)
+            for m, a in enumerate(self._component_wrappers)
         ]
 
         # A component whose weight in a block is exactly 0 does not run there: the result is exact
         # (it would add 0 * y), the cost is saved, and a NaN inside it cannot reach the output.
         live = (w != 0).tolist()  # one host sync per forward
         kept_live = [[m for m in kept if live[i][m]] for i, kept in enumerate(self._kept)]
-        h = sum(w[0, m] * _pad(self._adapters[m].embed(input_ids), D) for m in kept_live[0])  # (B, T, D)
+        h = sum(
+            w[0, m] * _pad(self._component_wrappers[m].embed(input_ids), D) for m in kept_live[0]
+        )  # (B, T, D)
         for i, kept in enumerate(kept_live):
             out = 0
             for m in kept:
-                a, adapter, key = w[i, m], self._adapters[m], self._key(m, i)
+                a, component, key = w[i, m], self._component_wrappers[m], self._key(m, i)
                 start, end = self._bounds[m][i]
-                x = h[..., : adapter.hidden_size]  # (B, T, d_m)
+                x = h[..., : component.hidden_size]  # (B, T, d_m)
                 if key in self.proj_in:
                     x = (1 - a) * self.proj_in[key](h) + a * x
                 if start == 0:
-                    x = adapter.enter(x, ctx[m])
-                z = adapter.run_layers(x, start, end, ctx[m])
-                if end == adapter.num_layers:
-                    z = adapter.final_norm(z)
+                    x = component.enter(x, ctx[m])
+                z = component.run_layers(x, start, end, ctx[m])
+                if end == component.num_layers:
+                    z = component.final_norm(z)
                 # Mamba keeps an fp32 residual inside its layers; blocks meet in the model dtype
                 z = z.to(h.dtype)
                 y = _pad(z, D)  # (B, T, D)
@@ -683,8 +686,8 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         V = self.config.vocab_size
         logits = 0
         for m in kept_live[-1]:
-            adapter = self._adapters[m]
-            lm = adapter.head(h[..., : adapter.hidden_size])  # (B, T', V_m)
+            component = self._component_wrappers[m]
+            lm = component.head(h[..., : component.hidden_size])  # (B, T', V_m)
             if lm.shape[-1] < V:  # ids the smaller vocabulary does not have are never predicted
                 lm = F.pad(lm, (0, V - lm.shape[-1]), value=torch.finfo(lm.dtype).min)
             logits = logits + w[-1, m] * lm

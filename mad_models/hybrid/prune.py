@@ -43,7 +43,7 @@ def prune_hybrid(model: ManticoreForCausalLM, threshold: float | None) -> Mantic
     for key in ("model_type", "transformers_version", "architectures"):
         d.pop(key, None)
     pick = lambda seq: [seq[m] for m in used] if seq is not None else None  # noqa: E731
-    widths = [model.adapters[m].hidden_size for m in used]
+    widths = [model.component_wrappers[m].hidden_size for m in used]
     mixes = any(len(b) > 1 for b in kept)
     d.update(
         components=pick(cfg.components),
@@ -55,7 +55,7 @@ def prune_hybrid(model: ManticoreForCausalLM, threshold: float | None) -> Mantic
         mixture_mode="fixed",
         # projectors map from D, so D stays unless no block mixes any more
         hidden_size=cfg.hidden_size if mixes else max(widths),
-        vocab_size=max(model.adapters[m].vocab_size for m in used),
+        vocab_size=max(model.component_wrappers[m].vocab_size for m in used),
         pruning={
             "method": "argmax" if threshold is None else "threshold",
             "threshold": threshold,

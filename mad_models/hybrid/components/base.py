@@ -1,6 +1,6 @@
 """The interface every component family implements, and the registry that maps model types to families.
 
-A component is a transformers `*ForCausalLM` model. Its adapter knows where that model keeps its token
+A component is a transformers `*ForCausalLM` model. Its `Component` knows where that model keeps its token
 embedding, layer stack, final norm and LM head, and how to run layers `i..j` with the component's own
 cache (KV cache for attention, conv/SSM state for Mamba). Adding a family means adding one small file
 that subclasses `Component` and decorates it with `@register_family`.
@@ -18,14 +18,14 @@ FAMILIES: dict[str, type[Component]] = {}
 
 
 def register_family(cls: type[Component]) -> type[Component]:
-    """Class decorator: make `cls` the adapter for each of its `model_types`."""
+    """Class decorator: make `cls` the `Component` class of each of its `model_types`."""
     for model_type in cls.model_types:
         FAMILIES[model_type] = cls
     return cls
 
 
 def family_for(config: PreTrainedConfig) -> type[Component]:
-    """The adapter class for a component config; a clear error for unknown architectures."""
+    """The `Component` class for a component config; a clear error for unknown architectures."""
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise ValueError(
@@ -54,7 +54,7 @@ def _set(root: nn.Module, path: str, value: Any) -> None:
 
 
 class Component:
-    """Adapter around one transformers causal LM (not a module itself: the hybrid owns the model).
+    """One transformers causal LM seen as a hybrid component (not a module itself: the hybrid owns the model).
 
     Subclasses set the attribute paths and override `prepare`, `enter` and `run_layers`.
     """
