@@ -9,7 +9,7 @@ same tree and mix in one batch: row ``i`` runs adapter ``adapter_names[i]`` (``"
 The adapter names reach the layers through a hook that reads a thread-local, not through per-call hooks
 as ``PeftModel.generate(adapter_names=...)`` installs: two users generating on one host at the same time
 each keep their own rows. With names set, the host's layers run a fused mixed-adapter forward
-(:mod:`app_backend.fused`: the base once over all rows, every named adapter in one stacked product)
+(:mod:`mad_models.fused_adapters`: the base once over all rows, every named adapter in one stacked product)
 instead of PEFT's per-adapter loop; cases it does not cover take PEFT's own path.
 
 Example:
@@ -120,7 +120,7 @@ class AdapterHost:
         from peft import inject_adapter_in_model
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-        from app_backend import fused
+        from mad_models import fused_adapters
         from mad_models.peft_saving import embedding_targeted
 
         config = copy.deepcopy(peft_model.peft_config[adapter])
@@ -141,8 +141,8 @@ class AdapterHost:
                 if id(layer) not in self._hooked:
                     layer.register_forward_pre_hook(_rows_pre_hook, with_kwargs=True)
                     self._hooked.add(id(layer))
-                fused.install(layer)  # mixed rows: one fused forward per stack of adapter layers
-                fused.reset(layer)
+                fused_adapters.install(layer)  # mixed rows: one fused forward per stack of adapter layers
+                fused_adapters.reset(layer)
             self.model.eval()
         self.adapters[aid] = sum(t.numel() * t.element_size() for t in state.values())
         return aid
@@ -161,12 +161,12 @@ class AdapterHost:
             self._delete(aid)
 
     def _delete(self, aid: str) -> None:
-        from app_backend import fused
+        from mad_models import fused_adapters
 
         for layer in _tuner_layers(self.model):
             layer.delete_adapter(aid)
             layer.set_adapter([], inference_mode=True)
-            fused.reset(layer)
+            fused_adapters.reset(layer)
         self.adapters.pop(aid, None)
 
     @contextmanager

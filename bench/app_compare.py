@@ -14,7 +14,7 @@ column's new tokens / its seconds). Goal: >= 2.5x one model's. Median of ``--run
 
 The forward rows time one forward of 4 one-token rows without a KV cache, round-robin: the plain base,
 the shared tree with every row on the base, the rows split over base + 3 adapters through the host's
-fused mixed-adapter layers (app_backend/fused.py), and the same split through PEFT's and MoRe's own
+fused mixed-adapter layers (mad_models/fused_adapters.py), and the same split through PEFT's and MoRe's own
 mixed-batch forward (``peft_mixed_forward``); the surcharge rows divide each mixed time by the base-rows
 time of the same round.
 
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from contextlib import nullcontext
 
-    from app_backend.fused import peft_mixed_forward, peft_mixed_forward_in_all_threads
     from app_backend.shared import adapter_rows
+    from mad_models.fused_adapters import peft_mixed_forward, peft_mixed_forward_in_all_threads
 
     host = svc.get(adapters[0]).host
     one_step = torch.tensor([ids[:1]] * 4)  # 4 rows of 1 token, no KV cache: the per-step layer work
@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     ways = {
         "plain": (plain.model, None, nullcontext),
         "base rows": (host.model, ["__base__"] * 4, nullcontext),
-        "mixed": (host.model, mixed_rows, nullcontext),  # the host's fused layers (app_backend/fused.py)
+        "mixed": (
+            host.model,
+            mixed_rows,
+            nullcontext,
+        ),  # the host's fused layers (mad_models/fused_adapters.py)
         "mixed, PEFT layers": (host.model, mixed_rows, peft_mixed_forward),  # PEFT's and MoRe's own
     }
 

@@ -1,5 +1,6 @@
-"""The host's fused mixed-adapter forward (app_backend/fused.py): each row equals its adapter alone and
-PEFT's own mixed-batch forward; it is taken only where it applies, and PEFT outside the host is untouched."""
+"""The fused mixed-adapter forward (mad_models/fused_adapters.py), as the app's host uses it: each row
+equals its adapter alone and PEFT's own mixed-batch forward; it is taken only where it applies, and PEFT
+outside the host is untouched."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from tiny import tiny_llama
 
 import mad_models  # noqa: F401
-from app_backend import fused
 from app_backend.shared import AdapterHost, _tuner_layers, adapter_rows, sharing_copy
 from hub_tools import pull
+from mad_models import fused_adapters as fused
 from mad_models.loading import load_causal_lm
 from mad_models.more.layer import Linear as MoReLinear
 

@@ -147,6 +147,8 @@ def test_a_component_with_weight_zero_does_not_run():
     h2 = hybrid().eval()
     h2.set_mixture([[1.0, 0.0], [0.0, 1.0]])
     calls.clear()
-    hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in h2.component_wrappers[1].layers]
+    hooks = [
+        layer.register_forward_hook(lambda *a: calls.append(1)) for layer in h2.component_wrappers[1].layers
+    ]
     h2(input_ids=x)
     assert len(calls) == 1

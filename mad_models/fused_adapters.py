@@ -1,4 +1,15 @@
-"""A fused mixed-adapter forward for the adapter layers of an :class:`~app_backend.shared.AdapterHost`.
+"""A fused mixed-adapter forward for PEFT's LoRA and MoRe layers (mixed batches: row ``i`` runs adapter
+``names[i]``), as used by the demo app's adapter host (``app_backend.shared.AdapterHost``).
+
+Public entry points: :func:`install` (on a tuner layer instance), :func:`reset` (after its adapters or
+factors change), :func:`fused_calls` (how often the fused path ran), and the context managers
+:func:`peft_mixed_forward` / :func:`peft_mixed_forward_in_all_threads` (run PEFT's own forward instead,
+for comparisons).
+
+Example:
+    >>> from mad_models import fused_adapters
+    >>> # for layer in tuner_layers: fused_adapters.install(layer)
+    >>> # model(input_ids=ids, adapter_names=["a", "__base__", "b"])  # one fused product per layer
 
 PEFT's LoRA ``_mixed_batch_forward`` (and MoRe's, built the same way) runs, per wrapped module and per
 decoding step, a Python loop over the adapters named in the batch: it regroups the row indices, gathers
@@ -25,8 +36,8 @@ Only this exact case takes the fused path; anything else runs the layer's own fo
 ``adapter_names``, gradients enabled, an active dropout, merged or disabled adapters, LoRA variants
 (DoRA, ...) or LoRA bias, unfolded (wide) MoRe, a layer type other than PEFT's LoRA ``Linear`` and MoRe's
 ``Linear``, or a base that is not exactly ``nn.Linear`` (bitsandbytes 4/8-bit layers, Conv1D, ...). The
-forward is installed on the host's layer instances only (:func:`install`): PEFT's classes and every
-model outside the host are untouched.
+forward is installed on the given layer instances only (:func:`install`): PEFT's classes and every
+other model are untouched.
 """
 
 from __future__ import annotations
