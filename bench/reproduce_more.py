@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from mad_models.loading import SMOLLM2_HUB_ID
 from mad_models.training.mathematics import (
     DATA_DIR,
     DROPOUT,
@@ -47,7 +48,7 @@ from mad_models.training.mathematics import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = DATA_DIR
-SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
 
 # name -> (kind, settings); LoRA uses PEFT's usual alpha = 2r, MoRe its scale 1 and the reference's dropout
 # placement (on the adapter output): mad_models.training.mathematics.adapter_config, which the demo assets

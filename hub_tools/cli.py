@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from hub_tools import HubError, pull, push, push_space, space_files
-from mad_models.cli import FMT, _load_base, _print, _require_saved
+from mad_models.cli.common import add_command, print_json, require_saved
 
 EXAMPLES = {
     "push": """examples:
@@ -34,7 +34,9 @@ EXAMPLES = {
 def _hub_base(a):
     """The adapter base for push / pull: a loaded SmolLM2 for 'smollm2', else the dir or id as given."""
     if a.base_model and a.base_model.lower() == "smollm2":
-        return _load_base(a.base_model)[0]
+        from mad_models.loading import load_base
+
+        return load_base(a.base_model)[0]
     return a.base_model
 
 
@@ -42,7 +44,7 @@ def cmd_push(a) -> None:
     base = _hub_base(a)
     kwargs = dict(private=a.private or None, commit_message=a.message, revision=a.revision)
     url = push(a.dir, a.repo_id, base_model=base, endpoint=a.endpoint, **kwargs)
-    _print({"url": str(url), "commit": getattr(url, "oid", None)})
+    print_json({"url": str(url), "commit": getattr(url, "oid", None)})
 
 
 def cmd_pull(a) -> None:
@@ -51,8 +53,8 @@ def cmd_pull(a) -> None:
     base = _hub_base(a)
     model = pull(a.repo_id, a.revision, base_model=base, endpoint=a.endpoint, base_revision=a.base_revision)
     save_pretrained(model, a.out)
-    _require_saved(a.out)
-    _print({"loaded": type(model).__name__, "saved": a.out})
+    require_saved(a.out)
+    print_json({"loaded": type(model).__name__, "saved": a.out})
 
 
 def cmd_space_push(a) -> None:
@@ -72,7 +74,7 @@ def cmd_space_push(a) -> None:
         endpoint=a.endpoint,
         allow=a.allow,
     )
-    _print({"url": str(url), "commit": getattr(url, "oid", None)})
+    print_json({"url": str(url), "commit": getattr(url, "oid", None)})
 
 
 def _add_hub_common(p: argparse.ArgumentParser) -> None:
@@ -86,8 +88,8 @@ def add_commands(groups) -> None:
     (the ``mad_models.commands`` entry point)."""
 
     def sub(parent, name, help_, key, func):
-        p = parent.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[key], formatter_class=FMT)
-        p.set_defaults(func=func, user_errors=(HubError,))  # Hub errors name the repo and what to do
+        p = add_command(parent, name, help_, EXAMPLES[key], func)
+        p.set_defaults(user_errors=(HubError,))  # Hub errors name the repo and what to do
         return p
 
     p = sub(groups, "push", "push a saved adapter or hybrid to the Hub (one commit)", "push", cmd_push)

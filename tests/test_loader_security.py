@@ -318,7 +318,7 @@ def test_more_adapter_direct_load_checks_shapes_and_dtypes(tmp_path):
 def test_no_remote_code_runs_even_when_a_terminal_would_say_yes(tmp_path, monkeypatch):
     """A dir whose tokenizer and config point at code in the dir: the library never runs it, even if a
     user at a terminal would answer transformers' trust prompt with "y"."""
-    from mad_models import cli
+    from mad_models.cli.common import load_tokenizer
     from mad_models.loading import load_causal_lm
     from tests.tiny import tiny_char_tokenizer
 
@@ -345,8 +345,8 @@ def test_no_remote_code_runs_even_when_a_terminal_would_say_yes(tmp_path, monkey
 
     attempts = [
         lambda: ManticoreForCausalLM.from_components([str(f) for f in folders], n_blocks=2),
-        lambda: cli._tokenizer(str(tok_dir), None),
-        lambda: cli._tokenizer(None, str(tok_dir)),
+        lambda: load_tokenizer(str(tok_dir), None),
+        lambda: load_tokenizer(None, str(tok_dir)),
         lambda: ManticoreForCausalLM.from_components(
             [tiny_neox(), tiny_mamba()], n_blocks=2, tokenizers=[str(tok_dir), str(tok_dir)]
         ),

@@ -423,9 +423,10 @@ def test_rank_when_nblocks_does_not_divide(n, k, r, expected):
 
 
 def test_more_train_cli_offers_the_dropout_position():
-    from mad_models.cli import _adapter_config, build_parser
+    from mad_models.cli import build_parser
+    from mad_models.cli.more import adapter_config
 
     argv = ["more", "train", "--base-model", "b", "--data", "d", "--out", "o", "--dropout", "0.1"]
-    cfg = _adapter_config(build_parser().parse_args([*argv, "--dropout-position", "output"]))
+    cfg = adapter_config(build_parser().parse_args([*argv, "--dropout-position", "output"]))
     assert cfg.dropout_position == "output" and cfg.dropout == 0.1
-    assert _adapter_config(build_parser().parse_args(argv)).dropout_position == "input"
+    assert adapter_config(build_parser().parse_args(argv)).dropout_position == "input"
