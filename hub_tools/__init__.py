@@ -10,6 +10,7 @@ Example:
     >>> model = pull("me/smollm2-more-arith", revision=url.oid)                   # safetensors only
 """
 
+from hub_tools.commit import commit_folder
 from hub_tools.errors import (
     HubAuthError,
     HubError,
@@ -22,7 +23,8 @@ from hub_tools.errors import (
     UnsafeWeightsError,
 )
 from hub_tools.pull import pull
-from hub_tools.push import commit_folder, push, push_adapter, push_hybrid, push_space, space_files
+from hub_tools.push import push, push_adapter, push_hybrid
+from hub_tools.space import push_space, space_files
 from mad_models.cards import adapter_card, hybrid_card, usage_snippet  # re-exported: cards live in mad_models
 
 __all__ = [

@@ -303,6 +303,10 @@ def _convert(err, repo_id, action, *, endpoint, revision, repo_type, token, time
         ) from err
 
 
+# Seconds any one Hub request of a push or pull may take (connect, read, write), unless the caller says.
+DEFAULT_TIMEOUT = 60.0
+
+
 @contextlib.contextmanager
 def hub_timeout(seconds: float | None) -> Iterator[None]:
     """Cap every huggingface_hub request made inside the block at `seconds` (connect, read, write, pool).

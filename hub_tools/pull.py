@@ -22,13 +22,13 @@ from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.utils import validate_repo_id
 
 from hub_tools.errors import (
+    DEFAULT_TIMEOUT,
     RepoContentError,
     UnsafeWeightsError,
     hub_errors,
     hub_timeout,
     resolve_endpoint,
 )
-from hub_tools.push import DEFAULT_TIMEOUT
 from mad_models import validation
 from mad_models.peft_saving import embedding_targeted
 

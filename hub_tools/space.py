@@ -1,0 +1,242 @@
+"""Push the demo app as a Gradio Space, and the rules for which files of a folder may go there.
+
+A Space upload takes the files git tracks (or an explicit allow-list), and never secrets (``.env*``,
+``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, pickles, caches or ``.git``.
+
+Example:
+    >>> from hub_tools import push_space, space_files
+    >>> files, refused = space_files(".")   # what `mad-models space push` would upload from here
+    >>> url = push_space(".", "me/mad-models-demo")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from huggingface_hub import CommitInfo
+from huggingface_hub.utils import validate_repo_id
+
+from hub_tools.commit import WEIGHT_PATTERNS, commit_folder, folder_files
+from hub_tools.errors import DEFAULT_TIMEOUT, hub_errors, resolve_endpoint
+from mad_models.cards import space_card
+
+logger = logging.getLogger(__name__)
+
+# Never uploaded to a Space, whatever git or an allow-list says (matched on every path component, any case).
+# "*token*" spares tokenizer files (tokenizer.json, ...), which are model files, not secrets.
+SECRET_PATTERNS = (".env", ".env*", "*.pem", ".netrc", "_netrc", "*credentials*", "*token*")
+SPACE_IGNORE = (
+    ".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "*.pyc", ".venv/*", "*.egg-info/*",
+    # local caches and run outputs of a checkout, never part of the app
+    ".pytest_cache/*", ".ruff_cache/*", "test-artifacts/*", "runs/*",
+)  # fmt: skip
+
+
+def _is_secret(rel: str) -> bool:
+    """True if any component of the relative path looks like a credential file (see SECRET_PATTERNS)."""
+    for part in rel.lower().split("/"):
+        for pattern in SECRET_PATTERNS:
+            if fnmatch.fnmatch(part, pattern) and not (pattern == "*token*" and "tokeniz" in part):
+                return True
+    return False
+
+
+def _has_symlink(src: Path, rel: str) -> bool:
+    parts = rel.split("/")
+    return any((src.joinpath(*parts[: i + 1])).is_symlink() for i in range(len(parts)))
+
+
+def _git_tracked(src: Path) -> list[str] | None:
+    """Files git tracks under `src` (relative to it), or None when `src` is not inside a git work tree.
+
+    A folder that is inside a work tree (a ``.git`` above it) but that git cannot list (git missing,
+    "dubious ownership", ...) raises ValueError rather than falling back to uploading every file.
+    """
+    in_repo = any((d / ".git").exists() for d in (src.resolve(), *src.resolve().parents))
+    try:
+        inside = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
+        )
+        if inside.returncode == 0 and inside.stdout.strip() == "true":
+            out = subprocess.run(
+                ["git", "-C", str(src), "ls-files", "-z", "--cached", "--", "."],
+                capture_output=True,
+                check=True,
+            )
+            return sorted({f for f in out.stdout.decode().split("\0") if f})
+        why = inside.stderr.strip().splitlines()[-1] if inside.stderr.strip() else "not a work tree"
+    except (OSError, subprocess.CalledProcessError) as err:
+        why = type(err).__name__
+    if in_repo:
+        raise ValueError(
+            f"'{src}' is inside a git repository, but git cannot list its tracked files ({why}). Fix git, or "
+            "name the files to upload with allow=[...] (--allow in the CLI)."
+        )
+    return None
+
+
+# folders never part of a Space, not even walked (a checkout's virtualenv alone holds ~10^5 files)
+_NEVER_WALKED = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache", ".pytest_cache"}
+
+
+def _walk(src: Path) -> list[str]:
+    """Every file under `src`, without following symlinked folders (their entries are reported as-is)."""
+    found = []
+    for root, dirs, files in os.walk(src, followlinks=False):
+        dirs[:] = [d for d in dirs if d not in _NEVER_WALKED]
+        base = Path(root).relative_to(src)
+        found += [(base / d).as_posix() for d in dirs if (Path(root) / d).is_symlink()]
+        found += [(base / f).as_posix() for f in files]
+    return sorted(f.removeprefix("./") for f in found)
+
+
+def space_files(
+    app_dir: str | Path,
+    *,
+    allow: Sequence[str] | None = None,
+    ignore_patterns: Sequence[str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """``(files to upload, {refused file: why})`` for a Space upload of `app_dir`.
+
+    The candidates are `allow` (file names or glob patterns, relative to `app_dir`) when given, else the
+    files git tracks when `app_dir` is in a git work tree, else every file under it. Secrets (``.env*``,
+    ``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, caches, .git and pickles are never
+    uploaded: a glob in `allow` that matches one leaves it out, an entry naming one exactly raises ValueError.
+
+    Example:
+        >>> files, refused = space_files(".")   # what `mad-models space push` would upload from here
+    """
+    src = Path(app_dir)
+    ignore = (*(SPACE_IGNORE if ignore_patterns is None else ignore_patterns), *WEIGHT_PATTERNS[2:])
+    tracked = None
+    if allow is not None:
+        walked = _walk(src)
+        candidates = sorted(
+            {f for pattern in allow for f in walked if fnmatch.fnmatch(f, pattern.strip("/"))}
+        )
+        named = {p.strip("/") for p in allow if not any(c in p for c in "*?[")}  # exact names, no globs
+        asked_bad = [f for f in candidates if f in named and (_is_secret(f) or _has_symlink(src, f))]
+        if asked_bad:
+            raise ValueError(
+                f"allow= names files that are never uploaded to a Space (secrets or symlinks): {asked_bad}. "
+                "Remove them from the list; a Space is public by default."
+            )
+        missing = [p for p in allow if not any(fnmatch.fnmatch(f, p.strip("/")) for f in walked)]
+        if missing:
+            raise ValueError(f"allow= entries match no file in '{app_dir}': {missing}")
+    else:
+        tracked = _git_tracked(src)
+        candidates = _walk(src) if tracked is None else [f for f in tracked if os.path.lexists(src / f)]
+    upload, refused = [], {}
+    for f in candidates:
+        if _has_symlink(src, f):
+            refused[f] = "symlink"
+        elif _is_secret(f):
+            refused[f] = "looks like a secret"
+        elif any(fnmatch.fnmatch(f, p) for p in ignore):
+            continue  # caches, .git, pickles: silently left out, as before
+        elif (src / f).is_file():
+            upload.append(f)
+    if tracked is not None:
+        logger.info(
+            "%s is in a git work tree: only the %d files git tracks are candidates", src, len(tracked)
+        )
+    return upload, refused
+
+
+def push_space(
+    app_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    commit_message: str | None = None,
+    app_file: str = "app.py",
+    title: str | None = None,
+    license: str | None = "apache-2.0",
+    ignore_patterns: Sequence[str] = SPACE_IGNORE,
+    allow: Sequence[str] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> CommitInfo:
+    """Upload `app_dir` as a Gradio Space (repo_type="space") in one commit.
+
+    What is uploaded (see :func:`space_files`): the files git tracks when `app_dir` is in a git work tree,
+    or the files matching `allow` (names or glob patterns), else every file; never secrets (``.env*``,
+    ``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, pickles, caches or .git. The list is
+    logged (WARNING, so a terminal shows it) before the commit. A README.md with Space metadata (sdk:
+    gradio, sdk_version, app_file) is written when the upload has none.
+
+    Example:
+        >>> url = push_space("demo/", "me/mad-models-demo")
+        >>> url = push_space(".", "me/demo", allow=["app.py", "requirements.txt", "mad_models/*"])
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    src = Path(app_dir)
+    if not src.is_dir():
+        raise ValueError(f"app_dir '{app_dir}' is not a directory")
+    endpoint = resolve_endpoint(endpoint)
+    with hub_errors(repo_id, "push to", endpoint=endpoint, repo_type="space"):
+        validate_repo_id(repo_id)
+    upload, refused = space_files(src, allow=allow, ignore_patterns=ignore_patterns)
+    if app_file not in upload:
+        raise ValueError(
+            f"app_dir '{app_dir}' has no {app_file} to upload"
+            + (" (not tracked by git, or not in allow=)" if (src / app_file).is_file() else "")
+            + ": a Gradio Space starts from that file"
+        )
+    if refused:
+        logger.warning(
+            "push_space never uploads these files of %s: %s",
+            src,
+            ", ".join(f"{f} ({why})" for f, why in sorted(refused.items())),
+        )
+    with tempfile.TemporaryDirectory(prefix="hub_tools-") as tmp:
+        out = Path(tmp)
+        for f in upload:
+            (out / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / f, out / f)
+        if not (out / "README.md").is_file():
+            try:  # the version the app was written against (importing gradio itself takes seconds)
+                sdk_version = version("gradio")
+            except PackageNotFoundError:
+                sdk_version = None
+            card = space_card(
+                title or repo_id.split("/")[-1],
+                sdk="gradio",
+                sdk_version=sdk_version,
+                app_file=app_file,
+                license=license,
+            )
+            card.save(out / "README.md")
+        if not (out / "requirements.txt").is_file():
+            logger.warning("%s has no requirements.txt: the Space will only have gradio installed", app_dir)
+        visibility = "private" if private else "public unless it already exists as private"
+        listing = folder_files(out)
+        logger.warning(
+            "push_space uploads %d files to Space '%s' (%s): %s",
+            len(listing),
+            repo_id,
+            visibility,
+            ", ".join(listing),
+        )
+        return commit_folder(
+            out,
+            repo_id,
+            repo_type="space",
+            space_sdk="gradio",
+            commit_message=commit_message or "Upload Gradio app with hub_tools",
+            private=private,
+            token=token,
+            endpoint=endpoint,
+            delete_patterns=(),
+            timeout=timeout,
+        )
