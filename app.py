@@ -4,7 +4,7 @@
     python app.py --assets DIR --port 0    # another asset dir (a registry.json), any free port
 
 Models load lazily on first use into an LRU cache with a memory bound ($MAD_MODELS_CACHE_MB), so the
-page is up in seconds. The logic of each tab lives in app_backend/service.py.
+page is up in seconds. What goes where in app_backend: see its package docstring.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import gradio as gr
 
 from app_backend.generation import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS
 from app_backend.registry import Registry
-from app_backend.service import MAX_COMPARE, AppService
+from app_backend.service import AppService
+from app_backend.tabs.compare import MAX_COMPARE
 from app_backend.ui import compare, hybrids, load, mad, sizes
 from app_backend.ui.common import TabContext
 

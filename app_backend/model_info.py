@@ -148,7 +148,9 @@ def card_link(entry: ModelEntry, root: Path | None = None) -> str | None:
     if isinstance(repo, str) and repo.count("/") == 1 and " " not in repo:
         return f"Hub: [{repo}]({HUB_URL}/{repo})"
     if entry.kind == "smollm2":
-        return f"Hub: [HuggingFaceTB/SmolLM2-135M-Instruct]({HUB_URL}/HuggingFaceTB/SmolLM2-135M-Instruct)"
+        from mad_models.loading import SMOLLM2_HUB_ID
+
+        return f"Hub: [{SMOLLM2_HUB_ID}]({HUB_URL}/{SMOLLM2_HUB_ID})"
     if entry.path is not None and (entry.path / "README.md").is_file():
         rel = entry.path.name
         if root is not None:

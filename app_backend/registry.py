@@ -114,7 +114,7 @@ class Registry:
         if not index.is_file():
             reg.problem = (
                 f"No demo assets in {root} (no registry.json). "
-                "Build them with `python -m mad_models.assets build`."
+                "Build them with `python -m build_assets build`."
             )
             return reg
         try:

@@ -73,7 +73,7 @@ def requests_for(names: list[str]) -> list[tuple[str, tuple, str]]:
     if "mad/hybrid" in names:
         out.append(("hybrid mixtures", ("mad/hybrid", 0.3), "/mixture"))
     if not out:
-        raise SystemExit("no models registered: build the assets first (python -m mad_models.assets build)")
+        raise SystemExit("no models registered: build the assets first (python -m build_assets build)")
     return out
 
 

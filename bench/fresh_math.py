@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads < 1:
         p.error(f"--threads must be >= 1, got {a.threads}")
 
-    from mad_models.assets import PROFILES, language_rows
+    from build_assets.builder import PROFILES, language_rows
     from mad_models.training.exact_match import heuristic_exact_match, load_qa_rows
     from mad_models.training.mathematics import EVAL_BATCH, answer_token_budget
 

@@ -53,7 +53,7 @@ ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser tests (git-ign
 
 
 def build_tiny_assets(root: Path, presets: dict[str, list[dict]] | None = None) -> dict:
-    """Tiny random models laid out as `python -m mad_models.assets build` does; returns the registry.
+    """Tiny random models laid out as `python -m build_assets build` does; returns the registry.
 
     ``presets``: ``{entry name: meta.presets}`` to inject (e.g. ``TINY_PRESETS``); none by default.
     """

@@ -265,7 +265,7 @@ def test_app_without_assets_starts_and_explains(tmp_path):
     url, proc, seconds = launch_app(tmp_path / "empty", tmp_path / "app.log")
     try:
         html = __import__("urllib.request").request.urlopen(url).read().decode()
-        assert "No demo assets" in html and "python -m mad_models.assets build" in html
+        assert "No demo assets" in html and "python -m build_assets build" in html
         client = Client(url, verbose=False)
         out = client.predict("hi", [], 4, "greedy", 0, 0.8, 0, False, api_name="/compare")
         assert "Pick at least one model" in (out[1]["value"] if isinstance(out[1], dict) else out[1])

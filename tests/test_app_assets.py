@@ -12,7 +12,7 @@ import pytest
 from tiny import tiny_char_tokenizer, tiny_llama
 
 from app_backend.registry import Registry
-from mad_models.assets import (
+from build_assets.builder import (
     LM_DEV_PER_MODULE,
     LR_LORA_R4,
     LR_LORA_R16,
@@ -103,7 +103,7 @@ def test_build_is_reproducible_and_safe_to_rerun(tmp_path, capsys):
 
 def test_language_build_key_follows_the_settings(tmp_path, capsys, monkeypatch):
     """Other language settings rebuild the adapters (never mixed) and leave the MAD set alone."""
-    import mad_models.assets as assets
+    import build_assets.builder as assets
 
     smoke(tmp_path / "a", tmp_path / "work")
     before = digests(tmp_path / "a")
@@ -211,7 +211,7 @@ def test_bundled_build_keys_are_current_in_every_process():
     import sys
 
     code = (
-        "import json, mad_models.assets as A; p = A.PROFILES['full']; "
+        "import json, build_assets.builder as A; p = A.PROFILES['full']; "
         "base, lang = A.language_keys(p, 'SmolLM2-135M-Instruct'); "
         "print(json.dumps({**A.mad_keys(p), **{'language/' + d.split('/')[-1]: k for d, k in lang.items()}, "
         "'base': base}))"
@@ -231,7 +231,7 @@ def test_bundled_build_keys_are_current_in_every_process():
 
 def test_a_new_prune_threshold_only_re_prunes(tmp_path, capsys, monkeypatch):
     """Each MAD asset's key holds only what makes it: a new threshold trains nothing again."""
-    import mad_models.assets as assets
+    import build_assets.builder as assets
 
     smoke(tmp_path / "a", tmp_path / "work")
     before = digests(tmp_path / "a")

@@ -1,4 +1,4 @@
-"""The app on the bundled assets (built by `python -m mad_models.assets build`), real SmolLM2 included."""
+"""The app on the bundled assets (built by `python -m build_assets build`), real SmolLM2 included."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import mad_models  # noqa: F401
-from mad_models.assets import MAD_MIX
+from build_assets.builder import MAD_MIX
 from mad_models.loading import load_smollm2
 from mad_models.mad import make_task, scored_counts
 from mad_models.training.exact_match import chat_prompt

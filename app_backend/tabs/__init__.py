@@ -1,1 +1,1 @@
-"""What the Compare presets, Adapter sizes, Hybrid mixtures and MAD skills tabs compute and draw."""
+"""What each tab computes and draws, one module per tab, plain Python without gradio (see ``app_backend``)."""

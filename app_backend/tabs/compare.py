@@ -1,4 +1,5 @@
-"""Compare presets: prompts from the language adapters' training tasks, read from the registry.
+"""The Compare tab: one prompt through several models side by side (:func:`compare`), and the presets,
+prompts from the language adapters' training tasks read from the registry.
 
 An adapter entry may list ``meta.presets: [{"prompt": str, "answer": str, "module": str}]`` (the asset
 build writes held-out questions of the task modules it trained on). The Compare tab offers them in a
@@ -14,11 +15,26 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from app_backend.registry import Registry
+from app_backend.cache import ProgressFn
+from app_backend.generation import (
+    GenStats,
+    check_max_new_tokens,
+    decode,
+    encode_prompt,
+    stream_generate_steps,
+)
+from app_backend.registry import AppInputError, Loaded, Registry
+
+if TYPE_CHECKING:
+    from app_backend.service import AppService
 
 log = logging.getLogger("mad-models-app")
+MAX_COMPARE = 8  # output columns on the Compare tab
 
 MAX_PRESETS = 300  # a dropdown longer than this helps nobody; the rest are left out (and logged)
 LABEL_CHARS = 90  # a label shows the module and the question's start, on one line
@@ -105,3 +121,163 @@ def preset_note(preset: Preset) -> str:
         return line + " (no reference answer)."
     answer = preset.answer.replace("`", "'")
     return f"{line}: expected answer `{answer}`. After Run, the agreement view marks each column ✓ or ✗."
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def compare(
+    svc: AppService,
+    prompt: str,
+    names: list[str],
+    max_new_tokens: int = 32,
+    sample: bool = False,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    chat: bool = True,
+    progress: ProgressFn | None = None,
+    session: str | None = None,
+    stop_at_eos: bool = True,
+) -> Iterator[list[dict[str, Any]]]:
+    """Run one prompt through several models, yielding all columns after every new token.
+
+    Columns on one base (the base itself and its adapters) generate in ONE batched ``generate``
+    with a mixed-adapter batch (the base's row is "__base__"); other models run one after another.
+    A column is ``{"name", "model", "text", "token_ids", "new_tokens", "seconds", "tokens_per_s",
+    "first_token_s", "stats", "error", "settings"}``. A column that fails (cannot load, cannot take
+    this prompt, breaks while generating) gets its error in its own column; the others still run.
+    Bad settings for the whole request raise ``AppInputError`` before anything runs.
+    ``stop_at_eos=False`` makes every column generate ``max_new_tokens`` (equal work per column, for
+    throughput measurements); the UI always stops a column at its EOS.
+    """
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    names = [n for n in (names or []) if n]
+    if not names:
+        raise AppInputError("Pick at least one model to compare.")
+    if len(names) > MAX_COMPARE:
+        raise AppInputError(f"At most {MAX_COMPARE} models at once; {len(names)} were picked.")
+    if not prompt or not prompt.strip():
+        raise AppInputError("The prompt is empty.")
+    settings = dict(
+        max_new_tokens=max_new_tokens,
+        decoding="sample" if sample else "greedy",
+        seed=int(seed),
+        temperature=float(temperature),
+        top_k=int(top_k),
+        chat=bool(chat),
+        stop_at_eos=bool(stop_at_eos),
+    )
+    cols = [
+        dict(
+            name=n,
+            model=n,
+            text="",
+            token_ids=[],
+            new_tokens=0,
+            seconds=0.0,
+            tokens_per_s=0.0,
+            first_token_s=0.0,
+            latency_s=0.0,
+            stats="waiting…",
+            error=None,
+            settings=settings,
+        )
+        for n in names
+    ]
+    yield cols
+    loaded: dict[int, Loaded] = {}
+    prompts: dict[int, list[int]] = {}
+    for i, col in enumerate(cols):
+        col["stats"] = f"loading {col['model']}…"
+        yield cols
+        try:
+            item = svc.get(col["model"], None, session)
+            vocab = item.model.config.get_text_config().vocab_size
+            prompts[i] = encode_prompt(prompt, item.tokenizer, vocab, chat=chat)
+            loaded[i] = item
+            col["stats"] = "ready"
+        except Exception as e:  # noqa: BLE001  (one column's failure stops only that column)
+            _fail(col, e)
+        yield cols
+    # one batch per shared base: the base's own column joins as "__base__"
+    groups: dict[int, list[int]] = {}
+    for i, item in loaded.items():
+        if item.host is not None and item.adapter is not None:
+            groups.setdefault(id(item.host), []).append(i)
+    for i, item in loaded.items():
+        if item.host is not None and item.adapter is None and id(item.host) in groups:
+            groups[id(item.host)].append(i)
+    batches: list[list[int]] = []
+    grouped = {i for g in groups.values() for i in g}
+    for i in loaded:
+        if i in grouped:
+            g = groups[id(loaded[i].host)]
+            if g not in batches:
+                batches.append(g)
+        else:
+            batches.append([i])
+    for batch in batches:
+        yield from _generate(batch, cols, loaded, prompts, settings)
+
+
+def _generate(
+    batch: list[int],
+    cols: list[dict[str, Any]],
+    loaded: dict[int, Loaded],
+    prompts: dict[int, list[int]],
+    settings: dict[str, Any],
+) -> Iterator[list[dict[str, Any]]]:
+    first = loaded[batch[0]]
+    shared = len(batch) > 1 or first.adapter is not None
+    host = first.host
+    stats = [GenStats() for _ in batch]
+    for i in batch:
+        cols[i]["stats"] = "generating…" + (f" (batched ×{len(batch)})" if len(batch) > 1 else "")
+    yield cols
+    try:
+        for step in stream_generate_steps(
+            host.model if shared else first.model,
+            [prompts[i] for i in batch],
+            settings["max_new_tokens"],
+            adapter_names=[loaded[i].adapter or "__base__" for i in batch] if shared else None,
+            hold=host.reading() if shared else None,
+            sample=settings["decoding"] == "sample",
+            seed=settings["seed"],
+            temperature=settings["temperature"],
+            top_k=settings["top_k"],
+            stats=stats,
+            stop_at_eos=settings["stop_at_eos"] and first.tokenizer is not None,
+        ):
+            for row, tok in step:
+                col, item = cols[batch[row]], loaded[batch[row]]
+                col["token_ids"].append(tok)
+                col["text"] = decode(col["token_ids"], item.tokenizer)
+                col["stats"] = f"generating · {stats[row].line()} (of {settings['max_new_tokens']})"
+            yield cols  # once per step: every column of the batch moved on
+    except Exception as e:  # noqa: BLE001
+        for i in batch:
+            _fail(cols[i], e)
+        yield cols
+        return
+    for row, i in enumerate(batch):
+        st, col = stats[row], cols[i]
+        col["stats"] = "done · " + st.line() + (f" · batched ×{len(batch)}" if len(batch) > 1 else "")
+        col.update(
+            new_tokens=st.n_tokens,
+            seconds=round(st.total_s, 4),
+            tokens_per_s=round(st.tokens_per_s, 2),
+            first_token_s=round(st.first_token_s, 4),
+            latency_s=st.total_s,
+        )
+    yield cols
+
+
+def _fail(col: dict[str, Any], e: Exception) -> None:
+    """Put an error into its column, as a message (unexpected errors are logged with their trace)."""
+    if isinstance(e, AppInputError):
+        msg = str(e)
+    else:
+        log.error("compare: %s failed:\n%s", col["model"], traceback.format_exc())
+        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+    col["error"], col["stats"], col["text"] = msg, "error", f"⚠ {msg}"

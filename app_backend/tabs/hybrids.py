@@ -1,4 +1,5 @@
-"""Hybrid mixtures: cost before/after pruning, accuracy against the prune threshold, pruned vs full outputs.
+"""The Hybrid mixtures tab: mixture weights and what pruning keeps (:func:`mixture`), cost before/after
+pruning, accuracy against the prune threshold, pruned vs full outputs.
 
 Example:
     >>> cost_diff_rows({"params / total": 10}, {"params / total": 4})
@@ -7,10 +8,15 @@ Example:
 
 from __future__ import annotations
 
+import html
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError, IncompatibleModelError
+
+if TYPE_CHECKING:
+    from app_backend.service import AppService
 
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CURVE_SEQUENCES = 16  # sequences per MAD task in the accuracy-vs-threshold batch
@@ -176,3 +182,68 @@ def greedy_ids(model: Any, ids: list[int], max_new_tokens: int) -> list[int]:
             nxt = model(input_ids=seq).logits[0, -1].float().argmax()
             seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
     return seq[0, len(ids) :].tolist()
+
+
+def mixture(
+    svc: AppService, name: str, threshold: float = 0.25, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Mixture weights (blocks x components), the cost report, and what pruning at ``threshold`` keeps."""
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise AppInputError(f"The pruning threshold must be a number, got {threshold!r}.") from None
+    if not 0.0 <= threshold < 1.0:
+        raise AppInputError(f"The pruning threshold must be in [0, 1), got {threshold}.")
+    model = svc.get(name, progress).model
+    if getattr(model.config, "model_type", None) != "manticore":
+        raise IncompatibleModelError(
+            f"{name!r} is not a Manticore hybrid (model type {model.config.model_type!r})."
+        )
+    from mad_models.hybrid.prune import choose_blocks
+
+    weights = model.mixture_weights().detach().float().cpu()  # (n_blocks, K)
+    # the rule prune() applies, in this model's component indices (a pruned model renumbers them)
+    kept = choose_blocks(weights, model.config.kept(), threshold)
+    pruned = model.prune(threshold=threshold)
+    return {
+        "components": component_labels(model),
+        "weights": weights.tolist(),
+        "cost": model.cost_report(),
+        "pruned_cost": pruned.cost_report(),
+        "kept": [[k in kept[b] for k in range(weights.shape[1])] for b in range(weights.shape[0])],
+        "threshold": threshold,
+    }
+
+
+def component_labels(model: Any) -> list[str]:
+    """Readable names of a hybrid's components, e.g. ['0: mad/attention', '1: mad/mamba']."""
+    cfg = model.config
+    names = cfg.component_names or [None] * cfg.num_components
+    return [f"{i}: {n or cfg.component_config(i).model_type}" for i, n in enumerate(names)]
+
+
+def heatmap_html(
+    weights: list[list[float]], components: list[str], kept: list[list[bool]] | None = None
+) -> str:
+    """Blocks (rows) by components (columns), each cell shaded by its mixture weight.
+
+    Cells a pruned hybrid would drop are struck through, so the threshold's effect is visible.
+    """
+    head = "".join(f"<th style='padding:4px 10px'>{html.escape(c)}</th>" for c in components)
+    rows = []
+    for b, row in enumerate(weights):
+        cells = []
+        for k, w in enumerate(row):
+            dropped = kept is not None and not kept[b][k]
+            style = f"background:rgba(234,88,12,{0.1 + 0.9 * w:.3f});padding:6px 14px;text-align:center"
+            text = f"{w:.3f}"
+            if dropped:
+                style += ";text-decoration:line-through;opacity:0.45"
+            cells.append(f"<td class='mix-cell' data-block='{b}' data-comp='{k}' style='{style}'>{text}</td>")
+        rows.append(f"<tr><th style='padding:4px 10px'>block {b}</th>{''.join(cells)}</tr>")
+    return (
+        "<table class='mixture-heatmap' style='border-collapse:collapse'>"
+        f"<tr><th></th>{head}</tr>{''.join(rows)}</table>"
+        "<p style='font-size:0.85em'>Shading = mixture weight; "
+        "struck-through cells are pruned at this threshold.</p>"
+    )

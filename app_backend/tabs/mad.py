@@ -1,4 +1,5 @@
-"""MAD skills: what each task asks, chance and no-learning baselines, token-id presets, side-by-side views.
+"""The MAD skills tab: each model's accuracy on a fresh MAD test batch (:func:`mad_skills`), what each task
+asks, chance and no-learning baselines, token-id presets, side-by-side views.
 
 Example:
     >>> x, y = make_task("in_context_recall", split="test", num_examples=64)  # doctest: +SKIP
@@ -9,9 +10,16 @@ Example:
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from app_backend.cache import ProgressFn
+from app_backend.registry import AppInputError, IncompatibleModelError
+
+if TYPE_CHECKING:
+    from app_backend.service import AppService
 
 IGNORE = -100
+MAX_MAD_EXAMPLES = 512  # sequences per request
 PRESET_SEED = 12345 + 999  # the MAD test seed plus a fixed offset: presets never come from training data
 
 TASK_DESCRIPTIONS = {
@@ -111,4 +119,159 @@ def side_by_side_html(examples: dict[str, dict[str, Any]]) -> str:
         "<tr><th style='padding:3px 8px'>position</th><th style='padding:3px 8px'>input</th>"
         f"<th style='padding:3px 8px'>target</th>{head}</tr>{''.join(rows)}"
         f"<tr><td colspan='3' style='padding:3px 8px'>right</td>{foot}</tr></table>"
+    )
+
+
+def mad_names(svc: AppService) -> list[str]:
+    return svc.registry.names(group="mad")
+
+
+def mad_tasks(svc: AppService) -> list[str]:
+    """The MAD tasks the registered MAD models were trained on (``meta.mad_tasks``), in MAD's order;
+    every task when no entry says."""
+    from mad_models.mad import TASKS
+
+    listed = [svc.registry[n].meta.get("mad_tasks") for n in mad_names(svc)]
+    if not listed or any(t is None for t in listed):
+        return list(TASKS)
+    return [t for t in TASKS if any(t in tasks for tasks in listed)]
+
+
+def mad_skills(
+    svc: AppService,
+    task: str,
+    names: list[str],
+    num_examples: int = 64,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Accuracy of each model on a fresh test batch of one MAD task, chance and the no-learning
+    heuristic next to them, and sequence 0 with every model's predictions (``examples``).
+
+    The batch is the test split drawn with seed ``12345 + seed`` (seed 0: the standard test set)."""
+    import torch
+
+    from mad_models.mad import TASKS, make_task, scored_counts, task_settings
+    from mad_models.mad.tasks import TEST_SEED
+
+    if task not in TASKS:
+        raise AppInputError(f"Unknown MAD task {task!r}; choose one of {', '.join(TASKS)}.")
+    names = [n for n in (names or []) if n]
+    if not names:
+        raise AppInputError("Pick at least one model.")
+    try:
+        num_examples, seed = int(num_examples), int(seed)
+    except (TypeError, ValueError):
+        raise AppInputError("The number of sequences and the seed must be whole numbers.") from None
+    if not 1 <= num_examples <= MAX_MAD_EXAMPLES:
+        raise AppInputError(f"The number of sequences must be in 1..{MAX_MAD_EXAMPLES}, got {num_examples}.")
+    if seed < 0:
+        raise AppInputError(f"The seed must be >= 0, got {seed}.")
+    rows, example, examples = [], None, {}
+    data_by_settings: dict[str, tuple] = {}
+    settings_by_key: dict[str, dict] = {}
+    for n in names:
+        entry = svc.registry[n]
+        trained_on = entry.meta.get("mad_tasks")
+        if trained_on is not None and task not in trained_on:
+            # e.g. compression: MAD scores it through an auto-encoder's decoder, which a model not
+            # trained on it lacks; a plain LM's next-token score there would mean nothing
+            raise IncompatibleModelError(
+                f"{n} was not trained on {task}; its MAD tasks are {', '.join(trained_on) or 'none'}."
+            )
+        settings = (trained_on or {}).get(task, {})
+        key = repr(sorted(settings.items()))
+        settings_by_key[key] = settings
+        if key not in data_by_settings:
+            # the test split at the MAD test seed + the UI seed: seed 0 is the standard test set, and
+            # every split has its own random stream, so no seed repeats training data
+            data_by_settings[key] = make_task(
+                task, split="test", seed=TEST_SEED + seed, num_examples=num_examples, **settings
+            )
+        x, y = data_by_settings[key]
+        model = svc.get(n, progress).model
+        vocab = model.config.get_text_config().vocab_size
+        need = task_settings(task, **settings)["vocab_size"]
+        if need > vocab:
+            raise IncompatibleModelError(
+                f"{n} has a vocabulary of {vocab} tokens; task {task} with these settings needs {need}."
+            )
+        with torch.inference_mode():
+            logits = torch.cat([model(input_ids=x[i : i + 64]).logits.float() for i in range(0, len(x), 64)])
+        correct, total = scored_counts(logits, y)
+        rows.append(
+            {
+                "model": n,
+                "accuracy": correct / total,
+                "correct": correct,
+                "scored": total,
+                "seq_len": x.shape[1],
+            }
+        )
+        examples[n] = {
+            "model": n,
+            "input_ids": x[0].tolist(),
+            "targets": y[0].tolist(),
+            "predictions": logits[0].argmax(-1).tolist(),
+            "batch": key,
+        }
+        if example is None:  # the first model picked is the one rendered by default
+            example = examples[n]
+    # chance and the no-learning heuristic on the batch the first model saw, scored the same way
+    x, y = data_by_settings[example["batch"]]
+    base = mad_baselines(task, x, y, settings_by_key[example["batch"]])
+    scored = int((y != -100).sum())
+    rows.append(
+        {
+            "model": "no-learning heuristic (most frequent candidate so far)",
+            "accuracy": base["heuristic"],
+            "correct": round(base["heuristic"] * scored),
+            "scored": scored,
+            "seq_len": x.shape[1],
+        }
+    )
+    rows.append(
+        {
+            "model": "chance (1 / possible targets)",
+            "accuracy": base["chance"],
+            "correct": None,
+            "scored": scored,
+            "seq_len": x.shape[1],
+        }
+    )
+    return {
+        "task": task,
+        "seed": seed,
+        "rows": rows,
+        "example": example,
+        "examples": examples,
+        "baselines": base,
+    }
+
+
+def mad_example_html(example: dict[str, Any]) -> str:
+    """One sequence: inputs in grey; at scored positions the prediction, green if right, red if wrong."""
+    spans = []
+    for tok, tgt, pred in zip(example["input_ids"], example["targets"], example["predictions"], strict=True):
+        spans.append(f"<span style='color:#888'>{tok}</span>")
+        if tgt == IGNORE:
+            continue
+        if pred == tgt:
+            spans.append(
+                f"<span class='mad-right' style='background:#bbf7d0;padding:0 3px' title='target {tgt}'>"
+                f"✓{pred}</span>"
+            )
+        else:
+            spans.append(
+                f"<span class='mad-wrong' style='background:#fecaca;padding:0 3px' "
+                f"title='predicted {pred}, target {tgt}'>✗{pred}→{tgt}</span>"
+            )
+    right = sum(
+        1 for t, p in zip(example["targets"], example["predictions"], strict=True) if t != IGNORE and t == p
+    )
+    scored = sum(1 for t in example["targets"] if t != IGNORE)
+    return (
+        f"<p><b>{html.escape(example['model'])}</b> on sequence 0: {right}/{scored} scored positions right "
+        "(✓ prediction right, ✗ prediction→target wrong; grey = input tokens).</p>"
+        f"<div style='font-family:monospace;line-height:1.9;word-wrap:break-word'>{' '.join(spans)}</div>"
     )

@@ -1,4 +1,5 @@
-"""Adapter sizes: a grouped bar chart (SVG, no plotting library), a per-layer breakdown, formatted tables.
+"""The Adapter sizes tab: each adapter's exact report (:func:`adapter_sizes`), a grouped bar chart (SVG, no
+plotting library) and a per-layer breakdown.
 
 Example:
     >>> svg = grouped_bars_html([{"module type": "q_proj", "A": 10, "B": 20}], ["A", "B"])
@@ -8,14 +9,18 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import html
 import math
 import re
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from app_backend import formatting as fmt
+from app_backend.cache import ProgressFn
+from app_backend.registry import AppInputError, IncompatibleModelError
+
+if TYPE_CHECKING:
+    from app_backend.service import AppService
 
 PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777"]
 LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
@@ -43,25 +48,6 @@ def per_layer_rows(modules_by_adapter: dict[str, list[dict[str, Any]]]) -> list[
         r["module types"] = ", ".join(sorted(r["module types"]))
         r["layer"] = str(r["layer"])
     return ordered
-
-
-def styled(rows: list[dict[str, Any]], formats: dict[str, Any] | None = None) -> Any:
-    """A table for ``gr.Dataframe``: raw numbers underneath (the API returns them), formatted on screen.
-
-    ints get thousands separators, floats 3 digits, unless ``formats`` names a column's formatter.
-    """
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    formats = dict(formats or {})
-    for col in df.columns:
-        if col in formats:
-            continue
-        if pd.api.types.is_integer_dtype(df[col]):
-            formats[col] = fmt.count
-        elif pd.api.types.is_float_dtype(df[col]):
-            formats[col] = fmt.accuracy
-    return df.style.format(formats)
 
 
 def _nice_step(top: float, ticks: int = 5) -> float:
@@ -143,3 +129,68 @@ def grouped_bars_html(
         + "</div>"
         + "</div>"
     )
+
+
+def adapter_report(svc: AppService, name: str, progress: ProgressFn | None = None) -> Any:
+    """The exact ``mad_models.more.AdapterReport`` of a registered adapter (computed once)."""
+    with svc.lock:
+        if name in svc.reports:
+            return svc.reports[name]
+    from peft import PeftModel
+
+    from mad_models.more import adapter_report
+
+    entry = svc.registry[name]
+    if entry.kind != "adapter":
+        raise AppInputError(f"{name!r} is not an adapter.")
+    base = svc.get(entry.base, progress)
+    try:
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(base.model), entry.path)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise IncompatibleModelError(f"{name}: the adapter does not fit base {entry.base!r}: {e}") from e
+    report = adapter_report(peft_model)
+    with svc.lock:
+        svc.reports[name] = report
+    return report
+
+
+def adapter_sizes(svc: AppService, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Totals per adapter, params per module type and per layer side by side, long-form bar rows.
+
+    ``{"totals", "by_module_type", "per_layer", "bars", "adapters"}``; numbers are exact ints.
+    """
+    names = [e.name for e in svc.registry.adapters()] + [
+        n for n in svc.reports if n not in svc.registry.entries
+    ]
+    if not names:
+        raise AppInputError(svc.registry.problem or "No adapters are registered in the assets.")
+    totals, by_type, bars, modules = [], {}, [], {}
+    for n in names:
+        rep = adapter_report(svc, n, progress)
+        modules[n] = rep.modules
+        totals.append(
+            {
+                "adapter": n,
+                "method": rep.peft_type,
+                "trainable params": rep.trainable_params,
+                "bytes on disk": rep.bytes_on_disk,
+                "% of base": round(rep.percent_of_base, 4),
+                "LoRA rank with same count": round(rep.lora_rank_equivalent, 2),
+                "base params": rep.base_params,
+            }
+        )
+        for m in rep.modules:
+            by_type.setdefault(m["type"], {})[n] = by_type.setdefault(m["type"], {}).get(n, 0) + m["params"]
+    side = [{"module type": t, **{n: per.get(n, 0) for n in names}} for t, per in by_type.items()]
+    for t, per in by_type.items():
+        for n in names:
+            bars.append(
+                {"module type": t, "adapter": n, "bar": f"{t} · {n}", "trainable params": per.get(n, 0)}
+            )
+    return {
+        "totals": totals,
+        "by_module_type": side,
+        "per_layer": per_layer_rows(modules),
+        "bars": bars,
+        "adapters": names,
+    }

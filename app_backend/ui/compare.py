@@ -20,8 +20,7 @@ from app_backend.generation import MAX_NEW_TOKENS
 from app_backend.model_info import model_card_md
 from app_backend.registry import AppInputError
 from app_backend.results import agreement_md, compare_json, reference_answer, results_csv
-from app_backend.service import MAX_COMPARE
-from app_backend.tabs.compare import compare_presets, preset_choices, preset_note
+from app_backend.tabs.compare import MAX_COMPARE, compare_presets, preset_choices, preset_note
 from app_backend.ui.common import TabContext
 
 log = logging.getLogger("mad-models-app")

@@ -12,10 +12,9 @@ from app_backend import formatting as fmt
 from app_backend.generation import MAX_NEW_TOKENS
 from app_backend.model_info import cards_md
 from app_backend.registry import AppInputError
-from app_backend.render import heatmap_html
-from app_backend.tabs.hybrids import HybridLab, cost_diff_rows
+from app_backend.render import styled
+from app_backend.tabs.hybrids import HybridLab, cost_diff_rows, heatmap_html
 from app_backend.tabs.mad import preset
-from app_backend.tabs.sizes import styled
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 from mad_models.mad import TASKS as MAD_TASKS
 

@@ -8,9 +8,8 @@ import pandas as pd
 from app_backend import formatting as fmt
 from app_backend.model_info import cards_md
 from app_backend.registry import AppInputError
-from app_backend.render import mad_example_html
-from app_backend.tabs.mad import preset, side_by_side_html, task_description
-from app_backend.tabs.sizes import styled
+from app_backend.render import styled
+from app_backend.tabs.mad import mad_example_html, preset, side_by_side_html, task_description
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 
 ACC_COLUMNS = ["model", "accuracy", "correct", "scored", "seq_len"]

@@ -7,7 +7,8 @@ import pandas as pd
 
 from app_backend import formatting as fmt
 from app_backend.model_info import cards_md
-from app_backend.tabs.sizes import grouped_bars_html, styled
+from app_backend.render import styled
+from app_backend.tabs.sizes import grouped_bars_html
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 
 

@@ -1,5 +1,5 @@
 """The DeepMind-mathematics fine-tuning setup shared by ``bench/reproduce_more.py`` (MoRe vs LoRA) and the
-demo language adapters (``python -m mad_models.assets build --only language``).
+demo language adapters (``python -m build_assets build --only language``).
 
 One definition of what both train: the adapter targets and dropout, the dev split carved from
 ``data/mathematics/train.jsonl``, the training examples (SmolLM2's chat template with

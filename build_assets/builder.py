@@ -1,4 +1,4 @@
-"""Build the demo assets the app shows: ``python -m mad_models.assets build``.
+"""Build the demo assets the app shows: ``python -m build_assets build``.
 
 Two sets, written to ``assets/`` (safetensors + configs + model cards; ``registry.json`` lists them):
 
@@ -19,8 +19,8 @@ hash of the settings that make it) is unchanged; unfinished training resumes fro
 ``--work``. Progress bars come from the training loop (tqdm).
 
 Example:
-    python -m mad_models.assets build --threads 1     # full profile (MAD set ~8 min, language ~26 min)
-    python -m mad_models.assets build --profile smoke # seconds: a check that every step runs
+    python -m build_assets build --threads 1     # full profile (MAD set ~8 min, language ~26 min)
+    python -m build_assets build --profile smoke # seconds: a check that every step runs
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from typing import Any
 import torch
 
 from mad_models.hybrid.cost import flatten_report
+from mad_models.loading import SMOLLM2_HUB_ID
 
 REPO = Path(__file__).resolve().parents[1]
 SMOLLM2 = "SmolLM2-135M-Instruct"
-SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MAD_VOCAB = 32
 # The MAD task mix: one shared 32-token vocabulary and 32-token sequences, so one batch mixes the tasks
 # (short sequences: transformers' reference Mamba scan on CPU costs grow fast with length). Only the
@@ -228,7 +228,7 @@ def mad_card(name: str, model: torch.nn.Module, acc: dict, how: str) -> str:
 
 A tiny {model.config.model_type} ({params:,} parameters, width {model.config.hidden_size},
 {model.config.num_hidden_layers} layers, vocabulary {model.config.vocab_size}) made by
-`python -m mad_models.assets build` for the mad-models demo app. It is a toy: it only knows the MAD
+`python -m build_assets build` for the mad-models demo app. It is a toy: it only knows the MAD
 synthetic tasks below, with token ids as input (there is no tokenizer).
 
 ## How it was made
@@ -781,7 +781,7 @@ def build_language(
     (out / "language").mkdir(parents=True, exist_ok=True)
     (out / "language" / "results.md").write_text(
         "# Bundled SmolLM2 adapters: val exact match\n\n"
-        "Written by `python -m mad_models.assets build --only language` (figures from `registry.json`). "
+        "Written by `python -m build_assets build --only language` (figures from `registry.json`). "
         f"Every adapter: {p.lm_steps} steps of batch {p.lm_batch}, seed {p.seed}, on {len(train_rows)} "
         f"train questions (train.jsonl minus the experiment's dev rows), targets {', '.join(TARGETS)}, "
         f"its own lr from {LR_SOURCE}. Val: {len(val_rows)} questions of data/mathematics/val.jsonl.\n\n"
@@ -894,7 +894,7 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m mad_models.assets",
+        prog="python -m build_assets",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

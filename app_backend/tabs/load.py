@@ -1,0 +1,102 @@
+"""The Load tab: pull an adapter or a hybrid (Hub repo id or local folder) for one browser session.
+
+Loading itself (``hub_tools.pull``, the cache, adapters sharing their base) is the service's; this module
+decides what a visitor may load and under which name their session sees it.
+
+Example:
+    >>> info = load(svc, "me/smollm2-more-arith", base="SmolLM2-135M-Instruct")  # doctest: +SKIP
+    >>> info["name"], info["kind"]  # doctest: +SKIP
+    ('loaded: me/smollm2-more-arith', 'adapter (shares its base's weights)')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app_backend.cache import ProgressFn
+from app_backend.registry import AppInputError
+from mad_models.cards import is_hub_id
+
+if TYPE_CHECKING:
+    from app_backend.service import AppService
+
+
+def load(
+    svc: AppService,
+    source: str,
+    revision: str = "",
+    base: str = "",
+    progress: ProgressFn | None = None,
+    session: str | None = None,
+) -> dict[str, Any]:
+    """Pull an adapter or a hybrid (Hub repo id or local dir) through hub_tools, for this session.
+
+    On a public Space (``public``) only Hub ids are taken. A revision is refused for a local dir
+    (there is nothing to check out), and each session may hold ``max_loaded_per_session`` models.
+    """
+    source = (source or "").strip()
+    revision = (revision or "").strip()
+    if not source:
+        raise AppInputError("Give a Hub repo id (owner/name) or a local directory.")
+    local = Path(source).expanduser()
+    looks_local = local.exists() or source.startswith((".", "/", "~")) or "\\" in source
+    if svc.public and (looks_local or not is_hub_id(source)):
+        raise AppInputError(
+            "This app runs as a public Space: Load takes Hub repo ids (owner/name) only, not local paths."
+        )
+    if looks_local and revision:
+        raise AppInputError(
+            f"A revision ({revision!r}) only applies to Hub repos; "
+            f"{local.name or source} is a local directory."
+        )
+    if looks_local and not local.is_dir():
+        raise AppInputError("That local path is not a directory.")
+    if not looks_local and not is_hub_id(source):
+        raise AppInputError(f"{source!r} is neither a Hub repo id (owner/name) nor a local directory.")
+    if base and (base not in svc.registry.entries or svc.registry.entries[base].kind == "adapter"):
+        raise AppInputError(f"Unknown base model {base!r}: pick one of the registered base models.")
+    is_adapter = (local / "adapter_config.json").is_file() if looks_local else None
+    if is_adapter and not base:
+        raise AppInputError(f"{local.name} is an adapter: pick the base model it was trained on.")
+    if looks_local and is_adapter is False and base:
+        base = ""  # a whole model: the base (and its tokenizer) has nothing to do with it
+    label = local.name if looks_local else source  # never a server path in the UI
+    name = f"loaded: {label}" + (f"@{revision}" if revision else "")
+    key = f"loaded: {local.resolve() if looks_local else source}@{revision}|{base}"
+    own = svc.sessions.setdefault(session or "", {})
+    if name not in own and len(own) >= svc.max_loaded_per_session:
+        raise AppInputError(
+            f"This session already holds {len(own)} loaded models (the limit is "
+            f"{svc.max_loaded_per_session}); reload the page to start afresh."
+        )
+    spec = dict(source=str(local) if looks_local else source, revision=revision or None, base=base or None)
+    spec["name"] = name
+    with svc.lock:
+        known = svc.pulled.get(key)
+        svc.pulled[key] = spec
+    try:
+        item = svc.cache.get(key, progress)
+    except Exception:
+        if known is None:
+            with svc.lock:
+                svc.pulled.pop(key, None)
+        raise
+    own[name] = key
+    model = item.model
+    hybrid = getattr(model.config, "model_type", None) == "manticore"
+    spec["hybrid"] = hybrid
+    if item.adapter is not None:
+        kind = "adapter (shares its base's weights)"
+        params = item.nbytes // max(1, next(model.parameters()).element_size())
+    else:
+        kind = "hybrid" if hybrid else model.config.model_type
+        params = sum(p.numel() for p in model.parameters())
+    return {
+        "name": name,
+        "kind": kind,
+        "params": params,
+        "model_type": model.config.model_type,
+        "tokenizer": item.tokenizer is not None,
+        "hybrid": hybrid,
+    }
