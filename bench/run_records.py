@@ -40,7 +40,7 @@ class RunRecords:
             raise SettingsMismatch(f"{self.folder} holds no records (no settings.json)")
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = guard.with_suffix(".tmp")
+            tmp = guard.with_suffix(f".{os.getpid()}.tmp")  # processes starting together each write their own
             tmp.write_text(json.dumps(self.settings, indent=1, sort_keys=True) + "\n")
             tmp.replace(guard)
         self.path = self.folder / "results.jsonl"
