@@ -593,6 +593,60 @@ def _fmt(row: dict) -> str:
     return f"{row['test_mean']:.3f} [{row['test_min']:.3f}, {row['test_max']:.3f}]"
 
 
+def verdict(doc: dict) -> str:
+    """The paragraph, computed from the table: the gate, the searched hybrid against the better component,
+    the pruned searched hybrid against the best hand design at about equal cost, with the paired tests."""
+    t, out = doc["rows"], []
+    major = t["majority"]["test_mean"]
+
+    def mean(row: str) -> str:
+        return f"{t[row]['test_mean']:.3f}"
+
+    def ps(a: str, b: str) -> str:
+        for p in doc["paired_tests"]:
+            if (p["a"], p["b"]) == (a, b):
+                return ", ".join(f"{x['p']:.2g}" for x in p["per_seed"])
+        return "-"
+
+    failed = [k for k, g in doc["gate"].items() if not g["learns"]]
+    if doc["gate"] and not failed:
+        out.append(f"Gate: both components learn (every seed >= 0.05 above the majority class, {major:.3f}).")
+    elif doc["gate"]:
+        out.append(
+            f"Gate: {' and '.join(failed)} did NOT beat the majority class ({major:.3f}) by 0.05 at this "
+            "budget, so the rows built on it measure the budget more than the architecture."
+        )
+    best = doc["best_component_on_val"]
+    if "hybrid-searched" in t and best in t:
+        diff = t["hybrid-searched"]["test_mean"] - t[best]["test_mean"]
+        ratio = t["hybrid-searched"]["flops_per_token"] / t[best]["flops_per_token"]
+        out.append(
+            f"The searched hybrid scores {mean('hybrid-searched')} against {mean(best)} for the better "
+            f"component on val ({best}), {diff:+.3f}, at {ratio:.1f}x its FLOPs/token (McNemar p per seed: "
+            f"{ps('hybrid-searched', best)})."
+        )
+    hand = doc["best_hand_design_on_val"]
+    if "hybrid-searched-pruned" in t and hand in t:
+        diff = t["hybrid-searched-pruned"]["test_mean"] - t[hand]["test_mean"]
+        out.append(
+            f"At about equal cost, the argmax-pruned searched hybrid scores {mean('hybrid-searched-pruned')} "
+            f"against {mean(hand)} for the best hand design on val ({hand}), {diff:+.3f} (McNemar p per "
+            f"seed: {ps('hybrid-searched-pruned', hand)}): the search "
+            + ("found the better design here." if diff > 0 else "did not beat the hand design here.")
+        )
+    if "hybrid-uniform" in t and "hybrid-searched" in t:
+        out.append(
+            f"Uniform mixture: {mean('hybrid-uniform')} (searched vs uniform, McNemar p per seed: "
+            f"{ps('hybrid-searched', 'hybrid-uniform')})."
+        )
+    if "matched-component" in t:
+        kind = t["matched-component"].get("kind", "")
+        out.append(
+            f"The {kind} component widened to the hybrid's parameters scores {mean('matched-component')}."
+        )
+    return " ".join(out)
+
+
 def markdown(doc: dict, s: Setting) -> str:
     t = doc["rows"]
     lines = [
@@ -673,6 +727,8 @@ def markdown(doc: dict, s: Setting) -> str:
             "",
             "Paired tests on the test split (exact McNemar, per seed):",
             *(tests or ["- none yet"]),
+            "",
+            "Computed summary: " + (verdict(doc) or "nothing measured yet."),
             "",
             *(
                 ["**Unfinished rows: " + ", ".join(doc["unfinished"]) + ".**", ""]
