@@ -593,6 +593,15 @@ def _fmt(row: dict) -> str:
     return f"{row['test_mean']:.3f} [{row['test_min']:.3f}, {row['test_max']:.3f}]"
 
 
+def _which(diff: float, doc: dict, a: str, b: str) -> str:
+    """Whether the search's design is better, worse, or not told apart (p < 0.05 on every seed needed)."""
+    pair = next((p for p in doc["paired_tests"] if (p["a"], p["b"]) == (a, b)), None)
+    clear = pair is not None and all(x["p"] < 0.05 for x in pair["per_seed"])
+    if not clear:
+        return "the test does not tell the two apart on every seed."
+    return "the search found the better design." if diff > 0 else "the hand design is better."
+
+
 def verdict(doc: dict) -> str:
     """The paragraph, computed from the table: the gate, the searched hybrid against the better component,
     the pruned searched hybrid against the best hand design at about equal cost, with the paired tests."""
@@ -631,8 +640,8 @@ def verdict(doc: dict) -> str:
         out.append(
             f"At about equal cost, the argmax-pruned searched hybrid scores {mean('hybrid-searched-pruned')} "
             f"against {mean(hand)} for the best hand design on val ({hand}), {diff:+.3f} (McNemar p per "
-            f"seed: {ps('hybrid-searched-pruned', hand)}): the search "
-            + ("found the better design here." if diff > 0 else "did not beat the hand design here.")
+            f"seed: {ps('hybrid-searched-pruned', hand)}): "
+            + _which(diff, doc, "hybrid-searched-pruned", hand)
         )
     if "hybrid-uniform" in t and "hybrid-searched" in t:
         out.append(
