@@ -776,8 +776,7 @@ def plot(doc: dict, path: Path) -> None:
         )
     for row, style in (("chance", ":"), ("majority", "--")):
         ax.axhline(doc["rows"][row]["test_mean"], color="gray", linestyle=style, label=LABELS[row])
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per token")
+    ax.set_xlabel("FLOPs per token (LM heads excluded)")
     ax.set_ylabel("ListOps test accuracy (mean, min-max over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
