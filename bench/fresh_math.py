@@ -36,6 +36,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_tests import mcnemar_p  # noqa: E402,F401  (shared with bench/reproduce_listops.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 FRESH = ROOT / "bench" / "data" / "fresh_math.jsonl"
 VAL = ROOT / "data" / "mathematics" / "val.jsonl"
@@ -142,14 +145,6 @@ def run_eval(model: str, data: Path, *, work: Path, threads: int, batch: int, ma
 
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar p-value: the discordant pairs under a fair coin."""
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def rel(path: Path) -> str:
