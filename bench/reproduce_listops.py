@@ -62,6 +62,7 @@ from run_records import RunRecords  # noqa: E402
 import mad_models  # noqa: E402,F401
 from mad_models.listops import NUM_CLASSES, PAD, VOCAB_SIZE, listops_splits, majority_class  # noqa: E402
 from mad_models.sequence_classifier import SequenceClassifier  # noqa: E402
+from mad_models.training.mixture_search import search_mixtures  # noqa: E402
 
 # name -> block pattern (A = attention, M = Mamba) for hand designs; built for the setting's block count
 HAND = ("striped-am", "striped-ma", "hand-mamba-heavy", "hand-attention-first", "hand-mamba-first")
@@ -207,14 +208,6 @@ class HybridClassifier(SequenceClassifier):
         return self.model.mixture
 
 
-def _search_job():
-    try:  # renamed in the library ("lib" engineer): mixture_search.py
-        from mad_models.training.mixture_search import search_mixtures
-    except ImportError:
-        from mad_models.training.search import search_mixtures
-    return search_mixtures
-
-
 class Bench:
     def __init__(
         self, s: Setting, records: Path, scratch: Path, progress: bool = False, report_only: bool = False
@@ -328,7 +321,7 @@ class Bench:
             )
         elif row == "search":
             clf = HybridClassifier(self.hybrid(seed), NUM_CLASSES)
-            res = _search_job()(
+            res = search_mixtures(
                 clf,
                 train,
                 args,
