@@ -375,7 +375,7 @@ class Bench:
         if getattr(model.config, "model_type", None) == "manticore":
             rep = model.cost_report(context=self.context)
             flops = rep["flops_per_token"]["total"] - rep["flops_per_token"]["heads"]
-            heads = [model.adapters[m].lm_head for m in model.config.kept()[-1]]
+            heads = [model.component_wrappers[m].lm_head for m in model.config.kept()[-1]]
         else:
             heads = [model.get_output_embeddings()]
             flops = standalone_cost(model.config, self.context)["flops_per_token"] - matmul_flops(heads[0])

@@ -37,7 +37,7 @@ HEAD_NAME = "classifier.safetensors"
 def _feature_head(model: nn.Module) -> nn.Linear:
     """The LM head whose input is the model's final hidden state (the widest kept one in a hybrid)."""
     if getattr(getattr(model, "config", None), "model_type", None) == "manticore":
-        heads = [model.adapters[m].lm_head for m in model.config.kept()[-1]]
+        heads = [model.component_wrappers[m].lm_head for m in model.config.kept()[-1]]
     else:
         heads = [model.get_output_embeddings()] if hasattr(model, "get_output_embeddings") else []
     heads = [h for h in heads if isinstance(h, nn.Linear)]
