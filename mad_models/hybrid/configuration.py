@@ -13,9 +13,9 @@ MIXTURE_MODES = ("softmax", "gumbel", "simplex", "fixed")
 
 class ManticoreConfig(PreTrainedConfig):
     r"""
-    Configuration of a [`ManticoreForCausalLM`] hybrid.
+    Configuration of a [`ManticoreForCausalLM`] hybrid. Its attributes are also its keyword arguments.
 
-    Args:
+    Attributes:
         components (`list[dict]`):
             One config dict per component model (with its `model_type`), stored inline.
         component_names (`list[str]`):

@@ -46,7 +46,8 @@ class MoReConfig(PeftConfig):
         init_weights: ``True`` (default): ``blkdiag1`` Kaiming-uniform per block, ``blkdiag2`` zeros, so the
             adapted model starts equal to the base. ``False``: both random (tests, debugging).
         modules_to_save: other modules to train and save fully (e.g. a classifier head).
-        layers_to_transform / layers_pattern: restrict to some layer indices, as in LoRA.
+        layers_to_transform: restrict to some layer indices, as in LoRA.
+        layers_pattern: name of the layer list, used with ``layers_to_transform`` (as in LoRA).
 
     Example:
         >>> import mad_models, peft
