@@ -14,12 +14,14 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from huggingface_hub import CommitInfo
 from huggingface_hub.utils import validate_repo_id
 
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 # Never uploaded to a Space, whatever git or an allow-list says (matched on every path component, any case).
 # "*token*" spares tokenizer files (tokenizer.json, ...), which are model files, not secrets.
 SECRET_PATTERNS = (".env", ".env*", "*.pem", ".netrc", "_netrc", "*credentials*", "*token*")
+# The Space's settings (sdk, app_file, hardware, ...): push_space writes them as the front matter of the
+# Space's README.md, so the project's README needs none (GitHub and PyPI render it).
+SPACE_CONFIG = "space.yaml"
 SPACE_IGNORE = (
     ".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "*.pyc", ".venv/*", "*.egg-info/*",
     # local caches and run outputs of a checkout, never part of the app
@@ -151,6 +156,64 @@ def space_files(
     return upload, refused
 
 
+def _card_body(text: str) -> str:
+    """A Markdown card without its YAML front matter (``---`` lines at the top), if it has one."""
+    m = re.match(r"\A---[ \t]*\r?\n.*?\r?\n---[ \t]*(?:\r?\n|\Z)", text, re.S)
+    return text[m.end() :] if m else text
+
+
+def space_config(app_dir: str | Path, app_file: str = "app.py") -> dict | None:
+    """The Space settings in ``<app_dir>/space.yaml`` (a mapping), or None when there is no such file.
+
+    Raises ValueError naming the file when it is not a YAML mapping, names another SDK than gradio, or an
+    ``app_file`` other than `app_file`.
+
+    Example:
+        >>> space_config(".")["sdk"]   # in a checkout of mad-models
+        'gradio'
+    """
+    path = Path(app_dir) / SPACE_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
+    if not isinstance(config, dict) or not config:
+        raise ValueError(f"{path} must be a YAML mapping of Space settings (sdk: gradio, app_file: ...)")
+    if config.get("sdk", "gradio") != "gradio":
+        raise ValueError(f"{path} says sdk: {config['sdk']!r}; push_space uploads Gradio apps (sdk: gradio)")
+    if config.get("app_file", app_file) != app_file:
+        raise ValueError(f"{path} says app_file: {config['app_file']!r}, but the app to push is {app_file!r}")
+    return config
+
+
+def _write_space_readme(out: Path, config: dict | None, *, title: str, app_file: str, license: str | None):
+    """The Space's README.md in `out`: front matter from `config` (space.yaml) over the uploaded README's
+    body; without `config`, the uploaded README as it is, or a generated card when there is none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    readme = out / "README.md"
+    if config is None and readme.is_file():
+        return  # no space.yaml: the app's own card, as before
+    try:  # the version the app was written against (importing gradio itself takes seconds)
+        sdk_version = version("gradio")
+    except PackageNotFoundError:
+        sdk_version = None
+    card = space_card(title, sdk="gradio", sdk_version=sdk_version, app_file=app_file, license=license)
+    if config is None:
+        card.save(readme)
+        return
+    body = _card_body(readme.read_text(encoding="utf-8")) if readme.is_file() else card.text
+    # space.yaml as written, plus what a Space cannot start without where it leaves that out
+    needed = {"sdk": "gradio", "app_file": app_file, "sdk_version": sdk_version}
+    meta = {**config, **{k: v for k, v in needed.items() if k not in config and v is not None}}
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    body = body.lstrip("\r\n")
+    readme.write_text(f"---\n{front}---\n\n{body}", encoding="utf-8")
+    logger.info("the Space's README.md front matter comes from %s", SPACE_CONFIG)
+
+
 def push_space(
     app_dir: str | Path,
     repo_id: str,
@@ -171,18 +234,19 @@ def push_space(
     What is uploaded (see :func:`space_files`): the files git tracks when `app_dir` is in a git work tree,
     or the files matching `allow` (names or glob patterns), else every file; never secrets (``.env*``,
     ``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, pickles, caches or .git. The list is
-    logged (WARNING, so a terminal shows it) before the commit. A README.md with Space metadata (sdk:
+    logged (WARNING, so a terminal shows it) before the commit. The Space's README.md gets its front matter
+    (the Space settings) from ``<app_dir>/space.yaml`` when there is one, with the uploaded README.md as its
+    body; without space.yaml, an uploaded README.md is kept as it is, and one with Space metadata (sdk:
     gradio, sdk_version, app_file) is written when the upload has none.
 
     Example:
         >>> url = push_space("demo/", "me/mad-models-demo")
         >>> url = push_space(".", "me/demo", allow=["app.py", "requirements.txt", "mad_models/*"])
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     src = Path(app_dir)
     if not src.is_dir():
         raise ValueError(f"app_dir '{app_dir}' is not a directory")
+    config = space_config(src, app_file)
     endpoint = resolve_endpoint(endpoint)
     with hub_errors(repo_id, "push to", endpoint=endpoint, repo_type="space"):
         validate_repo_id(repo_id)
@@ -204,19 +268,8 @@ def push_space(
         for f in upload:
             (out / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / f, out / f)
-        if not (out / "README.md").is_file():
-            try:  # the version the app was written against (importing gradio itself takes seconds)
-                sdk_version = version("gradio")
-            except PackageNotFoundError:
-                sdk_version = None
-            card = space_card(
-                title or repo_id.split("/")[-1],
-                sdk="gradio",
-                sdk_version=sdk_version,
-                app_file=app_file,
-                license=license,
-            )
-            card.save(out / "README.md")
+        title = title or repo_id.split("/")[-1]
+        _write_space_readme(out, config, title=title, app_file=app_file, license=license)
         if not (out / "requirements.txt").is_file():
             logger.warning("%s has no requirements.txt: the Space will only have gradio installed", app_dir)
         visibility = "private" if private else "public unless it already exists as private"
