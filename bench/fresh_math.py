@@ -36,8 +36,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_tests import mcnemar_p  # noqa: E402,F401  (shared with bench/reproduce_listops.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
+from bench.paired_tests import mcnemar_p  # noqa: E402,F401  (shared with bench/reproduce_listops.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 FRESH = ROOT / "bench" / "data" / "fresh_math.jsonl"

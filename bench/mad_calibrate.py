@@ -31,11 +31,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
 
 import torch  # noqa: E402
-from reproduce_mad import FULL, QUICK, Bench, Setting, _key, _Wrapped  # noqa: E402
+
+from bench.reproduce_mad import FULL, QUICK, Bench, Setting, _key, _Wrapped  # noqa: E402
 
 ARCH = {"attention": "gpt_neox", "mamba": "mamba"}
 

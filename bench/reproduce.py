@@ -18,11 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
 
-import reproduce_mad  # noqa: E402
-import reproduce_more  # noqa: E402
+from bench import reproduce_mad, reproduce_more  # noqa: E402
 
 PARTS = {"mad": reproduce_mad.main, "more": reproduce_more.main}
 

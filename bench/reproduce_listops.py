@@ -51,15 +51,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))  # run as a file: `bench` and `mad_models` from the checkout
 
 import torch  # noqa: E402
-from optuna_grid import best_on_grid  # noqa: E402
-from paired_tests import mcnemar_p  # noqa: E402
-from run_records import RunRecords  # noqa: E402
 
 import mad_models  # noqa: E402,F401
+from bench.optuna_grid import best_on_grid  # noqa: E402
+from bench.paired_tests import mcnemar_p  # noqa: E402
+from bench.run_records import RunRecords  # noqa: E402
 from mad_models.listops import NUM_CLASSES, PAD, VOCAB_SIZE, listops_splits, majority_class  # noqa: E402
 from mad_models.sequence_classifier import SequenceClassifier  # noqa: E402
 from mad_models.training.mixture_search import search_mixtures  # noqa: E402

@@ -31,9 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `mad_models` from the checkout
 
-from mad_models.loading import SMOLLM2_HUB_ID
+import torch  # noqa: E402
+
+from mad_models.loading import SMOLLM2_HUB_ID  # noqa: E402
 from mad_models.training.mathematics import (
     DATA_DIR,
     DROPOUT,

@@ -134,12 +134,10 @@ def test_language_build_key_follows_the_settings(tmp_path, capsys, monkeypatch):
 def test_language_settings_are_the_experiments():
     """The lrs are the ones bench/reproduce_more.py chose on dev (its results table), and the dev rows it
     chose them on are never trained on."""
-    import importlib.util
     import re
 
-    spec = importlib.util.spec_from_file_location("reproduce_more", ROOT / "bench" / "reproduce_more.py")
-    rm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rm)
+    from bench import reproduce_more as rm
+
     table = (ROOT / "bench/results/more-quick.md").read_text()
     chosen = {
         m: float(lr)

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import reproduce_listops as rl  # noqa: E402
-from run_records import RunRecords, SettingsMismatch  # noqa: E402
+from bench import reproduce_listops as rl
+from bench.run_records import RunRecords, SettingsMismatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import mad_calibrate  # noqa: E402
-import reproduce_mad  # noqa: E402
+from bench import mad_calibrate, reproduce_mad
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

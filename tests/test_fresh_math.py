@@ -2,21 +2,18 @@
 claims: 9 modules x 40 valid rows from the generator's limits, none of them in train or val, and the
 script's distribution check runs on them without a model."""
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bench import fresh_math as fm
 from mad_models.training.exact_match import load_qa_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = ROOT / "bench" / "data" / "fresh_math.jsonl"
 ALL_FRESH = sorted((ROOT / "bench" / "data").glob("fresh_math*.jsonl"))  # the default file and other seeds
-spec = importlib.util.spec_from_file_location("fresh_math", ROOT / "bench" / "fresh_math.py")
-fm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fm)
 
 
 def _rows(name):

@@ -1,15 +1,13 @@
 """bench/reproduce_more.py's own logic: splits, the settings guard, the LoRA curve and the verdict."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from bench import reproduce_more as rm
+
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("reproduce_more", ROOT / "bench" / "reproduce_more.py")
-rm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rm)
 
 
 def test_dev_is_carved_from_train_per_module_and_never_overlaps():
