@@ -1,6 +1,8 @@
 """Test-wide settings (no network to the Hub, small thread count, deterministic seeds) and the fixtures
-the app tests share: one tiny asset dir per session, the real app (python app.py) and Chromium per module."""
+tests share: the real SmolLM2 loaded once per session, one tiny asset dir per session, the real app
+(python app.py) and Chromium per module."""
 
+import copy
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,6 +31,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def _smollm2_once():
+    from mad_models.loading import load_smollm2
+
+    return load_smollm2(device="cpu")
+
+
+@pytest.fixture
+def smollm2(_smollm2_once):
+    """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct, offline. Loaded once per session (the GGUF
+    dequantizes in 15-60 s); each test gets its own copy, so adapters it injects or weights it trains never
+    reach the next test."""
+    return copy.deepcopy(_smollm2_once)
 
 
 @pytest.fixture(scope="session")

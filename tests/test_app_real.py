@@ -14,7 +14,6 @@ from transformers import AutoModelForCausalLM
 
 import mad_models  # noqa: F401
 from build_assets.builder import MAD_MIX
-from mad_models.loading import load_smollm2
 from mad_models.mad import make_task, scored_counts
 from mad_models.training.exact_match import chat_prompt
 
@@ -57,7 +56,7 @@ def test_bundled_hybrid_heatmap_and_mad_skills(client):
     assert rows["mad/hybrid"] == pytest.approx(correct / total)
 
 
-def test_bundled_more_adapter_in_the_app_equals_the_peft_model(client):
+def test_bundled_more_adapter_in_the_app_equals_the_peft_model(client, smollm2):
     # a val question from the adapters' presets, typed as a user would; the app knows its answer
     registry = json.loads((ASSETS / "registry.json").read_text())
     more = next(m for m in registry["models"] if m["name"] == "SmolLM2 + MoRe")
@@ -78,7 +77,7 @@ def test_bundled_more_adapter_in_the_app_equals_the_peft_model(client):
     assert all(c["error"] is None and c["token_ids"] for c in cols)
     assert result["reference_answer"] == preset["answer"]
     assert all(isinstance(c["correct"], bool) for c in cols)
-    base, tok = load_smollm2(device="cpu")
+    base, tok = smollm2
     model = PeftModel.from_pretrained(base, ASSETS / "language/more").eval()
     # the app's chat format is the one the adapter was trained and scored with (system turn included)
     ids = tok(chat_prompt(tok, preset["prompt"]), add_special_tokens=False, return_tensors="pt")["input_ids"]

@@ -154,7 +154,7 @@ def test_more_eval_cli_bad_data_is_named(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_more_eval_on_real_smollm2(tmp_path, capsys):
+def test_more_eval_on_real_smollm2(tmp_path, capsys, smollm2):
     """The real base model, offline, on 9 val questions (one per module): batched equals one at a time."""
     rows, seen = [], set()
     for r in load_qa_rows("data/mathematics/val.jsonl"):
@@ -171,9 +171,7 @@ def test_more_eval_on_real_smollm2(tmp_path, capsys):
     res = json.loads(out[out.index("{") :])
     assert res["n"] == 9 and len(res["per_module"]) == 9
     batched = [json.loads(x)["prediction"] for x in preds.read_text().splitlines()]
-    from mad_models.loading import load_smollm2
-
-    model, tok = load_smollm2()
+    model, tok = smollm2
     assert "<|im_start|>system\nReply with the answer only.<|im_end|>" in chat_prompt(tok, rows[0]["prompt"])
     one = generate_answers(model, tok, [r["prompt"] for r in rows[:3]], batch_size=1, max_new_tokens=8)
     assert one == batched[:3]

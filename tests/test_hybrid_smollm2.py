@@ -7,13 +7,12 @@ import torch
 
 import mad_models  # noqa: F401
 from mad_models.hybrid import ManticoreForCausalLM
-from mad_models.loading import load_smollm2
 from tests.tiny import tiny_mamba
 
 
 @pytest.mark.slow
-def test_smollm2_hybrid_runs_and_one_hot_is_smollm2():
-    smol, tok = load_smollm2(device="cpu")
+def test_smollm2_hybrid_runs_and_one_hot_is_smollm2(smollm2):
+    smol, tok = smollm2
     smol = smol.eval()
     assert smol.dtype == torch.float32  # the GGUF file is dequantized on load
     mamba = tiny_mamba(seed=0, vocab=smol.config.vocab_size, hidden=48, layers=6)

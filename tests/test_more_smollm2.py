@@ -5,14 +5,13 @@ import torch
 from peft import get_peft_model
 
 import mad_models  # noqa: F401
-from mad_models.loading import load_smollm2
 from mad_models.more import MoReConfig, adapter_report
 from tests.test_more import train_steps
 
 
 @pytest.mark.slow
-def test_more_finetunes_smollm2():
-    model, tok = load_smollm2(device="cpu")
+def test_more_finetunes_smollm2(smollm2):
+    model, tok = smollm2
     assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
     cfg = MoReConfig(nblocks=4, block_rank=1, target_modules=["q_proj", "k_proj", "v_proj"])
     peft_model = get_peft_model(model, cfg)
