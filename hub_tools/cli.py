@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from hub_tools import HubError, pull, push, push_space, space_files
-from mad_models.cli.common import add_command, print_json, require_saved
+from mad_models.cli.common import CLIError, add_command, print_json, require_saved
 
 EXAMPLES = {
     "push": """examples:
@@ -50,6 +50,12 @@ def cmd_push(a) -> None:
 def cmd_pull(a) -> None:
     from mad_models.loading import save_pretrained
 
+    out = Path(a.out)
+    if out.is_dir() and any(out.iterdir()) and not a.force:  # before any download: nothing is overwritten
+        raise CLIError(
+            f"--out {a.out} is not empty; pulling would overwrite files in it (a config.json of yours, say). "
+            "Give an empty or new folder, or pass --force to write into it anyway."
+        )
     base = _hub_base(a)
     model = pull(a.repo_id, a.revision, base_model=base, endpoint=a.endpoint, base_revision=a.base_revision)
     save_pretrained(model, a.out)
@@ -105,7 +111,8 @@ def add_commands(groups) -> None:
     p.add_argument(
         "--base-revision", help="for adapters: pin the base model's branch / tag / commit (default: its main)"
     )
-    p.add_argument("--out", required=True, help="where to save the loaded model")
+    p.add_argument("--out", required=True, help="where to save the loaded model (a new or empty folder)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out, overwriting its files")
 
     space = groups.add_parser("space", help="the demo app as a Hugging Face Space").add_subparsers(
         dest="cmd", required=True

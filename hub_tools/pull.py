@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextvars import ContextVar
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, constants, snapshot_download
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub import HfApi, RepoFile, constants, snapshot_download
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from hub_tools.errors import (
     DEFAULT_TIMEOUT,
@@ -35,6 +35,11 @@ from mad_models.peft_saving import embedding_targeted
 logger = logging.getLogger(__name__)
 
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
+# all that pull reads: JSON configs and safetensors weights (nothing else a repo holds is fetched)
+PULL_PATTERNS = ["*.json", "*.safetensors"]
+ADAPTER_TYPES = ("LORA", "MORE")
+KINDS = ("adapter", "hybrid", "model")  # what pull(accept=...) names: see _accepted
+MAX_PULLED_FILES = 64  # with a size cap (public Space): configs, an index and its shards
 # Other frameworks' weights are useless to torch + safetensors; skip them too.
 NEVER_DOWNLOAD = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.ot"]
 # The adapters whose bases are being resolved right now, outermost first, as (where, whether the base must
@@ -63,25 +68,55 @@ def _refuse_pickle_only(files: Iterable[str], where: str) -> None:
         )
 
 
-def _download(repo_id: str, revision: str | None, *, endpoint, token, cache_dir, timeout) -> Path:
+def _check_size(files: dict[str, int | None], repo_id: str, max_bytes: int | None) -> None:
+    """Refuse a repo whose files pull would download (:data:`PULL_PATTERNS`) add up to more than
+    ``max_bytes``, or number more than :data:`MAX_PULLED_FILES` (sizes from the Hub's file listing)."""
+    if max_bytes is None:
+        return
+    wanted = list(filter_repo_objects(files, allow_patterns=PULL_PATTERNS, ignore_patterns=NEVER_DOWNLOAD))
+    total = sum(files[f] if files[f] is not None else max_bytes + 1 for f in wanted)  # unknown: too big
+    if len(wanted) > MAX_PULLED_FILES or total > max_bytes:
+        raise RepoContentError(
+            f"'{repo_id}' holds {len(wanted)} config and weight files of {total / 2**20:,.1f} MiB; this "
+            f"loader takes at most {MAX_PULLED_FILES} files and {max_bytes / 2**20:,.0f} MiB. Nothing "
+            "was downloaded.",
+            repo_id,
+        )
+
+
+def _download(
+    repo_id: str, revision: str | None, *, endpoint, token, cache_dir, timeout, max_bytes=None
+) -> Path:
     with hub_errors(repo_id, "pull", endpoint=endpoint, revision=revision, token=token, timeout=timeout):
         validate_repo_id(repo_id)
+        if revision is not None:
+            with _content_errors(repo_id):
+                validation.check_revision(revision)
         kwargs = dict(
-            revision=revision,
             endpoint=endpoint,
             token=token,
             cache_dir=cache_dir,
+            allow_patterns=PULL_PATTERNS,
             ignore_patterns=NEVER_DOWNLOAD,
         )
         if constants.is_offline_mode():
-            return Path(snapshot_download(repo_id, **kwargs))
+            return Path(snapshot_download(repo_id, revision=revision, **kwargs))
         try:
             with hub_timeout(timeout):
-                info = HfApi(endpoint=endpoint, token=token).model_info(
-                    repo_id, revision=revision, timeout=timeout
-                )
+                api = HfApi(endpoint=endpoint, token=token)
+                info = api.model_info(repo_id, revision=revision, timeout=timeout)
                 _refuse_pickle_only([s.rfilename for s in info.siblings or []], repo_id)
-                return Path(snapshot_download(repo_id, etag_timeout=timeout or 10, **kwargs))
+                if max_bytes is not None:  # the commit the answer names: the listing and the download agree
+                    listing = api.list_repo_tree(repo_id, revision=info.sha, recursive=True)
+                    sizes = {f.path: f.size for f in listing if isinstance(f, RepoFile)}
+                    _check_size(sizes, repo_id, max_bytes)
+                fetched = snapshot_download(repo_id, revision=info.sha, etag_timeout=timeout or 10, **kwargs)
+                folder = Path(fetched)
+                if (revision or "main") != info.sha:  # as huggingface_hub does: offline loads find it by name
+                    ref = folder.parent.parent / "refs" / (revision or "main")
+                    ref.parent.mkdir(parents=True, exist_ok=True)
+                    ref.write_text(info.sha)
+                return folder
         except Exception as err:
             import httpx2
 
@@ -95,13 +130,24 @@ def _download(repo_id: str, revision: str | None, *, endpoint, token, cache_dir,
             return folder
 
 
+def _unpathed(text: str, folder: Path | None, where: str) -> str:
+    """``text`` with the local folder a repo was downloaded to (a cache snapshot) named by the repo instead:
+    a message shown to a Space visitor never reveals the server's paths."""
+    if folder is None or str(folder) == where:
+        return text
+    root = validation.checkpoint_root(folder)
+    for path in sorted({str(folder), str(folder.resolve()), str(root), str(root.resolve())}, key=len)[::-1]:
+        text = text.replace(path, where)
+    return text
+
+
 @contextlib.contextmanager
-def _content_errors(where: str):
+def _content_errors(where: str, folder: Path | None = None):
     """mad_models.validation's CheckpointError (names the file) -> RepoContentError (also names the repo)."""
     try:
         yield
     except validation.CheckpointError as err:
-        raise RepoContentError(f"'{where}': {err}", where) from None
+        raise RepoContentError(f"'{where}': {_unpathed(str(err), folder, where)}", where) from None
 
 
 def _shard_inside(folder: Path, root: Path, name: object) -> bool:
@@ -136,10 +182,10 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
             where,
         )
     if single.is_file() or single.is_symlink():  # a dangling or outside link is refused, not skipped
-        with _content_errors(where):
+        with _content_errors(where, folder):
             return validation.safetensors_header(single, root)
     if index.is_file() or index.is_symlink():
-        with _content_errors(where):
+        with _content_errors(where, folder):
             weight_map = validation.read_json_config(index, root).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise RepoContentError(
@@ -159,7 +205,7 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
                 where,
             )
         out = {}
-        with _content_errors(where):
+        with _content_errors(where, folder):
             for shard in sorted(set(weight_map.values())):
                 out.update(validation.safetensors_header(folder / shard, root))
         if set(out) != set(weight_map):
@@ -174,25 +220,32 @@ def _weights(folder: Path, stem: str, where: str) -> dict[str, tuple[list[int], 
 def _load_transformers_model(folder: Path, where: str, dtype=None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    with _content_errors(where):
-        cfg_json = validation.read_json_config(folder / "config.json", validation.checkpoint_root(folder))
+    root = validation.checkpoint_root(folder)
+    with _content_errors(where, folder):
+        cfg_json = validation.read_json_config(folder / "config.json", root)
+        validation.check_config_dict(cfg_json)  # numbers the config's own constructor would expand
+        validation.check_json_files(folder, root)  # generation_config.json & co: capped, depth-limited
         if cfg_json.get("model_type") == "manticore":
             validation.check_manticore_config(cfg_json)
     try:
         # trust_remote_code=False: a config that needs code from the repo is refused, never executed
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    except ValueError as err:
-        raise RepoContentError(
-            f"'{where}' has model_type '{cfg_json.get('model_type')}', which this install does not know and "
-            f"which would need remote code; hub_tools never runs code from a repo ({err}).",
-            where,
-        ) from None
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        model_type = cfg_json.get("model_type")
+        why = (
+            f"has model_type '{model_type}', which this install does not know and which would need remote "
+            "code; hub_tools never runs code from a repo"
+            if model_type
+            else "has a config.json without a model_type, so no model class can be chosen"
+        )
+        raise RepoContentError(f"'{where}' {why} ({_unpathed(str(err), folder, where)}).", where) from None
     found = _weights(folder, "model", where)
-    with _content_errors(where):
+    with _content_errors(where, folder):  # layer counts and a hybrid's sizes, before building anything
+        validation.check_before_build(cfg_json, config, found)
         skeleton = validation.build_on_meta(
             lambda c: AutoModelForCausalLM.from_config(c, trust_remote_code=False), config
         )
-    with _content_errors(where):  # names, shapes and dtypes against the header, before any allocation
+    with _content_errors(where, folder):  # names, shapes and dtypes against the header, before any allocation
         dtype_wanted = validation.config_dtype(cfg_json)
         validation.check_module_against_header(skeleton, found, "model.safetensors", dtype=dtype_wanted)
     model = AutoModelForCausalLM.from_pretrained(
@@ -202,7 +255,7 @@ def _load_transformers_model(folder: Path, where: str, dtype=None):
 
 
 def _check_adapter(folder: Path, where: str) -> dict:
-    with _content_errors(where):
+    with _content_errors(where, folder):
         cfg = validation.read_json_config(folder / "adapter_config.json", validation.checkpoint_root(folder))
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
@@ -212,10 +265,16 @@ def _check_adapter(folder: Path, where: str) -> dict:
             "that defines it (MORE comes with `import mad_models`).",
             where,
         )
+    if cfg.get("peft_type") not in ADAPTER_TYPES:
+        raise RepoContentError(
+            f"'{where}': peft_type {cfg['peft_type']!r} is not loaded; hub_tools loads "
+            f"{' and '.join(ADAPTER_TYPES)} adapters, whose every option it checks first.",
+            where,
+        )
     found = _weights(folder, "adapter_model", where)
     if not found:
         raise RepoContentError(f"'{where}': adapter_model.safetensors holds no tensors.", where)
-    with _content_errors(where):
+    with _content_errors(where, folder):
         validation.check_adapter_header(cfg, found)
     targets = cfg.get("target_modules")
     if isinstance(targets, list) and targets:
@@ -250,7 +309,7 @@ def _check_adapter_loaded(model, folder: Path, where: str) -> None:
         )
 
 
-def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, where, from_hub, base_revision):
+def _base_for(cfg: dict, base_model, *, where, from_hub, base_revision, **hub):
     """The base model of an adapter: `base_model` when given, else what its config names.
 
     A base named by a repo downloaded from the Hub must be a Hub id (never a path on this machine), and it
@@ -308,11 +367,27 @@ def _base_for(cfg: dict, base_model, *, endpoint, token, cache_dir, timeout, whe
     # a base the repo named (not one the caller chose) must come from the Hub, never a local folder
     reset = _BASE_CHAIN.set((*chain, (where, from_hub and base_model is None)))
     try:
-        return pull(
-            base_id, revision=base_rev, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout
-        )
+        return pull(base_id, revision=base_rev, **hub)
     finally:
         _BASE_CHAIN.reset(reset)
+
+
+def _accepted(folder: Path, where: str, accept: Collection[str]) -> None:
+    """Refuse a repo whose kind (adapter, Manticore hybrid, other causal LM) the caller does not take."""
+    if set(accept) >= set(KINDS):
+        return
+    if (folder / "adapter_config.json").is_file():
+        kind = "adapter"
+    elif (folder / "config.json").is_file():
+        with _content_errors(where, folder):
+            cfg = validation.read_json_config(folder / "config.json", validation.checkpoint_root(folder))
+        kind = "hybrid" if cfg.get("model_type") == "manticore" else "model"
+    else:
+        return  # pull says what is missing
+    if kind not in accept:
+        names = {"adapter": "an adapter", "hybrid": "a Manticore hybrid", "model": "a plain causal LM"}
+        taken = " and ".join(names[k].split(" ", 1)[1] + "s" for k in KINDS if k in accept)
+        raise RepoContentError(f"'{where}' is {names[kind]}, and only {taken} are loaded here.", where)
 
 
 def pull(
@@ -326,6 +401,8 @@ def pull(
     timeout: float | None = DEFAULT_TIMEOUT,
     dtype: torch.dtype | None = None,
     base_revision: str | None = None,
+    accept: Collection[str] = KINDS,
+    max_bytes: int | None = None,
 ):
     """Load a mad-models repo: a PeftModel for an adapter, a ManticoreForCausalLM for a hybrid.
 
@@ -334,7 +411,13 @@ def pull(
     Remote code is never run. With HF_HUB_OFFLINE=1 the model comes from the cache. An adapter needs its
     base: `base_model` (a model, an id or a dir), else the id recorded in its adapter config (logged; a
     repo from the Hub may only name a Hub id, never a local path); `base_revision` pins the base's revision.
-    Every shard must lie inside the downloaded snapshot (or the local dir).
+    Every shard must lie inside the downloaded snapshot (or the local dir). Only the repo's top-level JSON
+    configs and safetensors files are downloaded; a revision must be a valid git ref name.
+
+    For untrusted callers (a public Space): ``accept`` names the kinds loaded (``"adapter"``, ``"hybrid"``
+    for a Manticore hybrid, ``"model"`` for any other causal LM; an adapter's base is pulled under the same
+    rules), ``max_bytes`` caps what is downloaded, checked from the Hub's file listing before any download,
+    and ``token=False`` sends no token at all.
 
     Example:
         >>> model = pull("me/pythia-mamba-manticore", revision="abc123")
@@ -352,8 +435,15 @@ def pull(
     else:
         where = str(repo_id_or_local_dir)
         folder = _download(
-            where, revision, endpoint=endpoint, token=token, cache_dir=cache_dir, timeout=timeout
+            where,
+            revision,
+            endpoint=endpoint,
+            token=token,
+            cache_dir=cache_dir,
+            timeout=timeout,
+            max_bytes=max_bytes,
         )
+    _accepted(folder, where, accept)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
@@ -361,15 +451,17 @@ def pull(
         base = _base_for(
             cfg,
             base_model,
+            where=where,
+            from_hub=folder is not local,
+            base_revision=base_revision,
             endpoint=endpoint,
             token=token,
             cache_dir=cache_dir,
             timeout=timeout,
-            where=where,
-            from_hub=folder is not local,
-            base_revision=base_revision,
+            accept=accept,
+            max_bytes=max_bytes,
         )
-        with _content_errors(where):  # on a meta-device twin of the base: nothing allocated yet
+        with _content_errors(where, folder):  # on a meta-device twin of the base: nothing allocated yet
             validation.check_adapter_fits_base(cfg, base, _weights(folder, "adapter_model", where))
         try:
             model = PeftModel.from_pretrained(base, folder, is_trainable=False)

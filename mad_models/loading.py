@@ -60,6 +60,52 @@ def offline_safe(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# what a direct loader fetches of a Hub id: configs, safetensors weights and the tokenizer's vocabulary files;
+# never pickles, code, or whatever else a repo holds
+CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "merges.txt", "vocab.txt", "tokenizer.model", "*.jinja")
+_HUB_ARGS = ("cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder", "revision")
+
+
+def checked_checkpoint(name_or_path: str | os.PathLike, **hub: Any) -> tuple[str, str | None]:
+    """``(local folder, commit)`` of a causal LM checkpoint, checked before anything is built from it.
+
+    A local dir is used as it is; a Hub id is downloaded (only :data:`CHECKPOINT_PATTERNS`; ``hub`` holds
+    ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``, ``proxies``,
+    ``subfolder``). Either way the folder is checked as ``hub_tools.pull`` checks it
+    (:func:`mad_models.validation.check_causal_lm_folder`: config against the weight headers, layer counts,
+    every config JSON capped), and a ``CheckpointError`` names ``name_or_path``.
+
+    Example:
+        >>> # folder, commit = checked_checkpoint("EleutherAI/pythia-70m", revision="main")
+    """
+    from mad_models.validation import CheckpointError, check_causal_lm_folder, check_revision
+
+    name = str(name_or_path)
+    sub = hub.get("subfolder") or ""
+    commit = None
+    if os.path.isdir(name):
+        folder = os.path.join(name, sub)
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            if hub.get("revision") is not None:
+                check_revision(hub["revision"])
+        except CheckpointError as err:
+            raise CheckpointError(f"{name}: {err}") from None
+        args = {k: v for k, v in hub.items() if k in _HUB_ARGS and k != "subfolder"}
+        patterns = [f"{sub}/{p}" if sub else p for p in CHECKPOINT_PATTERNS]
+        snapshot = snapshot_download(name, allow_patterns=patterns, **args)
+        commit = os.path.basename(snapshot)
+        folder = os.path.join(snapshot, sub)
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        try:
+            check_causal_lm_folder(folder)  # config vs weight headers first: nothing allocated yet
+        except CheckpointError as err:
+            raise CheckpointError(f"{name}: {err}") from None
+    return folder, commit
+
+
 def _bnb_config(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ImportError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes")
@@ -80,12 +126,14 @@ def load_causal_lm(
     quantization: Quantization | None = None,
     gguf_file: str | None = None,
     local_files_only: bool = False,
+    revision: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM in the right dtype for ``device``, optionally 4-/8-bit quantized with bitsandbytes.
 
     bitsandbytes >= 0.50 quantizes on CPU too; if the installed one cannot, this raises ``RuntimeError`` that
     says so instead of a deep stack trace. Remote code is never trusted; weights load from safetensors (or
-    the given GGUF file).
+    the given GGUF file). A Hub id is fetched and checked as :func:`checked_checkpoint` says (``revision``:
+    a branch, tag or commit), so a config the weights cannot fill is refused before anything is built.
 
     Example:
         >>> # base = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct", quantization="4bit")
@@ -94,15 +142,21 @@ def load_causal_lm(
     if quantization not in (None, "4bit", "8bit"):
         raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
     device, dtype, _ = pick_device(device)
-    if gguf_file is None and os.path.isfile(os.path.join(name_or_path, "config.json")):
-        from mad_models.validation import check_causal_lm_folder
-
-        check_causal_lm_folder(name_or_path)  # config vs weight headers first: nothing allocated yet
-    elif gguf_file is None and os.path.lexists(os.path.join(name_or_path, "adapter_config.json")):
+    if gguf_file is not None:
+        return _from_pretrained(name_or_path, device, dtype, quantization, gguf_file, local_files_only)
+    folder, _ = checked_checkpoint(name_or_path, revision=revision, local_files_only=local_files_only)
+    if os.path.lexists(os.path.join(folder, "adapter_config.json")):
         from mad_models.validation import check_adapter_folder
 
-        # transformers loads the base and hands the adapter to peft, which builds from the config unchecked
-        check_adapter_folder(name_or_path)
+        # transformers loads the base and hands the adapter to peft, which builds from it unchecked
+        check_adapter_folder(folder)
+    model = _from_pretrained(folder, device, dtype, quantization, None, local_files_only)
+    if folder != str(name_or_path) and not os.path.isdir(name_or_path):  # a Hub id: name it, not the cache
+        model.config._name_or_path = model.name_or_path = str(name_or_path)
+    return model
+
+
+def _from_pretrained(name_or_path, device, dtype, quantization, gguf_file, local_files_only) -> Any:
     kwargs = offline_safe(dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only))
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file

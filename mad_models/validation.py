@@ -28,6 +28,19 @@ from safetensors import SafetensorError, safe_open
 
 MAX_JSON_BYTES = 32 * 2**20  # a hybrid's config (components inline) is a few kB; anything this big is not one
 MAX_JSON_DEPTH = 32  # real configs nest ~5 deep; deeper JSON only serves to exhaust the parser's recursion
+# the deepest published LMs have ~130 layers; transformers builds per-layer lists and modules from this number
+# (even on the meta device every layer costs Python objects), so a config asking for more is a bomb
+MAX_LAYERS = 1024
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+# JSON files transformers reads with Python's json module next to the weights (tokenizer.json is Rust's)
+CONFIG_JSON_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.json",
+)
 # safetensors dtype names -> torch dtypes for floating point weights
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 _TORCH_TO_ST = {v: k for k, v in FLOAT_DTYPES.items()}
@@ -113,6 +126,78 @@ def read_json_config(path: Path, root: Path | None = None) -> dict:
     if _depth(obj) > MAX_JSON_DEPTH:
         raise CheckpointError(f"{path.name} is nested more than {MAX_JSON_DEPTH} levels deep; not a config")
     return obj
+
+
+def check_json_files(folder: Path, root: Path | None = None) -> None:
+    """Every config-like JSON file of ``folder`` that transformers parses itself (generation_config.json,
+    tokenizer_config.json, ...) read once through :func:`read_json_config`: confined, size-capped and at most
+    32 levels deep, so a crafted one is a ``CheckpointError`` naming it, never a RecursionError deep inside
+    transformers."""
+    folder = Path(folder)
+    for name in CONFIG_JSON_FILES:
+        if (folder / name).exists() or (folder / name).is_symlink():
+            read_json_config(folder / name, root)
+
+
+_GIT_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def check_revision(revision: str) -> str:
+    """``revision`` if it is a valid git ref name or commit (git's ``check-ref-format`` rules), else
+    ``CheckpointError``. huggingface_hub writes ``refs/<revision>`` into its cache, so a revision such as
+    ``../../x`` would write outside it.
+
+    Example:
+        >>> check_revision("refs/pr/1")
+        'refs/pr/1'
+    """
+    ok = (
+        isinstance(revision, str)
+        and 0 < len(revision) <= 256
+        and not _GIT_REF_FORBIDDEN.search(revision)
+        and ".." not in revision
+        and "@{" not in revision
+        and "//" not in revision
+        and revision != "@"
+        and not revision.startswith("/")
+        and not revision.endswith(("/", "."))
+        and not any(part.startswith(".") or part.endswith(".lock") for part in revision.split("/"))
+    )
+    if not ok:
+        raise CheckpointError(
+            f"revision {revision!r} is not a valid git ref name (a branch, tag or commit: no '..', no "
+            "part starting with '.', no spaces or ~^:?*[\\ characters)"
+        )
+    return revision
+
+
+def check_config_dict(cfg: dict, file: str = "config.json") -> None:
+    """Numbers transformers expands while it *constructs* a config (before any model is built): the layer
+    count (many configs build one list entry per layer) and gpt_neo's ``attention_types`` repeats."""
+    for key in _LAYER_KEYS:
+        value = cfg.get(key)
+        if value is not None and not (_whole(value) and 0 <= value <= MAX_LAYERS):
+            raise CheckpointError(
+                f"{file}: {key} must be a number of layers in 0..{MAX_LAYERS}, got {value!r}"
+            )
+    types = cfg.get("attention_types")
+    if types is not None:
+        try:
+            total = sum(len(kinds) * repeat for kinds, repeat in types if _whole(repeat) and repeat >= 0)
+            ok = all(_whole(repeat) and repeat >= 0 for _, repeat in types) and total <= 2 * MAX_LAYERS
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(
+                f"{file}: attention_types must be [[kinds, repeat], ...] for at most {MAX_LAYERS} layers"
+            )
+    text = cfg.get("text_config")
+    if isinstance(text, dict):
+        check_config_dict(text, file)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def safetensors_header(path: Path, root: Path | None = None) -> Header:
@@ -252,6 +337,137 @@ def check_manticore_config(cfg: dict, file: str = "config.json") -> None:
             raise CheckpointError(f"{file}: {key} must be a non-negative integer, got {v!r}")
 
 
+_INDEXED = re.compile(r"(.*?)\.(\d+)\.")
+
+
+def _spans(indices: set[int]) -> str:
+    """{0, 1, 2, 5} -> '0..2, 5'."""
+    out, run = [], []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out) or "none"
+
+
+def check_layer_count(config: Any, found: Header, file: str = "model.safetensors") -> None:
+    """Before a model is built: every layer ``config.json`` asks for must have tensors in the header.
+
+    Building costs Python objects per layer even on the meta device (200,000 layers reached 5.7 GB), so a
+    config claiming 5,000 layers next to a 2-layer file is refused here, from names alone. The layer stack
+    is the prefix with the most numbered entries (``model.layers.<i>.``, ``transformer.h.<i>.``).
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "num_hidden_layers", None)
+    if not _whole(n) or n <= 0:
+        return
+    if n > MAX_LAYERS:
+        raise CheckpointError(f"config.json asks for {n} layers, more than any model has ({MAX_LAYERS})")
+    stacks: dict[str, set[int]] = {}
+    for name in found:
+        m = _INDEXED.match(name)
+        if m:
+            stacks.setdefault(m.group(1), set()).add(int(m.group(2)))
+    held = max(stacks.values(), key=len, default=set())
+    if set(range(n)) - held:
+        raise CheckpointError(f"config.json asks for {n} layers, but {file} holds layers {_spans(held)}")
+
+
+def _component_config(spec: dict, file: str) -> Any:
+    from transformers import AutoConfig, PreTrainedConfig
+
+    check_config_dict(spec, file)
+    # as config.json is read: {"__float__": "Infinity"} back to a float (Mamba2's time_step_limit)
+    rest = PreTrainedConfig._decode_special_floats({k: v for k, v in spec.items() if k != "model_type"})
+    try:
+        return AutoConfig.for_model(spec["model_type"], **rest)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{file} is not a valid {spec['model_type']} config: {err}") from None
+
+
+def check_manticore_header(cfg: dict, found: Header, file: str = "model.safetensors") -> None:
+    """A Manticore config against its weights' header, before the hybrid is built.
+
+    - ``vocab_size`` is the largest component vocabulary (the forward pads every component's logits to it)
+      and ``hidden_size`` the widest component (wider only where projectors, whose shapes the header pins,
+      map from it);
+    - each component's layer count (at most ``MAX_LAYERS``) and ``layer_map`` agree, and the header holds
+      exactly the layers the kept blocks run, every one with the same tensors as the first.
+    """
+    from mad_models.hybrid.components import FAMILIES
+    from mad_models.hybrid.modeling import resolve_layer_map
+
+    check_manticore_config(cfg)
+    specs = cfg["components"]
+    comps = [_component_config(c, f"config.json: component {i}") for i, c in enumerate(specs)]
+    n_blocks, k = cfg.get("n_blocks", 1), len(comps)
+    kept = cfg.get("block_components")
+    if kept is None:
+        kept = [list(range(k))] * n_blocks
+    if not (
+        isinstance(kept, list)
+        and len(kept) == n_blocks
+        and all(isinstance(b, list) and b and all(_whole(m) and 0 <= m < k for m in b) for b in kept)
+    ):
+        raise CheckpointError(f"config.json: block_components must list >= 1 of the {k} components per block")
+    depths = [c.num_hidden_layers for c in comps]
+    if not all(_whole(d) and 0 < d <= MAX_LAYERS for d in depths):
+        raise CheckpointError(f"config.json: component layer counts {depths} must be in 1..{MAX_LAYERS}")
+    names = [f"component {m}" for m in range(k)]
+    try:
+        layer_map = resolve_layer_map(depths, n_blocks, cfg.get("layer_map"), names)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"config.json: {err}") from None
+    for key, sizes in (
+        ("vocab_size", [c.vocab_size for c in comps]),
+        ("hidden_size", [c.hidden_size for c in comps]),
+    ):
+        want, value = max(sizes), cfg.get(key)
+        mixes = key == "hidden_size" and any(len(b) > 1 for b in kept)
+        if value != want and not (mixes and _whole(value) and value > want):
+            raise CheckpointError(
+                f"config.json: {key} is {value}, but its components give {want} "
+                f"({', '.join(map(str, sizes))}); a hybrid's {key} is its components'"
+            )
+    for m, (spec, depth) in enumerate(zip(specs, depths, strict=True)):
+        starts = [sum(layer_map[m][:i]) for i in range(n_blocks)]
+        wanted = {
+            layer
+            for i in range(n_blocks)
+            if m in kept[i]
+            for layer in range(starts[i], starts[i] + layer_map[m][i])
+        }
+        prefix = f"components.{m}.{FAMILIES[spec['model_type']].layers_path}."
+        layers: dict[int, set] = {}
+        for name, (shape, dtype) in found.items():
+            index, dot, rest = name.removeprefix(prefix).partition(".")
+            if name.startswith(prefix) and dot and index.isdigit():
+                layers.setdefault(int(index), set()).add((rest, tuple(shape), dtype))
+        if set(layers) != wanted:
+            raise CheckpointError(
+                f"config.json: component {m} ({spec['model_type']}) has {depth} layers and its kept blocks "
+                f"run layers {_spans(wanted)}, but {file} holds layers {_spans(set(layers))} of it"
+            )
+        first = min(wanted, default=None)
+        for layer in sorted(wanted):
+            if layers[layer] != layers[first]:
+                raise CheckpointError(
+                    f"{file}: layer {layer} of component {m} holds other tensors than its layer {first} "
+                    "(every layer of a component has the same weights)"
+                )
+
+
+def check_before_build(cfg: dict, config: Any, found: Header, file: str = "model.safetensors") -> None:
+    """What can be checked from the config and the header alone, before any model (even on meta) exists."""
+    if cfg.get("model_type") == "manticore":
+        check_manticore_header(cfg, found, file)
+    else:
+        check_layer_count(config, found, file)
+
+
 def check_pretrained_folder(
     model_class: type, folder: Path, root: Path | None = None, config: Any = None
 ) -> dict:
@@ -265,6 +481,8 @@ def check_pretrained_folder(
     folder = Path(folder)
     root = Path(root) if root is not None else checkpoint_root(folder)
     cfg = read_json_config(folder / "config.json", root)
+    check_config_dict(cfg)
+    check_json_files(folder, root)
     if cfg.get("model_type") == "manticore":
         check_manticore_config(cfg)
     config_class = getattr(model_class, "config_class", None)
@@ -275,10 +493,12 @@ def check_pretrained_folder(
             config = config_class.from_dict(dict(cfg))
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise CheckpointError(f"config.json is not a valid {config_class.__name__}: {err}") from None
-    skeleton = build_on_meta(model_class, config)
     if not any((folder / f"model.safetensors{end}").exists() for end in ("", ".index.json")):
+        build_on_meta(model_class, config)  # a config it cannot build from is refused all the same
         return cfg  # no safetensors weights: from_pretrained refuses that itself (and never reads pickles)
     found = checkpoint_header(folder, "model", root)
+    check_before_build(cfg, config, found)
+    skeleton = build_on_meta(model_class, config)
     check_module_against_header(skeleton, found, "model.safetensors", dtype=config_dtype(cfg))
     return cfg
 
@@ -293,7 +513,8 @@ def check_causal_lm_folder(folder: Path, root: Path | None = None) -> dict:
 
     folder = Path(folder)
     root = Path(root) if root is not None else checkpoint_root(folder)
-    read_json_config(folder / "config.json", root)  # a clear error for broken JSON, links out, nesting
+    # a clear error for broken JSON, links out, nesting, and numbers the config's constructor would expand
+    check_config_dict(read_json_config(folder / "config.json", root))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (ValueError, OSError, KeyError, TypeError) as err:
@@ -326,11 +547,69 @@ def _pattern_dict(cfg: dict, key: str, ok, what: str, file: str) -> dict:
     if not isinstance(patterns, dict):
         raise CheckpointError(f"{file}: {key} must be an object of module pattern -> {what}")
     for pattern, value in patterns.items():
-        if not _PLAIN_PATTERN.fullmatch(pattern) or sum(pattern.count(c) for c in "*+?") > 2:
+        if not _plain(pattern):
             raise CheckpointError(f"{file}: {key} key {pattern[:60]!r} is not a plain module name pattern")
         if not ok(value):
             raise CheckpointError(f"{file}: {key}[{pattern!r}] must be {what}, got {value!r}")
     return patterns
+
+
+# PEFT matches these against every module name of the base as regexes (a string target_modules /
+# exclude_modules whole; each modules_to_save entry and layers_pattern spliced into a larger regex)
+_REGEX_FIELDS = (
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_pattern",
+    "feedforward_modules",
+)
+# the inits that leave the base model alone: PiSSA, OLoRA, CorDA, LoftQ... decompose or quantize the base
+# layer's weight in place while loading (a shared base changes for everyone), and pissa_niter_N runs N
+# iterations, as many as the config asks
+SAFE_INITS = (True, False, "gaussian")
+
+
+def _plain(pattern: Any) -> bool:
+    return (
+        isinstance(pattern, str)
+        and bool(_PLAIN_PATTERN.fullmatch(pattern))
+        and sum(pattern.count(c) for c in "*+?") <= 2
+    )
+
+
+def check_adapter_options(cfg: dict, file: str = "adapter_config.json") -> None:
+    """The options of a PEFT adapter config that act on the base model before any weight is compared.
+
+    Every module-name field PEFT turns into a regex is a plain name pattern (word characters, ``.``,
+    ``-``, ``|``, ``[]``, ``^$`` and at most two ``*+?``), as ``rank_pattern`` keys are: a pattern such as
+    ``(?:.|.)*!`` backtracks for ever inside ``re``, which holds the GIL, so one load would freeze the
+    process. The init must be one of :data:`SAFE_INITS`; ``layer_replication`` and ``megatron_config``
+    (which makes PEFT import a module the config names) are refused.
+    """
+    for key in _REGEX_FIELDS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(_plain(v) for v in values):
+            shown = repr(value)[:60]
+            raise CheckpointError(
+                f"{file}: {key} {shown} is not a plain module name pattern (letters, digits, '.', '-', '|', "
+                "'[]', '^$' and at most two '*+?'); nothing else is loaded"
+            )
+    for key in ("init_lora_weights", "init_weights"):
+        value = cfg.get(key, True)
+        if not any(value is safe or (isinstance(safe, str) and value == safe) for safe in SAFE_INITS):
+            raise CheckpointError(
+                f"{file}: {key} {value!r} is refused: inits such as PiSSA, OLoRA, CorDA and LoftQ rewrite "
+                "the base model's weights while loading (and some run as long as the config asks); only "
+                'true, false and "gaussian" are loaded'
+            )
+    for key in ("layer_replication", "megatron_config"):
+        if cfg.get(key):
+            raise CheckpointError(
+                f"{file}: {key} is refused: it rebuilds the base model (or imports a module the config names)"
+            )
 
 
 def _module_of(tensor: str, part: str) -> str:
@@ -353,12 +632,7 @@ def check_adapter_header(cfg: dict, found: Header, file: str = "adapter_model.sa
                 f"{file}: tensor {name} has dtype {st_dtype}; adapter weights are floating point "
                 f"({', '.join(FLOAT_DTYPES)})"
             )
-    for key in ("target_modules", "modules_to_save"):
-        value = cfg.get(key)
-        if value is not None and not (
-            isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-        ):
-            raise CheckpointError(f"adapter_config.json: {key} must be a string or a list of strings")
+    check_adapter_options(cfg)
     peft_type = cfg.get("peft_type")
     if peft_type == "LORA":
         _check_lora(cfg, found, file)
@@ -507,6 +781,13 @@ __all__ = [
     "checkpoint_root",
     "check_adapter_fits_base",
     "check_adapter_header",
+    "check_adapter_options",
+    "check_before_build",
+    "check_config_dict",
+    "check_json_files",
+    "check_layer_count",
+    "check_manticore_header",
+    "check_revision",
     "check_causal_lm_folder",
     "check_manticore_config",
     "check_module_against_header",

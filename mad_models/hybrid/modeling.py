@@ -47,7 +47,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from mad_models.hybrid.components import Component, family_for
 from mad_models.hybrid.configuration import ManticoreConfig
 from mad_models.hybrid.mixture import BlockMixture
-from mad_models.loading import offline_safe
+from mad_models.loading import checked_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -426,16 +426,22 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             )
 
         # where and how to fetch: the tokenizers come from the same place as the models
-        hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS} | {"trust_remote_code": False}
+        hub_kwargs = {k: v for k, v in load_kwargs.items() if k in _HUB_KWARGS}
         models, names, revs, toks = [], [], [], []
         for src, rev, tok in zip(sources, revisions, tokenizers, strict=True):
             if isinstance(src, str):
+                # a Hub id: only configs, safetensors and tokenizer files are fetched; a dir or a snapshot is
+                # checked as hub_tools.pull checks it (config against the weight headers) before building
+                folder, commit = checked_checkpoint(src, revision=rev, **hub_kwargs)
+                load = {k: v for k, v in load_kwargs.items() if k not in _HUB_KWARGS}
                 # safetensors only (a pickle runs code from the file), and never code from the repo
-                kwargs = {**offline_safe(load_kwargs), "use_safetensors": True, "trust_remote_code": False}
-                model = AutoModelForCausalLM.from_pretrained(src, revision=rev, **kwargs)
+                kwargs = {**load, "use_safetensors": True, "trust_remote_code": False}
+                model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+                model.config._name_or_path = model.name_or_path = src  # never a cache path in cards
+                rev = rev or commit
                 if tok is None:
                     try:
-                        tok = AutoTokenizer.from_pretrained(src, revision=rev, **hub_kwargs)
+                        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
                     except (OSError, ValueError) as err:
                         logger.warning("no tokenizer found for %s (%s)", src, err)
                 name = src
