@@ -22,6 +22,7 @@ from app_backend.service import AppService
 from app_backend.tabs.compare import MAX_COMPARE
 from app_backend.ui import compare, hybrids, load, mad, sizes
 from app_backend.ui.common import TabContext
+from app_backend.visitors import VisitorLimits, guard_events
 
 
 def build_app(svc: AppService) -> gr.Blocks:
@@ -57,6 +58,8 @@ def build_app(svc: AppService) -> gr.Blocks:
 
         demo.unload(forget)
     demo.queue(max_size=64, default_concurrency_limit=limit)
+    if svc.public:  # one visitor's flood of requests cannot hold the queue: see app_backend/visitors.py
+        guard_events(demo, VisitorLimits(), ("models", "load"))
     return demo
 
 

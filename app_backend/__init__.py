@@ -11,7 +11,8 @@
 - ``render.py``: HTML and table renderings that several tabs use.
 - The rest serves every tab: ``registry.py`` (the asset list), ``generation.py`` (streamed decoding),
   ``runtime.py`` (device and memory budget), ``results.py`` and ``model_info.py`` (exports and cards),
-  ``formatting.py`` (numbers on screen).
+  ``formatting.py`` (numbers on screen), ``visitors.py`` (who a request comes from on a public Space, and
+  how many jobs one visitor runs at once; ``guard_events`` wraps the page's model events).
 
 Library code does not live here: what the app needs from PEFT's or MoRe's internals goes into
 ``mad_models`` behind a public function (e.g. ``mad_models.fused_adapters``), which the app calls.

@@ -14,8 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +67,7 @@ class AppService:
         # Load tab: cache key -> how to build it again after eviction; session -> {display name: key}
         self.pulled: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, dict[str, str]] = {}
+        self.session_visitor: dict[str, str] = {}  # public Space: session -> visitor (app_backend.visitors)
         self.reports: dict[str, Any] = {}  # adapter name -> AdapterReport (exact, computed once)
         self.lock = threading.Lock()  # guards pulled, sessions, reports and each base's adapter host
 
@@ -93,7 +96,9 @@ class AppService:
                 model, tok = load_smollm2(device=rt.device)  # in pick_device's dtype; GGUF refuses .to(dtype)
             return Loaded(key, model.eval(), tok, model_nbytes(model), 0.0)
         base = get_base(spec["base"]) if spec.get("base") else None
-        model = self._pull(spec["source"], spec.get("revision"), base, spec.get("name", key))
+        # what a visitor asked for through Load is untrusted; the registry's own models are not
+        untrusted = key in self.pulled
+        model = self._pull(spec["source"], spec.get("revision"), base, spec.get("name", key), untrusted)
         if hasattr(model, "peft_config"):  # an adapter
             if base is None:
                 raise AppInputError(f"{spec['source']} is an adapter: pick the base model it was trained on.")
@@ -119,20 +124,28 @@ class AppService:
                 base.host = AdapterHost(base.model)
             return base.host
 
-    def _pull(self, source: str, revision: str | None, base: Loaded | None, name: str) -> Any:
+    def _pull(
+        self, source: str, revision: str | None, base: Loaded | None, name: str, untrusted: bool = False
+    ) -> Any:
         from hub_tools import pull
 
-        try:
-            return pull(
-                source,
-                revision=revision or None,
-                base_model=sharing_copy(base.model) if base is not None else None,
-                dtype=self.runtime.dtype,
-            )
-        except AppInputError:
-            raise
-        except Exception as e:  # hub_tools raises errors that name the repo and what to do
-            raise IncompatibleModelError(_hub_message(name, base.name if base else None, e)) from e
+        with contextlib.ExitStack() as stack:
+            public = {}
+            if self.public and untrusted:  # nothing of the Space's lent; only what is needed, not kept
+                cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="mad-models-pull-"))
+                public = dict(load_tab.PUBLIC_PULL, cache_dir=cache)
+            try:
+                return pull(
+                    source,
+                    revision=revision or None,
+                    base_model=sharing_copy(base.model) if base is not None else None,
+                    dtype=self.runtime.dtype,
+                    **public,
+                )
+            except AppInputError:
+                raise
+            except Exception as e:  # hub_tools raises errors that name the repo and what to do
+                raise IncompatibleModelError(_hub_message(name, base.name if base else None, e)) from e
 
     def get(self, name: str, progress: ProgressFn | None = None, session: str | None = None) -> Loaded:
         """The loaded model ``name``: a registry entry, or one this session loaded through Load."""
@@ -203,6 +216,7 @@ class AppService:
     def forget_session(self, session: str | None) -> None:
         """A browser session ended: drop what it loaded (unless another session uses it too)."""
         own = self.sessions.pop(session or "", {})
+        self.session_visitor.pop(session or "", None)
         still = {k for s in self.sessions.values() for k in s.values()}
         for key in set(own.values()) - still:
             self.cache.discard(key)

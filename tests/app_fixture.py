@@ -140,14 +140,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app(assets: Path | None, log_path: Path, timeout: float = 90.0):
-    """Start `python app.py` on 127.0.0.1 and a free port; returns (url, process, seconds to ready)."""
+def launch_app(assets: Path | None, log_path: Path, timeout: float = 90.0, env: dict | None = None):
+    """Start `python app.py` on 127.0.0.1 and a free port; returns (url, process, seconds to ready).
+
+    ``env``: variables set on top of the defaults (offline Hub, CPU), e.g. ``SPACE_ID`` for public mode."""
     port = free_port()
     env = {
         **os.environ,
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
         "MAD_MODELS_DEVICE": "cpu",
+        **(env or {}),
     }
     cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
     if assets is not None:

@@ -11,15 +11,27 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError
+from app_backend.visitors import current_visitor
 from mad_models.cards import is_hub_id
 
 if TYPE_CHECKING:
     from app_backend.service import AppService
+
+# A public Space's Load (``hub_tools.pull`` keywords): no token (the Space's own would open its owner's
+# private repos to anyone), adapters and Manticore hybrids only, at most MAD_MODELS_MAX_PULL_MB of JSON and
+# safetensors (checked from the Hub's file listing before any download); the service adds a temporary cache
+# that is deleted once the model is built.
+PUBLIC_PULL = dict(
+    token=False,
+    accept=("adapter", "hybrid"),
+    max_bytes=int(os.environ.get("MAD_MODELS_MAX_PULL_MB", "200")) * 2**20,
+)
 
 
 def load(
@@ -32,8 +44,10 @@ def load(
 ) -> dict[str, Any]:
     """Pull an adapter or a hybrid (Hub repo id or local dir) through hub_tools, for this session.
 
-    On a public Space (``public``) only Hub ids are taken. A revision is refused for a local dir
-    (there is nothing to check out), and each session may hold ``max_loaded_per_session`` models.
+    On a public Space (``public``) only Hub ids are taken, pulled under :data:`PUBLIC_PULL`, and the
+    ``max_loaded_per_session`` limit holds per visitor (:mod:`app_backend.visitors`), across tabs and
+    clients. A revision is refused for a local dir (there is nothing to check out), and each session may hold
+    ``max_loaded_per_session`` models.
     """
     source = (source or "").strip()
     revision = (revision or "").strip()
@@ -70,6 +84,17 @@ def load(
             f"This session already holds {len(own)} loaded models (the limit is "
             f"{svc.max_loaded_per_session}); reload the page to start afresh."
         )
+    visitor = current_visitor() if svc.public else None
+    if visitor is not None:  # a public Space: the limit holds per visitor, across tabs and clients
+        with svc.lock:
+            svc.session_visitor[session or ""] = visitor
+            mine = [s for s, v in svc.session_visitor.items() if v == visitor]
+            held = sum(len(svc.sessions.get(s, {})) for s in mine)
+        if name not in own and held >= svc.max_loaded_per_session:
+            raise AppInputError(
+                f"You already hold {held} loaded models (the limit is {svc.max_loaded_per_session} per "
+                "visitor, across tabs); close a tab or reload the page to start afresh."
+            )
     spec = dict(source=str(local) if looks_local else source, revision=revision or None, base=base or None)
     spec["name"] = name
     with svc.lock:
