@@ -123,7 +123,9 @@ def add_commands(groups) -> None:
         "--dir",
         default=".",
         help="the folder holding app.py (default: the current one); in a git work tree only tracked files "
-        "are uploaded, and never .env*, *.pem, .netrc, *credentials*, *token* files or symlinks",
+        "are uploaded, only kinds a Space needs (code, configs, docs, weights, images), and never secrets "
+        "(.env*, *.pem, *.key, id_rsa*, *credentials*, *token*, ...), hidden files, symlinks or files "
+        "holding your token",
     )
     p.add_argument(
         "--allow",

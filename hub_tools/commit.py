@@ -5,6 +5,9 @@ the head its file listing was read from (``parent_commit``): if another push lan
 refuses this one instead of mixing the two. When the answer to a commit is lost (5xx, dropped connection,
 timeout), the branch head is checked and the error says whether the commit landed.
 
+Nothing follows a link and the token in use never goes out (:mod:`hub_tools.outgoing`): a folder holding a
+link or a file holding the token is refused before any traffic, and the commit message is redacted.
+
 Example:
     >>> from hub_tools import commit_folder
     >>> info = commit_folder("runs/final", "me/model", commit_message="v1", private=True)  # doctest: +SKIP
@@ -32,6 +35,7 @@ from hub_tools.errors import (
     redact,
     resolve_endpoint,
 )
+from hub_tools.outgoing import refuse_links, refuse_token_files
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +158,11 @@ def commit_folder(
     """
     endpoint = resolve_endpoint(endpoint)
     folder = Path(folder)
+    refuse_links(folder, repo_id, repo_type)  # what a link points to would be published as it is
     new = folder_files(folder)
+    refuse_token_files(folder, new, repo_id, token, repo_type)
+    commit_message = redact(commit_message, token)
+    commit_description = redact(commit_description, token) if commit_description else commit_description
     adds = []
     for f in new:  # before any traffic: huggingface_hub refuses some paths (.git/, .cache/, ..)
         try:

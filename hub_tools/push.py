@@ -2,7 +2,10 @@
 
 Each push writes the complete folder into a temporary directory first (weights as safetensors, config,
 card), then sends it with :func:`hub_tools.commit.commit_folder`. Absolute local paths never go into a
-pushed config or card (:mod:`hub_tools.provenance`). Spaces are pushed by :mod:`hub_tools.space`.
+pushed config or card (:mod:`hub_tools.provenance`); no push follows a link, and the token in use is
+published nowhere (:mod:`hub_tools.outgoing`: a folder given to :func:`push` is checked for links before it
+is read; the card and configs have the token replaced by ``***``). Spaces are pushed by
+:mod:`hub_tools.space`.
 
 Example:
     >>> from hub_tools import push, push_adapter
@@ -26,6 +29,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hub_tools.commit import WEIGHT_PATTERNS, commit_folder, folder_files
 from hub_tools.errors import DEFAULT_TIMEOUT, hub_errors, redact, resolve_endpoint
+from hub_tools.outgoing import refuse_links, scrub_token_files
 from hub_tools.provenance import (
     base_license,
     canonical_base_id,
@@ -157,6 +161,7 @@ def push_adapter(
             if f not in keep:
                 (out / f).unlink()
         scrub_local_paths(out, [local_base or ""])
+        scrub_token_files(out, folder_files(out), token)  # a token in the training settings goes out as ***
         return commit_folder(
             out,
             repo_id,
@@ -291,6 +296,7 @@ def push_hybrid(
         )
         card.save(out / "README.md")
         scrub_local_paths(out, list(local_names))
+        scrub_token_files(out, folder_files(out), token)  # a token in the training settings goes out as ***
         return commit_folder(
             out,
             repo_id,
@@ -323,6 +329,8 @@ def push(model_or_dir, repo_id: str, *, base_model=None, tokenizer=None, **kwarg
         path = Path(model_or_dir)
         if not path.is_dir():
             raise ValueError(f"'{model_or_dir}' is not a directory saved by save_pretrained")
+        # before anything reads it: a linked chat_template.jinja would go up inside the tokenizer files
+        refuse_links(path, repo_id)
         model = pull(path, base_model=base_model, endpoint=kwargs.get("endpoint"), token=kwargs.get("token"))
         if (
             tokenizer is None

@@ -1,7 +1,9 @@
 """Push the demo app as a Gradio Space, and the rules for which files of a folder may go there.
 
-A Space upload takes the files git tracks (or an explicit allow-list), and never secrets (``.env*``,
-``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, pickles, caches or ``.git``.
+A Space upload takes the files git tracks (or an explicit allow-list), of the kinds a Space needs
+(:data:`SPACE_FILE_PATTERNS`: code, configs, docs, weights, images), and never secrets
+(:data:`SECRET_PATTERNS`: ``.env*``, ``*.pem``, ``*.key``, ``id_rsa*``, ``.pypirc``, ``*credentials*``,
+``*token*``, ...), hidden files, symlinks, files holding the token in use, pickles, caches or ``.git``.
 
 Example:
     >>> from hub_tools import push_space, space_files
@@ -27,13 +29,26 @@ from huggingface_hub.utils import validate_repo_id
 
 from hub_tools.commit import WEIGHT_PATTERNS, commit_folder, folder_files
 from hub_tools.errors import DEFAULT_TIMEOUT, hub_errors, resolve_endpoint
+from hub_tools.outgoing import holds_token, token_secrets
 from mad_models.cards import space_card
 
 logger = logging.getLogger(__name__)
 
+# What a Space is made of. Anything else in the folder (a database dump, a keystore, a notebook) stays here.
+SPACE_FILE_PATTERNS = (
+    "*.py", "*.txt", "*.md", "*.json", "*.jsonl", "*.yaml", "*.yml", "*.toml", "*.cfg", "*.csv", "*.tsv",
+    "*.css", "*.js", "*.html", "*.jinja", "*.safetensors", "*.gguf", "*.model",
+    "*.png", "*.jpg", "*.jpeg", "*.gif", "*.svg", "*.webp", "*.ico",
+    "Dockerfile", "LICENSE", "LICENSE.*",
+)  # fmt: skip
 # Never uploaded to a Space, whatever git or an allow-list says (matched on every path component, any case).
 # "*token*" spares tokenizer files (tokenizer.json, ...), which are model files, not secrets.
-SECRET_PATTERNS = (".env", ".env*", "*.pem", ".netrc", "_netrc", "*credentials*", "*token*")
+SECRET_PATTERNS = (
+    ".env", ".env*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", "*.gpg",
+    ".netrc", "_netrc", ".pgpass", ".pypirc", ".npmrc", ".git-credentials",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    "*credentials*", "*token*", "*secret*", "*password*", "*passwd*", "*service*account*", "kaggle.json",
+)  # fmt: skip
 # The Space's settings (sdk, app_file, hardware, ...): push_space writes them as the front matter of the
 # Space's README.md, so the project's README needs none (GitHub and PyPI render it).
 SPACE_CONFIG = "space.yaml"
@@ -56,6 +71,22 @@ def _is_secret(rel: str) -> bool:
 def _has_symlink(src: Path, rel: str) -> bool:
     parts = rel.split("/")
     return any((src.joinpath(*parts[: i + 1])).is_symlink() for i in range(len(parts)))
+
+
+def _refusal(src: Path, rel: str, secrets: Sequence[str]) -> str | None:
+    """Why ``rel`` (a file of the app folder ``src``) is never uploaded to a Space, or None if it may be."""
+    parts = rel.split("/")
+    if _has_symlink(src, rel):
+        return "symlink"
+    if _is_secret(rel):
+        return "looks like a secret"
+    if any(p.startswith(".") for p in parts):
+        return "hidden file"
+    if not any(fnmatch.fnmatch(parts[-1], p) for p in SPACE_FILE_PATTERNS):
+        return "not a kind of file a Space needs"
+    if (src / rel).is_file() and holds_token(src / rel, secrets):
+        return "holds the token in use"
+    return None
 
 
 def _git_tracked(src: Path) -> list[str] | None:
@@ -107,19 +138,22 @@ def space_files(
     *,
     allow: Sequence[str] | None = None,
     ignore_patterns: Sequence[str] | None = None,
+    token: str | bool | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """``(files to upload, {refused file: why})`` for a Space upload of `app_dir`.
 
     The candidates are `allow` (file names or glob patterns, relative to `app_dir`) when given, else the
-    files git tracks when `app_dir` is in a git work tree, else every file under it. Secrets (``.env*``,
-    ``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, caches, .git and pickles are never
-    uploaded: a glob in `allow` that matches one leaves it out, an entry naming one exactly raises ValueError.
+    files git tracks when `app_dir` is in a git work tree, else every file under it. Only kinds of files a
+    Space needs are uploaded (:data:`SPACE_FILE_PATTERNS`), never secrets (:data:`SECRET_PATTERNS`), hidden
+    files, symlinks, files holding the token in use (`token`, HF_TOKEN, the login cache), caches, .git or
+    pickles: a glob in `allow` that matches one leaves it out, an entry naming one exactly raises ValueError.
 
     Example:
         >>> files, refused = space_files(".")   # what `mad-models space push` would upload from here
     """
     src = Path(app_dir)
     ignore = (*(SPACE_IGNORE if ignore_patterns is None else ignore_patterns), *WEIGHT_PATTERNS[2:])
+    secrets = token_secrets(token)
     tracked = None
     if allow is not None:
         walked = _walk(src)
@@ -127,11 +161,12 @@ def space_files(
             {f for pattern in allow for f in walked if fnmatch.fnmatch(f, pattern.strip("/"))}
         )
         named = {p.strip("/") for p in allow if not any(c in p for c in "*?[")}  # exact names, no globs
-        asked_bad = [f for f in candidates if f in named and (_is_secret(f) or _has_symlink(src, f))]
+        asked_bad = {f: why for f in candidates if f in named and (why := _refusal(src, f, secrets))}
         if asked_bad:
             raise ValueError(
-                f"allow= names files that are never uploaded to a Space (secrets or symlinks): {asked_bad}. "
-                "Remove them from the list; a Space is public by default."
+                "allow= names files that are never uploaded to a Space: "
+                f"{', '.join(f'{f} ({why})' for f, why in asked_bad.items())}. Remove them from the list; a "
+                "Space is public by default."
             )
         missing = [p for p in allow if not any(fnmatch.fnmatch(f, p.strip("/")) for f in walked)]
         if missing:
@@ -141,12 +176,11 @@ def space_files(
         candidates = _walk(src) if tracked is None else [f for f in tracked if os.path.lexists(src / f)]
     upload, refused = [], {}
     for f in candidates:
-        if _has_symlink(src, f):
-            refused[f] = "symlink"
-        elif _is_secret(f):
-            refused[f] = "looks like a secret"
-        elif any(fnmatch.fnmatch(f, p) for p in ignore):
+        if any(fnmatch.fnmatch(f, p) for p in ignore) and not _has_symlink(src, f):
             continue  # caches, .git, pickles: silently left out, as before
+        why = _refusal(src, f, secrets)  # links, secrets, hidden files, other kinds, the token
+        if why:
+            refused[f] = why
         elif (src / f).is_file():
             upload.append(f)
     if tracked is not None:
@@ -232,8 +266,8 @@ def push_space(
     """Upload `app_dir` as a Gradio Space (repo_type="space") in one commit.
 
     What is uploaded (see :func:`space_files`): the files git tracks when `app_dir` is in a git work tree,
-    or the files matching `allow` (names or glob patterns), else every file; never secrets (``.env*``,
-    ``*.pem``, ``.netrc``, ``*credentials*``, ``*token*``), symlinks, pickles, caches or .git. The list is
+    or the files matching `allow` (names or glob patterns), else every file; only kinds of files a Space
+    needs, never secrets, hidden files, symlinks, files holding the token, pickles or caches. The list is
     logged (WARNING, so a terminal shows it) before the commit. The Space's README.md gets its front matter
     (the Space settings) from ``<app_dir>/space.yaml`` when there is one, with the uploaded README.md as its
     body; without space.yaml, an uploaded README.md is kept as it is, and one with Space metadata (sdk:
@@ -250,7 +284,7 @@ def push_space(
     endpoint = resolve_endpoint(endpoint)
     with hub_errors(repo_id, "push to", endpoint=endpoint, repo_type="space"):
         validate_repo_id(repo_id)
-    upload, refused = space_files(src, allow=allow, ignore_patterns=ignore_patterns)
+    upload, refused = space_files(src, allow=allow, ignore_patterns=ignore_patterns, token=token)
     if app_file not in upload:
         raise ValueError(
             f"app_dir '{app_dir}' has no {app_file} to upload"

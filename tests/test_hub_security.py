@@ -144,14 +144,20 @@ def test_push_space_uploads_only_git_tracked_files_of_a_work_tree(hub, tmp_path)
     assert len(hub.state.requests) == seen
 
 
-def test_push_space_cache_folder_gives_a_hub_error(hub, tmp_path):
+def test_push_space_cache_folder_gives_a_hub_error(hub, tmp_path, caplog):
     app = tmp_path / "app"
     (app / ".cache" / "huggingface").mkdir(parents=True)
     (app / "app.py").write_text("import gradio as gr\n")
     (app / ".cache" / "huggingface" / "x.lock").write_text("")
-    with pytest.raises(HubError, match=r"\.cache/huggingface/x\.lock.*allow="):
+    # a Space push leaves hidden folders out (issue 24) ...
+    with caplog.at_level(logging.INFO, logger="hub_tools"):
         push_space(app, "me/space-cache")
-    assert ("space", "me/space-cache") not in hub.state.repos  # refused before the repo was created
+    assert set(hub.files("me/space-cache", repo_type="space")) == {".gitattributes", "README.md", "app.py"}
+    assert ".cache/huggingface/x.lock (hidden file)" in caplog.text
+    # ... and a folder committed as it is gets the Hub's refusal as a HubError, before any traffic
+    with pytest.raises(HubError, match=r"\.cache/huggingface/x\.lock.*allow="):
+        commit_folder(app, "me/space-cache2", repo_type="space", commit_message="x")
+    assert ("space", "me/space-cache2") not in hub.state.repos  # refused before the repo was created
 
 
 def test_cli_space_push_default_dir_applies_the_same_rules(hub, tmp_path, monkeypatch, capsys):
