@@ -455,6 +455,31 @@ def test_a_traversing_revision_never_writes_outside_the_cache(hub, tmp_path):
     assert not list(root.rglob("REFWRITE")), "a ref file was written outside the cache"
 
 
+def test_the_library_loaders_check_revisions_too(hub, tmp_path, monkeypatch):
+    from mad_models.loading import load_causal_lm
+
+    _point_plain_client_at(hub, monkeypatch)
+    folder = tmp_path / "neox"
+    tiny_neox().save_pretrained(folder)
+    publish(folder, "me/neox-refs")
+    repo = hub.repo("me/neox-refs")
+    revision = "../../../../escape/REFWRITE"
+    repo.branches[revision] = repo.branches["main"]
+    sources, refused = ["me/neox-refs", tiny_mamba()], []
+    for call in (
+        lambda: ManticoreForCausalLM.from_pretrained("me/neox-refs", revision=revision),
+        lambda: ManticoreForCausalLM.from_components(sources, revisions=[revision, None]),
+        lambda: load_causal_lm("me/neox-refs", revision=revision),
+    ):
+        try:
+            call()
+            refused.append("")
+        except Exception as err:  # noqa: BLE001  (the old code failed later, for other reasons)
+            refused.append(str(err))
+        assert not list(tmp_path.parent.rglob("REFWRITE")), "a ref file was written outside the cache"
+    assert all(isinstance(e, str) and "is not a valid git ref name" in e for e in refused), refused
+
+
 @pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "feature/x-y_z"])
 def test_ordinary_revisions_pass_the_check(revision):
     from mad_models.validation import check_revision

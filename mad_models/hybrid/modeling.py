@@ -552,6 +552,10 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         kwargs["use_safetensors"] = True  # never unpickle a pytorch_model.bin: that can run code
         kwargs["trust_remote_code"] = False
         if args:  # config and weight headers first: a config must not allocate what the file cannot fill
+            if kwargs.get("revision") is not None:  # huggingface_hub writes refs/<revision> into its cache
+                from mad_models.validation import check_revision
+
+                check_revision(kwargs["revision"])
             folder = _checkpoint_folder(args[0], kwargs)
             if folder is not None:
                 from mad_models.validation import CheckpointError, check_pretrained_folder
