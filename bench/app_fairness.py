@@ -78,9 +78,9 @@ def model_names(client: Client) -> list[str]:
     return next(p for p in params if p["parameter_name"] == "models")["type"]["items"]["enum"]
 
 
-def pct(xs: list[float], q: float) -> float:
+def pct(xs: list[float], q: float) -> float | None:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+    return round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))], 2) if xs else None
 
 
 def phase(
@@ -95,6 +95,7 @@ def phase(
         big = ("What is 12 + 7?", language[:3], 64, "greedy", 0, 0.8, 0, True)
         small = ("What is 2 + 3?", language[:1], 4, "greedy", 0, 0.8, 0, True)
         b.predict(*small, api_name="/compare")  # the base is loaded before the clock starts
+        load_before = os.getloadavg()[0]
         ran, refused, errors = [0], [0], []
         lock = threading.Lock()
         deadline = time.perf_counter() + seconds
@@ -147,11 +148,12 @@ def phase(
             "seconds": seconds,
             "flood": flood,
             "b_finished": len(latencies),
-            "b_p50_s": round(pct(latencies, 0.5), 2),
-            "b_p95_s": round(pct(latencies, 0.95), 2),
+            "b_p50_s": pct(latencies, 0.5),
+            "b_p95_s": pct(latencies, 0.95),
             "b_max_s": round(max(latencies), 2) if latencies else None,
             "b_mean_s": round(statistics.fmean(latencies), 2) if latencies else None,
             "b_unfinished_after_s": unfinished,
+            "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # start, end
             "a_ran": ran[0],
             "a_refused": refused[0],
             "errors": errors[:20],
@@ -179,12 +181,24 @@ def report(rows: list[dict], args) -> str:
         "flood requests run | flood requests refused |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cell(value, unit: str = "") -> str:
+        return "-" if value is None else f"{value}{unit}"
+
     for r in rows:
-        waiting = f"{r['b_unfinished_after_s']} s" if r["b_unfinished_after_s"] is not None else "-"
         lines.append(
-            f"| {r['phase']} | {r['b_finished']} | {r['b_p50_s']} | {r['b_p95_s']} | {r['b_max_s']} | "
-            f"{waiting} | {r['a_ran']} | {r['a_refused']} |"
+            f"| {r['phase']} | {r['b_finished']} | {cell(r['b_p50_s'])} | {cell(r['b_p95_s'])} | "
+            f"{cell(r['b_max_s'])} | {cell(r['b_unfinished_after_s'], ' s')} | {r['a_ran']} | "
+            f"{r['a_refused']} |"
         )
+    loads = [r.get("load_average_1min") for r in rows]
+    if all(loads):
+        lines += [
+            "",
+            "Machine load (1-min load average on 2 cores, start / end of each phase): "
+            + "; ".join(f"{r['phase']}: {a} / {b}" for r, (a, b) in zip(rows, loads, strict=True))
+            + ".",
+        ]
     limited, free = rows[0], rows[1]
     stuck = (
         f"; one was still waiting after {free['b_unfinished_after_s']} s, behind the flood's queued requests"
@@ -211,7 +225,14 @@ def main() -> None:
     ap.add_argument("--wait", type=float, default=300.0, help="longest wait for one small request (s)")
     ap.add_argument("--assets", help="asset dir (default: ./assets)")
     ap.add_argument("--out", default=str(OUT / "app-fairness"), help="writes OUT.json and OUT.md")
+    ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json, run nothing")
     args = ap.parse_args()
+    if args.report_only:
+        rows = json.loads(Path(f"{args.out}.json").read_text())
+        args.seconds, args.flood = rows[0]["seconds"], rows[0]["flood"]
+        Path(f"{args.out}.md").write_text(report(rows, args))
+        print(report(rows, args))
+        return
     rows = [
         phase("per-visitor limit (public app)", args.assets, {}, args.seconds, args.flood, args.wait),
         phase(
