@@ -398,7 +398,7 @@ def check_manticore_header(cfg: dict, found: Header, file: str = "model.safetens
       exactly the layers the kept blocks run, every one with the same tensors as the first.
     """
     from mad_models.hybrid.components import FAMILIES
-    from mad_models.hybrid.modeling import resolve_layer_map
+    from mad_models.hybrid.layer_map import resolve_layer_map
 
     check_manticore_config(cfg)
     specs = cfg["components"]
