@@ -35,7 +35,8 @@ _VISITOR: ContextVar[str | None] = ContextVar("app_visitor", default=None)
 
 
 def current_visitor() -> str | None:
-    """The visitor of the event this thread serves (inside a guarded event), else None."""
+    """The visitor of the event this thread serves (inside a guarded plain event, such as Load), else None
+    (streamed events are guarded too, but do not set it)."""
     return _VISITOR.get()
 
 
@@ -62,7 +63,7 @@ def visitor_of(request: Any, trusted_proxies: int = 0) -> str:
 
 
 class VisitorLimits:
-    """Counts each visitor's running jobs; :meth:`job` refuses one more than ``max_jobs``."""
+    """Counts each visitor's running jobs; :meth:`acquire` refuses one more than ``max_jobs``."""
 
     def __init__(self, max_jobs: int = MAX_JOBS_PER_VISITOR, trusted_proxies: int | None = None):
         self.max_jobs = max_jobs
@@ -108,20 +109,21 @@ def _guarded(fn: Callable, limits: VisitorLimits) -> Callable:
     visitor with no free slot gets the refusal as the event's error, and nothing runs."""
     import gradio as gr
 
-    def visitor() -> str:
+    def take_slot() -> tuple[str, int]:
+        """(visitor, job id) of the request being served; its refusal becomes the event's error."""
         from gradio.context import LocalContext
 
-        return visitor_of(LocalContext.request.get(None), limits.trusted_proxies)
+        who = visitor_of(LocalContext.request.get(None), limits.trusted_proxies)
+        try:
+            return who, limits.acquire(who)
+        except AppInputError as e:
+            raise gr.Error(str(e)) from None
 
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def gen(*args, **kwargs):
-            who = visitor()
-            try:
-                jid = limits.acquire(who)
-            except AppInputError as e:
-                raise gr.Error(str(e)) from None
+            who, jid = take_slot()
             try:
                 yield from fn(*args, **kwargs)
             finally:  # also when the stream is dropped: the generator is closed
@@ -131,11 +133,7 @@ def _guarded(fn: Callable, limits: VisitorLimits) -> Callable:
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        who = visitor()
-        try:
-            jid = limits.acquire(who)
-        except AppInputError as e:
-            raise gr.Error(str(e)) from None
+        who, jid = take_slot()
         token = _VISITOR.set(who)  # what service code reads through current_visitor()
         try:
             return fn(*args, **kwargs)

@@ -32,7 +32,7 @@ from tests.tiny import tiny_llama, tiny_mamba, tiny_neox
 BIG_MB = 50  # every bad config below would grow the peak RSS by 150 MB to 700 MB if it were built
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -42,10 +42,10 @@ def _peak_rss_mb() -> float:
 def peak_growth_mb(fn, error=Exception, match: str | None = None) -> float:
     """Run `fn`, which must raise `error` matching `match`; return how much the peak RSS grew (MB)."""
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     with pytest.raises(error, match=match):
         fn()
-    return _peak_rss_mb() - before
+    return peak_rss_mb() - before
 
 
 def _edit_json(path: Path, **changes) -> None:
