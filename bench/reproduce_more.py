@@ -37,7 +37,6 @@ import torch  # noqa: E402
 
 from mad_models.loading import SMOLLM2_HUB_ID  # noqa: E402
 from mad_models.training.mathematics import (
-    DATA_DIR,
     DROPOUT,
     EVAL_BATCH,
     TARGETS,
@@ -49,7 +48,7 @@ from mad_models.training.mathematics import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = DATA_DIR
+DATA = ROOT / "data" / "mathematics"  # train.jsonl / val.jsonl: the library takes rows, never reads this
 
 
 # name -> (kind, settings); LoRA uses PEFT's usual alpha = 2r, MoRe its scale 1 and the reference's dropout

@@ -44,6 +44,7 @@ from mad_models.hybrid.cost import flatten_report
 from mad_models.loading import SMOLLM2_HUB_ID
 
 REPO = Path(__file__).resolve().parents[1]
+MATH_DATA = REPO / "data" / "mathematics"  # the language adapters' train.jsonl / val.jsonl
 SMOLLM2 = "SmolLM2-135M-Instruct"
 MAD_VOCAB = 32
 # The MAD task mix: one shared 32-token vocabulary and 32-token sequences, so one batch mixes the tasks
@@ -458,10 +459,10 @@ def language_rows(p: Profile) -> tuple[list[dict], list[dict], list[dict]]:
     """(train, dev, val) rows: train.jsonl minus the experiment's dev carve (``p.lm_train``: its first
     rows only), and val.jsonl (``p.lm_val_per_module``: the first rows of each module only)."""
     from mad_models.training.exact_match import load_qa_rows
-    from mad_models.training.mathematics import DATA_DIR, split_rows
+    from mad_models.training.mathematics import split_rows
 
-    dev, train = split_rows(load_qa_rows(DATA_DIR / "train.jsonl"), LM_DEV_PER_MODULE, last=True)
-    val, _ = split_rows(load_qa_rows(DATA_DIR / "val.jsonl"), p.lm_val_per_module, last=False)
+    dev, train = split_rows(load_qa_rows(MATH_DATA / "train.jsonl"), LM_DEV_PER_MODULE, last=True)
+    val, _ = split_rows(load_qa_rows(MATH_DATA / "val.jsonl"), p.lm_val_per_module, last=False)
     return (train[: p.lm_train] if p.lm_train else train), dev, val
 
 
@@ -595,12 +596,12 @@ def language_table(registry: dict) -> str:
 def language_keys(p: Profile, base_name: str) -> tuple[str, dict[str, str]]:
     """Build keys of the language set: (the base's val eval, {adapter dir: key})."""
     from mad_models.training.exact_match import SYSTEM_PROMPT
-    from mad_models.training.mathematics import DATA_DIR, MAX_LEN, adapter_config, file_digest
+    from mad_models.training.mathematics import MAX_LEN, adapter_config, file_digest
 
     # what the base's val eval depends on: its rows, the answer budget (from the train rows), the prompt
     evaluated = dict(
         base=base_name,
-        data=file_digest(DATA_DIR / "train.jsonl", DATA_DIR / "val.jsonl"),
+        data=file_digest(MATH_DATA / "train.jsonl", MATH_DATA / "val.jsonl"),
         dev_per_module=LM_DEV_PER_MODULE,
         train=p.lm_train,
         val_per_module=p.lm_val_per_module,

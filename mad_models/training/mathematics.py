@@ -1,15 +1,16 @@
 """The DeepMind-mathematics fine-tuning setup shared by ``bench/reproduce_more.py`` (MoRe vs LoRA) and the
 demo language adapters (``python -m build_assets build --only language``).
 
-One definition of what both train: the adapter targets and dropout, the dev split carved from
-``data/mathematics/train.jsonl``, the training examples (SmolLM2's chat template with
+One definition of what both train: the adapter targets and dropout, the dev split carved from the
+training rows (the callers read the repo's ``data/mathematics/train.jsonl`` and pass the rows in), the
+training examples (SmolLM2's chat template with
 :data:`mad_models.training.exact_match.SYSTEM_PROMPT`, scored on the answer only) and the generation
 budget of the exact-match evaluation. Training itself is :func:`mad_models.training.finetune.finetune_adapter`
 and scoring :func:`mad_models.training.exact_match.evaluate_exact_match`.
 
 Example:
     >>> from mad_models.training.exact_match import load_qa_rows
-    >>> rows = load_qa_rows(DATA_DIR / "train.jsonl")  # doctest: +SKIP
+    >>> rows = load_qa_rows("data/mathematics/train.jsonl")  # doctest: +SKIP
     >>> dev, train = split_rows(rows, 20, last=True)  # doctest: +SKIP
     >>> cfg = adapter_config("more", nblocks=4, block_rank=1)  # MoRe on q, k, v, dropout on the output
 """
@@ -21,7 +22,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "mathematics"
 TARGETS = ["q_proj", "k_proj", "v_proj"]  # the MoRe reference's Llama setting
 DROPOUT = 0.05
 MAX_LEN = 96  # tokens of chat prompt + answer + EOS: longer examples are cut (none are with SmolLM2)
