@@ -261,15 +261,13 @@ class AppService:
 
 def _local_tokenizer(source: str) -> Any:
     """The tokenizer saved next to a local model, loaded without remote code; None if there is none."""
-    folder = Path(source)
-    if not folder.is_dir() or not any(
-        (folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
-    ):
-        return None
-    from transformers import AutoTokenizer
+    from mad_models.loading import load_tokenizer
 
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
     try:
-        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        return load_tokenizer(folder)
     except (ValueError, OSError, KeyError) as e:
         raise IncompatibleModelError(
             f"{folder.name}: its tokenizer cannot be loaded without running its own code ({_first(e)})."

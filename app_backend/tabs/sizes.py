@@ -136,16 +136,15 @@ def adapter_report(svc: AppService, name: str, progress: ProgressFn | None = Non
     with svc.lock:
         if name in svc.reports:
             return svc.reports[name]
-    from peft import PeftModel
-
+    from mad_models.loading import load_adapter
     from mad_models.more import adapter_report
 
     entry = svc.registry[name]
     if entry.kind != "adapter":
         raise AppInputError(f"{name!r} is not an adapter.")
     base = svc.get(entry.base, progress)
-    try:
-        peft_model = PeftModel.from_pretrained(copy.deepcopy(base.model), entry.path)
+    try:  # checked against its tensors and the base before PEFT builds it
+        peft_model, _ = load_adapter(entry.path, copy.deepcopy(base.model))
     except (RuntimeError, ValueError, KeyError) as e:
         raise IncompatibleModelError(f"{name}: the adapter does not fit base {entry.base!r}: {e}") from e
     report = adapter_report(peft_model)
