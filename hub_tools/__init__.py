@@ -10,41 +10,57 @@ Example:
     >>> model = pull("me/smollm2-more-arith", revision=url.oid)                   # safetensors only
 """
 
-from hub_tools.commit import commit_folder
-from hub_tools.errors import (
-    HubAuthError,
-    HubError,
-    HubNotFoundError,
-    HubPermissionError,
-    HubRevisionNotFoundError,
-    HubUnreachableError,
-    InvalidRepoIdError,
-    RepoContentError,
-    UnsafeWeightsError,
-)
-from hub_tools.pull import pull
-from hub_tools.push import push, push_adapter, push_hybrid
-from hub_tools.space import push_space, space_files
-from mad_models.cards import adapter_card, hybrid_card, usage_snippet  # re-exported: cards live in mad_models
+import importlib
+import sys
+import types
 
-__all__ = [
-    "push_adapter",
-    "push_hybrid",
-    "push_space",
-    "space_files",
-    "push",
-    "pull",
-    "commit_folder",
-    "adapter_card",
-    "hybrid_card",
-    "usage_snippet",
-    "HubError",
-    "InvalidRepoIdError",
-    "HubAuthError",
-    "HubPermissionError",
-    "HubNotFoundError",
-    "HubRevisionNotFoundError",
-    "HubUnreachableError",
-    "UnsafeWeightsError",
-    "RepoContentError",
-]
+# name -> the module that defines it, imported on first use: `import hub_tools` (and the `mad-models --help`
+# that lists its commands) stays light, with no torch until a push or a pull runs
+_WHERE = {
+    "commit_folder": "hub_tools.commit",
+    "pull": "hub_tools.pull",
+    **dict.fromkeys(("push", "push_adapter", "push_hybrid"), "hub_tools.push"),
+    **dict.fromkeys(("push_space", "space_files"), "hub_tools.space"),
+    **dict.fromkeys(("adapter_card", "hybrid_card", "usage_snippet"), "mad_models.cards"),  # cards live there
+    **dict.fromkeys(
+        (
+            "HubError",
+            "InvalidRepoIdError",
+            "HubAuthError",
+            "HubPermissionError",
+            "HubNotFoundError",
+            "HubRevisionNotFoundError",
+            "HubUnreachableError",
+            "UnsafeWeightsError",
+            "RepoContentError",
+        ),
+        "hub_tools.errors",
+    ),
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
+
+class _Package(types.ModuleType):
+    """``hub_tools.pull`` and ``hub_tools.push`` are the functions, as their eager import made them: importing
+    the modules of the same name (``hub_tools.pull``) does not replace them by the modules."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _WHERE.get(name) == f"{__name__}.{name}":
+            return  # the module stays reachable as sys.modules["hub_tools.pull"]
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+__all__ = list(_WHERE)

@@ -15,8 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hub_tools import HubError, pull, push, push_space, space_files
-from mad_models.cli.common import CLIError, add_command, print_json, require_saved
+from mad_models.cli.common import CLIError, add_command, add_group, print_json, require_saved
 
 EXAMPLES = {
     "push": """examples:
@@ -41,6 +40,8 @@ def _hub_base(a):
 
 
 def cmd_push(a) -> None:
+    from hub_tools import push
+
     base = _hub_base(a)
     kwargs = dict(private=a.private or None, commit_message=a.message, revision=a.revision)
     url = push(a.dir, a.repo_id, base_model=base, endpoint=a.endpoint, **kwargs)
@@ -48,6 +49,7 @@ def cmd_push(a) -> None:
 
 
 def cmd_pull(a) -> None:
+    from hub_tools import pull
     from mad_models.loading import save_pretrained
 
     out = Path(a.out)
@@ -64,6 +66,8 @@ def cmd_pull(a) -> None:
 
 
 def cmd_space_push(a) -> None:
+    from hub_tools import push_space, space_files
+
     if not Path(a.dir).is_dir():
         raise NotADirectoryError(f"--dir '{a.dir}' is not a directory")
     # show what leaves the machine before the commit (git-tracked files or --allow; never secrets)
@@ -93,6 +97,8 @@ def add_commands(groups) -> None:
     """Add ``push``, ``pull`` and ``space push`` to the ``mad-models`` subcommands ``groups``
     (the ``mad_models.commands`` entry point)."""
 
+    from hub_tools.errors import HubError  # light: huggingface_hub, no torch
+
     def sub(parent, name, help_, key, func):
         p = add_command(parent, name, help_, EXAMPLES[key], func)
         p.set_defaults(user_errors=(HubError,))  # Hub errors name the repo and what to do
@@ -114,9 +120,7 @@ def add_commands(groups) -> None:
     p.add_argument("--out", required=True, help="where to save the loaded model (a new or empty folder)")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out, overwriting its files")
 
-    space = groups.add_parser("space", help="the demo app as a Hugging Face Space").add_subparsers(
-        dest="cmd", required=True
-    )
+    space = add_group(groups, "space", "the demo app as a Hugging Face Space")
     p = sub(space, "push", "upload the Gradio app as a Space (one commit)", "space push", cmd_space_push)
     p.add_argument("repo_id", help="the Space's repo id, e.g. me/mad-models-demo")
     p.add_argument(

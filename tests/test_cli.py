@@ -236,6 +236,43 @@ def test_python_dash_m_runs_as_a_subprocess():
     assert out.returncode == 0 and "accuracy of a saved model" in out.stdout
 
 
+HEAVY = ("torch", "transformers", "peft", "accelerate")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["mad", "train", "--help"], ["pull", "--help"], []])
+def test_help_imports_no_torch(argv):
+    """``python -m mad_models --help`` (and a command's --help, and no arguments) imports neither torch,
+    transformers nor peft: help answers without loading them (the parser, hub_tools' commands included,
+    is built from light modules)."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['mad-models', *{argv!r}]\n"
+        "try:\n    runpy.run_module('mad_models', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), 'EXIT', code)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "usage: mad-models" in out.stdout, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY [] EXIT 0", out.stdout[-500:]
+
+
+def test_the_parser_offers_the_library_tasks_and_architectures():
+    from mad_models.cli.common import ARCH_NAMES, TASK_NAMES
+    from mad_models.mad import TASKS
+    from mad_models.training import ARCHS
+
+    assert TASK_NAMES == TASKS and ARCH_NAMES == ARCHS
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("usage: mad-models")
+    assert main(["hybrid"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: mad-models hybrid") and "build" in out and "prune" in out
+
+
 @pytest.fixture
 def component_dirs(tmp_path):
     from tests.tiny import tiny_mamba, tiny_neox
@@ -266,8 +303,8 @@ def test_hybrid_search_cli_saves_only_finished_work_and_refuses_other_runs(compo
     assert exit_.value.code == 1 and "settings changed" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main([str(a) for a in [*common, "--task", "in_context_recall", "--model", neox]])
-    assert exit_.value.code == 1
-    capsys.readouterr()
+    assert exit_.value.code == 2
+    assert "is a GPTNeoXForCausalLM, not a Manticore hybrid" in capsys.readouterr().err
     code, out = run([*common, "--task", "in_context_recall"], capsys)
     res = last_json(out)
     assert res["saved"] == [str(tmp_path / "s" / "final"), str(tmp_path / "s" / "retrain" / "final")]

@@ -142,3 +142,116 @@ def test_a_model_dir_whose_config_outgrows_its_weights(tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps(cfg))
     line = fails(["mad", "eval", "--model", folder, "--task", "memorization"], capsys)
     assert "model.safetensors does not match config.json" in line and "1000000" in line
+
+
+# ------------------------------------------------------------------ bugs, Ctrl-C, the wrong kind of model
+
+
+def test_a_bug_says_so_in_one_line_and_shows_its_trace_on_request(dirs, monkeypatch, capsys):
+    """A programming error is not bad input: one line saying it is a bug and how to see the trace, exit 70;
+    with --traceback (anywhere on the line) or MAD_MODELS_DEBUG=1 the full trace too."""
+    import mad_models.cli.mad as mad_cli
+
+    def cmd_with_a_bug(a):
+        return {}["a key the code forgot"]
+
+    monkeypatch.setattr(mad_cli, "cmd_mad_eval", cmd_with_a_bug)
+    argv = ["mad", "eval", "--model", str(dirs / "plain"), "--task", "memorization"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 70 and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("mad-models: error: a bug in mad-models"), err
+    assert "KeyError" in err and "--traceback" in err and "MAD_MODELS_DEBUG=1" in err
+    for traced in ([*argv, "--traceback"], ["--traceback", *argv]):
+        with pytest.raises(SystemExit) as exit_:
+            main(traced)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 70 and "Traceback (most recent call last)" in err, err
+        assert "in cmd_with_a_bug" in err and err.rstrip().splitlines()[-1].startswith(
+            "mad-models: error: a bug"
+        )
+    monkeypatch.setenv("MAD_MODELS_DEBUG", "1")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 70 and "in cmd_with_a_bug" in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_one_line_keeps_the_checkpoints_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    from mad_models.training import loop
+
+    saved = []
+
+    def save_then_interrupt(*args, **kwargs):
+        loop_save(*args, **kwargs)
+        saved.append(args[0])
+        raise KeyboardInterrupt
+
+    loop_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    out = tmp_path / "run"
+    argv = ["mad", "train", "--task", "memorization", "--width", "16", "--layers", "1", "--heads", "2",
+            "--batch-size", "8", "--num-train", "32", "--num-test", "8", "--steps", "4", "--save-every", "2",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    kept = f"the checkpoints in {out / 'checkpoints'} are kept (run the same command again to resume"
+    assert lines == [f"mad-models: interrupted; {kept} from the last one)"], err
+    assert len(saved) == 1 and saved[0].is_dir() and saved[0].parent == out / "checkpoints"
+    monkeypatch.setattr(loop, "save_checkpoint", loop_save)
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["saved"] == str(out / "final") and result["step"] == 4
+    assert [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()][-1] == 4
+
+
+def test_ctrl_c_elsewhere_is_one_line_too(dirs, monkeypatch, capsys):
+    import mad_models.cli.mad as mad_cli
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mad_cli, "cmd_mad_eval", interrupted)
+    assert main(["mad", "eval", "--model", str(dirs / "plain"), "--task", "memorization"]) == 130
+    assert capsys.readouterr().err.strip() == "mad-models: interrupted"
+
+
+def test_hybrid_build_needs_two_components_that_exist(dirs, tmp_path, capsys):
+    build = ["hybrid", "build", "--n-blocks", "2", "--out", tmp_path / "h", "--components"]
+    line = fails([*build, dirs / "plain"], capsys, 2)
+    assert "needs 2 or more --components, got 1" in line
+    missing = ["runs/neox/final", "runs/mamba/final"]  # what the README's example names
+    line = fails([*build, *missing], capsys, 2)
+    assert "--components runs/neox/final: no such folder" in line and "Repo id" not in line
+    assert not (tmp_path / "h").exists()
+
+
+def test_the_wrong_kind_of_model_is_named(dirs, tmp_path, capsys):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
+    line = fails(["more", "eval", "--model", dirs / "hybrid", "--data", qa, "--no-progress"], capsys, 2)
+    assert "has no tokenizer" in line and "mad eval" in line
+    adapter = tmp_path / "adapter"
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    line = fails(["mad", "eval", "--model", adapter, "--task", "memorization"], capsys, 2)
+    assert "is a PEFT adapter" in line and "more eval" in line
+    search = ["hybrid", "search", "--task", "memorization", "--out", tmp_path / "s", "--model"]
+    line = fails([*search, dirs / "plain"], capsys, 2)
+    assert "is a LlamaForCausalLM, not a Manticore hybrid" in line
+
+
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        ("seq_len=abc", "--set seq_len=abc: expected an integer"),
+        ("seq_lenn=8", "--set seq_lenn: unknown setting"),
+    ],
+)
+def test_task_settings_of_the_wrong_name_or_type(setting, match, tmp_path, capsys):
+    line = fails(
+        ["mad", "train", "--task", "memorization", "--set", setting, "--out", tmp_path / "o"], capsys, 2
+    )
+    assert match in line

@@ -24,6 +24,17 @@ from typing import Any
 
 # Every command's help keeps its examples' line breaks.
 HELP_FORMAT = argparse.RawDescriptionHelpFormatter
+# The choices of --task and --arch, named here so that building the parser imports no torch
+# (tests/test_cli.py checks them against mad_models.mad.TASKS and mad_models.training.ARCHS).
+TASK_NAMES = (
+    "in_context_recall",
+    "fuzzy_recall",
+    "noisy_recall",
+    "selective_copying",
+    "compression",
+    "memorization",
+)
+ARCH_NAMES = ("gpt_neox", "mamba", "llama")
 
 
 class CLIError(Exception):
@@ -58,6 +69,29 @@ def parse_settings(pairs: list[str] | None) -> dict:
         k, v = p.split("=", 1)
         out[k.strip()] = parse_value(v.strip())
     return out
+
+
+def mad_settings(a: argparse.Namespace) -> dict:
+    """``--set`` pairs and ``--preset`` of a MAD task command as the task's keyword arguments, each name and
+    type checked against the task's own settings (CLIError naming the one that is wrong).
+
+    Example:
+        >>> mad_settings(argparse.Namespace(task="in_context_recall", set=["seq_len=64"], preset="easy"))
+        {'seq_len': 64, 'preset': 'easy'}
+    """
+    from mad_models.mad import task_settings
+
+    given = parse_settings(a.set)
+    defaults = task_settings(a.task, a.preset)  # ValueError for an unknown task or preset
+    for key, value in given.items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise CLIError(f"--set {key}: unknown setting for task {a.task}; it has {known}")
+        want = type(defaults[key])
+        ok = isinstance(value, (int, float) if want is float else want) and not isinstance(value, bool)
+        if not ok:
+            raise CLIError(f"--set {key}={value}: expected {'a number' if want is float else 'an integer'}")
+    return {**given, "preset": a.preset}
 
 
 def int_list(text: str) -> list[int]:
@@ -126,6 +160,22 @@ parameter_budget = positive(parse_number, "budget must be a number", "budget mus
 # ---------------------------------------------------------------- parser building blocks
 
 
+def add_traceback_option(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--traceback``: show the full trace of any error (as ``MAD_MODELS_DEBUG=1`` does). Every command
+    takes it (``default`` SUPPRESS there, so the root parser's value stands when only it was given)."""
+    p.add_argument(
+        "--traceback", action="store_true", default=default, help="show the full trace of an error"
+    )
+
+
+def add_group(groups: argparse._SubParsersAction, name: str, help_: str) -> argparse._SubParsersAction:
+    """Add command group ``name`` (``mad``, ``hybrid``, ...) and return its subcommands; the group alone
+    (``mad-models mad``) prints its help."""
+    p = groups.add_parser(name, help=help_, description=help_, formatter_class=HELP_FORMAT)
+    p.set_defaults(func=lambda a: p.print_help())
+    return p.add_subparsers(dest="cmd")
+
+
 def add_command(
     parent: argparse._SubParsersAction, name: str, help_: str, examples: str, func: Callable
 ) -> argparse.ArgumentParser:
@@ -133,6 +183,7 @@ def add_command(
     epilog of its ``--help``, ``func(args)`` as what it runs."""
     p = parent.add_parser(name, help=help_, description=help_, epilog=examples, formatter_class=HELP_FORMAT)
     p.set_defaults(func=func)
+    add_traceback_option(p)
     return p
 
 
@@ -246,37 +297,51 @@ def print_json(obj: Any) -> None:
 # ---------------------------------------------------------------- models, tokenizers, data
 
 
-def load_model(path: str):
-    """A saved causal LM or hybrid (safetensors only, no remote code); CLIError if ``path`` is no folder."""
-    from transformers import AutoModelForCausalLM
+def load_model(path: str, hybrid_for: str | None = None):
+    """The causal LM or Manticore hybrid saved in folder ``path`` (:func:`mad_models.loading.load_pretrained`:
+    safetensors only, checked against its config, no remote code). CLIError, naming the problem, when
+    ``path`` is no folder, holds an adapter rather than a model, or (``hybrid_for``: the command that needs
+    one) is not a Manticore hybrid."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "is not a directory saved by save_pretrained" + (
+            "" if folder.exists() else " (no such folder)"
+        )
+        raise CLIError(f"--model {path!r} {what}")
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        raise CLIError(
+            f"--model {path} is a PEFT adapter (adapter_config.json), not a whole model; this command "
+            "needs a model saved by save_pretrained (score an adapter with 'mad-models more eval')"
+        )
+    from mad_models.loading import load_pretrained
 
-    import mad_models  # noqa: F401  (registers "manticore" with transformers)
+    model = load_pretrained(path)[0]
+    if hybrid_for is not None:
+        from mad_models.hybrid import ManticoreForCausalLM
 
-    if not Path(path).is_dir():
-        raise CLIError(f"--model {path!r} is not a directory saved by save_pretrained")
-    if (Path(path) / "config.json").is_file():
-        from mad_models.validation import check_causal_lm_folder
-
-        check_causal_lm_folder(Path(path))  # config against the weight headers before allocating
-    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        if not isinstance(model, ManticoreForCausalLM):
+            raise CLIError(
+                f"--model {path} is a {type(model).__name__}, not a Manticore hybrid; {hybrid_for} needs one "
+                "(build one with 'mad-models hybrid build')"
+            )
+    return model
 
 
 def load_tokenizer(path: str | None, fallback: str | None):
-    """The tokenizer at ``path`` (CLIError if it cannot be loaded), else the one at ``fallback``, else None.
+    """The tokenizer at ``path`` (CLIError if it cannot be loaded), else the one saved in folder
+    ``fallback``, else None. Never runs code from the folder (``trust_remote_code=False``)."""
+    from mad_models import loading
 
-    Never runs code from the folder (``trust_remote_code=False``).
-    """
-    from transformers import AutoTokenizer
-
-    for p in (path, fallback):
-        if p is None:
-            continue
+    if path is not None:
         try:
-            return AutoTokenizer.from_pretrained(p, trust_remote_code=False)
-        except (OSError, ValueError, TypeError) as err:
-            if p == path:
-                raise CLIError(f"cannot load a tokenizer from {p!r}: {err}") from err
-    return None
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        except (OSError, ValueError) as err:
+            raise CLIError(f"cannot load a tokenizer from {path!r}: {err}") from err
+    if fallback is None or not Path(fallback).is_dir():
+        return None
+    return loading.load_tokenizer(fallback)
 
 
 def check_token_ids(rows, vocab: int, path: str) -> None:

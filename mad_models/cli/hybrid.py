@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 
 from mad_models.cli.common import (
+    TASK_NAMES,
     CLIError,
     add_command,
+    add_group,
     add_preset,
     add_train_args,
     load_model,
     load_tokenizer,
-    parse_settings,
+    mad_settings,
     positive_float,
     positive_int,
     print_json,
@@ -80,8 +82,27 @@ def _mixture(text: str | None):
         ) from None
 
 
+def _check_components(components: list[str]) -> None:
+    """Two or more components, each a folder here or a Hub id (CLIError naming the first that is neither)."""
+    from mad_models.adapter_base import is_hub_repo_id
+
+    if len(components) < 2:
+        raise CLIError(
+            f"a hybrid needs 2 or more --components, got {len(components)}: {' '.join(components)}"
+        )
+    for c in components:
+        path = Path(c).expanduser()
+        if path.exists() and not path.is_dir():
+            raise CLIError(f"--components {c} is a file, not a folder saved by save_pretrained")
+        if not path.exists() and not is_hub_repo_id(c):
+            raise CLIError(
+                f"--components {c}: no such folder (nor a Hub repo id such as 'EleutherAI/pythia-70m'); "
+                "train or save the component there first"
+            )
+
+
 def cmd_hybrid_build(a) -> None:
-    import mad_models  # noqa: F401
+    _check_components(a.components)
     from mad_models.hybrid import ManticoreForCausalLM
 
     kwargs = {"n_blocks": a.n_blocks}
@@ -92,7 +113,7 @@ def cmd_hybrid_build(a) -> None:
     if mix is not None:
         hybrid.set_mixture(mix)
     hybrid.save_pretrained(a.out)
-    tok = load_tokenizer(None, a.components[0]) if Path(a.components[0]).is_dir() else None
+    tok = load_tokenizer(None, a.components[0])
     if tok is not None:
         tok.save_pretrained(a.out)
     print_json({"saved": a.out, "mixture": hybrid.mixture_weights().tolist(), **_cost(hybrid)})
@@ -120,7 +141,7 @@ def _save_with_tokenizer(model, model_dir: str, out: str) -> None:
 def cmd_hybrid_pretrain(a) -> None:
     from mad_models.training.projectors import pretrain_projectors
 
-    hybrid = load_model(a.model)
+    hybrid = load_model(a.model, hybrid_for="hybrid pretrain-projectors")
     data = _text_data(a, a.model)
     res = pretrain_projectors(hybrid, data, train_args(a), train_mixture=not a.freeze_mixture)
     if res["step"] and (Path(a.out) / "final").is_dir():
@@ -169,12 +190,12 @@ def cmd_hybrid_search(a) -> None:
     if a.retrain_steps < 0:
         raise CLIError(f"--retrain-steps must be >= 0, got {a.retrain_steps}")
     _no_compression(a.task, "hybrid search")
-    hybrid = load_model(a.model)
+    hybrid = load_model(a.model, hybrid_for="hybrid search")
     eval_fn, settings = None, {}
     if a.task:
         if a.data or a.text_file:
             raise CLIError("give either --task (a MAD task) or text data (--data / --text-file), not both")
-        settings = {**parse_settings(a.set), "preset": a.preset}
+        settings = mad_settings(a)
         data, arch_data, test = _mad_splits(a, settings)
         eval_fn, collate = _mad_eval_fn(test, a.batch_size), None
         source = {"task": a.task, "settings": settings}
@@ -247,18 +268,11 @@ def cmd_hybrid_prune(a) -> None:
     if a.retrain_steps and not a.task:
         raise CLIError("--retrain-steps retrains on a MAD task: give --task too")
     _no_compression(a.task, "hybrid prune")
-    from mad_models.hybrid import ManticoreForCausalLM
-
-    hybrid = load_model(a.model)
-    if not isinstance(hybrid, ManticoreForCausalLM):
-        raise CLIError(
-            f"--model {a.model} is a {type(hybrid).__name__}, not a Manticore hybrid; only hybrids can be "
-            "pruned (build one with 'mad-models hybrid build')"
-        )
+    hybrid = load_model(a.model, hybrid_for="hybrid prune")
     report: dict = {"source_model": a.model}
     eval_fn = None
     if a.task:
-        settings = {**parse_settings(a.set), "preset": a.preset}
+        settings = mad_settings(a)
         data, _, test = _mad_splits(a, settings)
         eval_fn = _mad_eval_fn(test, a.batch_size)
         report.update(task=a.task, settings=settings, accuracy_before_prune=eval_fn(hybrid))
@@ -292,10 +306,7 @@ def cmd_hybrid_prune(a) -> None:
 
 def add_commands(groups) -> None:
     """Add the ``hybrid`` group (``build``, ``pretrain-projectors``, ``search``, ``prune``) to ``groups``."""
-    from mad_models.mad import TASKS
-
-    hyb = groups.add_parser("hybrid", help="Manticore hybrids: build, pretrain projectors, search, prune")
-    hyb = hyb.add_subparsers(dest="cmd", required=True)
+    hyb = add_group(groups, "hybrid", "Manticore hybrids: build, pretrain projectors, search, prune")
     p = add_command(
         hyb, "build", "stitch pretrained components into a hybrid", EXAMPLES["hybrid build"], cmd_hybrid_build
     )
@@ -325,7 +336,7 @@ def add_commands(groups) -> None:
         cmd_hybrid_search,
     )
     p.add_argument("--model", required=True, help="a saved hybrid")
-    p.add_argument("--task", choices=TASKS, help="search on a MAD task ...")
+    p.add_argument("--task", choices=TASK_NAMES, help="search on a MAD task ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="MAD task setting")
     p.add_argument("--num-train", type=positive_int)
     p.add_argument("--num-test", type=positive_int, help="valid (arch steps) and test sequences")
@@ -346,7 +357,7 @@ def add_commands(groups) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--threshold", type=float, help="drop a component from a block below this weight")
     p.add_argument("--argmax", action="store_true", help="keep only the top component per block")
-    p.add_argument("--task", choices=TASKS, help="report MAD test accuracy before / after the prune")
+    p.add_argument("--task", choices=TASK_NAMES, help="report MAD test accuracy before / after the prune")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="MAD task setting")
     p.add_argument("--num-train", type=positive_int)
     p.add_argument("--num-test", type=positive_int)

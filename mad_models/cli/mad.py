@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mad_models.cli.common import (
+    ARCH_NAMES,
+    TASK_NAMES,
     CLIError,
     add_command,
+    add_group,
     add_preset,
     add_train_args,
     load_model,
-    parse_settings,
+    mad_settings,
     positive_int,
     print_json,
     train_args,
@@ -34,7 +37,7 @@ def cmd_mad_train(a) -> None:
     from mad_models.mad import vocab_size
     from mad_models.training import build_model, count_parameters, train_mad
 
-    settings = {**parse_settings(a.set), "preset": a.preset}
+    settings = mad_settings(a)
     if a.model:
         model = load_model(a.model)
     else:
@@ -80,7 +83,7 @@ def cmd_mad_eval(a) -> None:
                 "task; train the model on it with 'mad train --task compression'"
             )
         model = CompressionAutoEncoder.from_pretrained(a.model, model)
-    settings = {**parse_settings(a.set), "preset": a.preset}
+    settings = mad_settings(a)
     acc = evaluate_metrics(
         model,
         a.task,
@@ -103,12 +106,7 @@ def _saved(final: Path, res: dict) -> dict:
 
 def add_commands(groups) -> None:
     """Add the ``mad`` group (``train``, ``eval``) to the ``mad-models`` subcommands ``groups``."""
-    from mad_models.mad import TASKS
-    from mad_models.training.models import ARCHS
-
-    mad = groups.add_parser("mad", help="MAD synthetic tasks: train and evaluate").add_subparsers(
-        dest="cmd", required=True
-    )
+    mad = add_group(groups, "mad", "MAD synthetic tasks: train and evaluate")
     p = add_command(
         mad,
         "train",
@@ -116,8 +114,8 @@ def add_commands(groups) -> None:
         EXAMPLES["mad train"],
         cmd_mad_train,
     )
-    p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--arch", choices=ARCHS, default="gpt_neox", help="architecture built from scratch")
+    p.add_argument("--task", required=True, choices=TASK_NAMES)
+    p.add_argument("--arch", choices=ARCH_NAMES, default="gpt_neox", help="architecture built from scratch")
     p.add_argument("--model", help="train this saved model instead of building one")
     p.add_argument("--width", type=positive_int, default=128)
     p.add_argument("--layers", type=positive_int, default=2)
@@ -136,7 +134,7 @@ def add_commands(groups) -> None:
         cmd_mad_eval,
     )
     p.add_argument("--model", required=True)
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=TASK_NAMES)
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--seed", type=int, default=None, help="data seed (default: 12345 for test)")
     p.add_argument("--num-examples", type=positive_int)

@@ -10,11 +10,11 @@ from pathlib import Path
 from mad_models.cli.common import (
     CLIError,
     add_command,
+    add_group,
     add_train_args,
     check_token_ids,
     float_list,
     int_list,
-    load_model,
     load_tokenizer,
     parameter_budget,
     positive_int,
@@ -167,83 +167,20 @@ def cmd_more_search(a) -> None:
     print(md)
 
 
-def _smollm2_tokenizer():
-    """SmolLM2's tokenizer alone (HF cache, else the GGUF's), for an adapter whose base was loaded by pull."""
-    import os
-
-    from transformers import AutoTokenizer
-
-    from mad_models import loading
-
-    try:
-        return AutoTokenizer.from_pretrained(loading.SMOLLM2_HUB_ID, local_files_only=True)
-    except OSError:
-        gguf = loading.smollm2_gguf_path()
-        if gguf is None:
-            raise CLIError(f"SmolLM2 is not installed: {loading.SMOLLM2_INSTALL}") from None
-        folder, name = os.path.split(gguf)
-        return AutoTokenizer.from_pretrained(folder, gguf_file=name)
-
-
-def _load_adapter(folder: Path, base):
-    """A PEFT adapter dir on ``base``, its config and tensors checked against each other first."""
-    from peft import PeftModel
-
-    from mad_models.validation import check_adapter_folder
-
-    check_adapter_folder(folder)
-    return PeftModel.from_pretrained(base, str(folder)).eval()
-
-
 def _eval_model(a):
-    """(model, tokenizer) for ``more eval``: smollm2, a saved model dir, or an adapter (dir or Hub id)."""
-    import os
+    """(model, tokenizer) for ``more eval``: :func:`mad_models.loading.load_pretrained` ('smollm2', a saved
+    model folder, or an adapter folder or Hub id, on its base by the rules of :mod:`mad_models.adapter_base`
+    that ``pull`` and the app apply too); ``--tokenizer`` wins over the model's own."""
+    from mad_models.loading import load_pretrained
 
-    from mad_models import loading
-    from mad_models.loading import load_base
-
-    if a.model.lower() == "smollm2":
-        return load_base("smollm2")
-    local, from_hub = Path(a.model), not Path(a.model).exists()
-    if from_hub:  # a Hub id: its configs and safetensors only (never pickles, never code)
-        from huggingface_hub import snapshot_download
-
-        local = Path(
-            snapshot_download(a.model, revision=a.revision, allow_patterns=["*.json", "*.safetensors"])
-        )
-    if not (local / "adapter_config.json").is_file():
-        model = load_model(str(local))  # a full causal LM saved by save_pretrained
-        return model, load_tokenizer(a.tokenizer, str(local))
-    from mad_models.validation import check_adapter_folder
-
-    base_name = a.base_model or check_adapter_folder(local).get("base_model_name_or_path")
-    if not base_name:
-        raise CLIError(f"{a.model} records no base model: pass --base-model")
-    if from_hub and not a.base_model and os.path.isabs(base_name):
-        raise CLIError(
-            f"{a.model} names a local path as its base; pass --base-model ('smollm2', a dir or a Hub id)"
-        )
-    base, tok = (None, None)
-    gguf = loading.smollm2_gguf_path()
-    smollm2_names = {"smollm2", loading.SMOLLM2_HUB_ID.lower()} | (
-        {os.path.dirname(gguf).lower()} if gguf else set()
-    )
-    if base_name and base_name.lower() in smollm2_names:  # incl. an adapter trained on the GGUF copy
-        base, tok = load_base("smollm2")
-    elif base_name and Path(base_name).is_dir():
-        base, tok = load_base(base_name)
-    model = _load_adapter(local, base if base is not None else load_base(base_name)[0])  # checked first
-    if tok is None:
-        recorded = next(iter(model.peft_config.values())).base_model_name_or_path
-        tok = (
-            _smollm2_tokenizer()
-            if recorded == loading.SMOLLM2_HUB_ID
-            else load_tokenizer(a.tokenizer, base_name or recorded)
-        )
+    model, tok = load_pretrained(a.model, revision=a.revision, base_model=a.base_model)
     if a.tokenizer:
         tok = load_tokenizer(a.tokenizer, None)
     if tok is None:
-        raise CLIError("no tokenizer found for this model: pass --tokenizer DIR")
+        raise CLIError(
+            f"--model {a.model} has no tokenizer, so it cannot read the prompts (a MAD model works on token "
+            "ids): pass --tokenizer DIR, or score it on a MAD task with 'mad-models mad eval'"
+        )
     return model, tok
 
 
@@ -273,8 +210,7 @@ def cmd_more_eval(a) -> None:
 
 def add_commands(groups) -> None:
     """Add the ``more`` group (``train``, ``search``, ``eval``) to the ``mad-models`` subcommands."""
-    more = groups.add_parser("more", help="MoRe adapters: fine-tune and search configurations")
-    more = more.add_subparsers(dest="cmd", required=True)
+    more = add_group(groups, "more", "MoRe adapters: fine-tune, search configurations, evaluate")
     p = add_command(
         more, "train", "fine-tune a MoRe (or LoRA) adapter", EXAMPLES["more train"], cmd_more_train
     )
