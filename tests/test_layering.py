@@ -149,6 +149,21 @@ def test_no_module_imports_a_private_name_from_another_package():
     assert offenders == []
 
 
+def test_no_module_imports_a_private_name_of_peft_or_transformers():
+    """Their private helpers change without notice (PEFT's ``_get_in_out_features`` was one we used):
+    the products use their public API only."""
+    offenders = []
+    for path in product_files():
+        for module, name in imports_of(path):
+            if module.split(".")[0] not in ("peft", "transformers"):
+                continue
+            parts = [*module.split("."), *([name] if name else [])]
+            private = [p for p in parts if p.startswith("_") and not p.startswith("__")]
+            if private:
+                offenders.append(f"{path.relative_to(ROOT)}: from {module} import {name} ({private})")
+    assert offenders == []
+
+
 def library_import_graph() -> dict[str, set[str]]:
     """mad_models module -> the mad_models modules it imports (at module level or lazily).
 

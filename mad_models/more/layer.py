@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer, _get_in_out_features, check_adapters_to_merge
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from peft.utils import quantization_extra_repr, resolve_quantization_backend
 from peft.utils.other import transpose
 from torch import nn
@@ -24,6 +24,16 @@ def is_supported_base_layer(layer: nn.Module) -> bool:
         return True
     backend = resolve_quantization_backend(layer)
     return backend is not None and backend.layer_type == "linear"
+
+
+def in_out_features(layer: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of a supported base layer: GPT-2's Conv1D stores its weight as
+    (in, out); nn.Linear and the quantized linears keep ``in_features`` / ``out_features`` (a 4-bit weight is
+    packed, so its shape says nothing)."""
+    if isinstance(layer, Conv1D):
+        in_f, out_f = getattr(layer.weight, "ds_shape", layer.weight.shape)  # ZeRO-3 keeps ds_shape
+        return int(in_f), int(out_f)
+    return int(layer.in_features), int(layer.out_features)
 
 
 class MoReLayer(BaseTunerLayer):
@@ -61,7 +71,7 @@ class MoReLayer(BaseTunerLayer):
         self.merged_adapters = []
         # GPT-2's Conv1D stores its weight as (in, out): merged deltas must be transposed
         self.fan_in_fan_out = isinstance(base, Conv1D)
-        self.in_features, self.out_features = _get_in_out_features(base)
+        self.in_features, self.out_features = in_out_features(base)
         self.kwargs = kwargs
         # adapter -> (factors' identity and versions, folded pair): kept only while no gradient is taken
         self._folded_cache: dict[str, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}

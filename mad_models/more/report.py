@@ -8,7 +8,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer, _get_in_out_features
+from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
@@ -17,7 +17,7 @@ from transformers.pytorch_utils import Conv1D
 from mad_models.monarch import monarch_param_count
 from mad_models.peft_saving import embedding_targeted
 
-from .layer import MoReLayer
+from .layer import MoReLayer, in_out_features
 
 
 @dataclass
@@ -150,7 +150,7 @@ def adapter_report(peft_model: nn.Module, adapter_name: str | None = None) -> Ad
                 continue
             in_f, out_f = None, None
             if isinstance(module.original_module, (nn.Linear, Conv1D)):
-                in_f, out_f = _get_in_out_features(module.original_module)
+                in_f, out_f = in_out_features(module.original_module)
             modules.append(
                 dict(
                     name=name,
