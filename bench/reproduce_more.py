@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import math
 import shutil
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.threads < 1:
         ap.error("--threads must be >= 1")
+    if importlib.util.find_spec("matplotlib") is None:  # every run ends in the plot: say so before training
+        ap.error("the plot needs matplotlib (the [bench] extra): pip install -e '.[bench]'")
     torch.set_num_threads(a.threads)
     mode = "quick" if a.quick else "full"
     s = SETTINGS[mode]

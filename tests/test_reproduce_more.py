@@ -82,3 +82,16 @@ def test_the_report_keeps_the_records_it_was_written_from_and_they_resume(tmp_pa
     assert (out / "more-quick.md").read_text() == first
     with pytest.raises(SystemExit, match="other settings"):
         rm.Run(kept, {**s, "steps": 31}, 1)
+
+
+def test_a_missing_matplotlib_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """The plot ends every run: without the [bench] extra it says so at once, not after hours of training."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit) as exit_:
+        rm.main(["--quick", "--report-only", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and "needs matplotlib (the [bench] extra)" in err[-1]
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
