@@ -1,5 +1,6 @@
 """bench/reproduce_more.py's own logic: splits, the settings guard, the LoRA curve and the verdict."""
 
+import importlib.util
 import json
 from pathlib import Path
 
