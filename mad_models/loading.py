@@ -306,8 +306,6 @@ def save_pretrained(model: Any, out: str | os.PathLike) -> None:
 
 # ---------------------------------------------------------------- any model or adapter, folder or Hub id
 
-# what is fetched of a Hub repo: configs, safetensors weights and a tokenizer's files (never pickles or code)
-HUB_FILES = ["*.json", "*.safetensors", "merges.txt", "vocab.txt", "tokenizer.model", "*.jinja"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt")
 
 
@@ -348,8 +346,16 @@ def _checkpoint_folder(name: str | os.PathLike, revision: str | None) -> tuple[P
         raise FileNotFoundError(f"{where}: {what} (nor a Hub repo id such as 'namespace/name')")
     from huggingface_hub import snapshot_download
 
+    from mad_models.validation import CheckpointError, check_revision
+
+    if revision is not None:
+        try:
+            check_revision(revision)  # git's ref rules: no ../ into the cache
+        except CheckpointError as err:
+            raise CheckpointError(f"{where}: {err}") from None
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, as hub_tools does: a process may repoint it
-    folder = snapshot_download(where, revision=revision, allow_patterns=HUB_FILES, endpoint=endpoint)
+    patterns = list(CHECKPOINT_PATTERNS)  # configs, safetensors, tokenizer files: never pickles or code
+    folder = snapshot_download(where, revision=revision, allow_patterns=patterns, endpoint=endpoint)
     return Path(folder), where, True
 
 
