@@ -57,6 +57,9 @@ def test_attention_has_heads_of_8_dims_with_rotary_on_every_dim():
     from mad_models.training import build_model
 
     assert rotary_dims(build_model("gpt_neox", 16, width=64)) == (8, 8)
+    # Mamba: MAD-lab's d_state 4 in the bench; build_model's default stays 16 (ListOps, the bundled assets)
+    assert m.component("mamba", "in_context_recall", 0).config.state_size == 4
+    assert build_model("mamba", 16, width=32, layers=1).config.state_size == 16
 
 
 def test_memorization_is_mads_setting_and_its_rows_see_256_sequences():
