@@ -51,8 +51,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from run_records import RunRecords  # noqa: E402
 
 import mad_models  # noqa: E402,F401
 from mad_models.hybrid.designs import hand_designs, pattern  # noqa: E402
@@ -325,52 +327,6 @@ class Job:
         return f"{self.row}|{self.task}|{self.seed}|{self.lr:g}|{self.arch_lr if self.arch_lr else '-'}"
 
 
-class Records:
-    """results.jsonl + settings.json in one directory (the repository keeps it), shared by processes."""
-
-    def __init__(self, path: Path, s: Setting, guard: dict, read_only: bool = False):
-        self.path = path
-        self.file = path / "results.jsonl"
-        settings = path / "settings.json"
-        now = json.loads(json.dumps(guard))
-        if settings.exists():
-            before = json.loads(settings.read_text())
-            if before != now:
-                changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-                raise SystemExit(
-                    f"{path} holds runs of other settings ({', '.join(changed)} differ): they would be "
-                    "mixed. Use another --records directory, or move this one away to start over"
-                )
-        elif read_only:
-            raise SystemExit(f"{path} has no settings.json: no runs of this setting were recorded there")
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            tmp = path / ".settings.json.tmp"
-            tmp.write_text(json.dumps(now, indent=1))
-            tmp.replace(settings)
-
-    def all(self) -> dict[str, dict]:
-        if not self.file.exists():
-            return {}
-        out = {}
-        for line in self.file.read_text().splitlines():
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a crash mid-write: that run is redone
-                    continue
-                out[r["key"]] = r
-        return out
-
-    def add(self, record: dict) -> None:
-        line = (json.dumps(record) + "\n").encode()
-        fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)  # one write of a whole line: processes sharing the file do not interleave
-        finally:
-            os.close(fd)
-
-
 def guard_of(s: Setting, models: Models) -> dict:
     """What the records depend on: the setting, the data (test splits' digests) and the model configs."""
     task = next(iter(s.tasks))
@@ -393,7 +349,7 @@ def guard_of(s: Setting, models: Models) -> dict:
 
 
 class Bench:
-    def __init__(self, s: Setting, records: Records, work: Path, progress: bool = False, models=None):
+    def __init__(self, s: Setting, records: RunRecords, work: Path, progress: bool = False, models=None):
         self.s, self.records, self.work, self.progress = s, records, work, progress
         self.m = models or Models(s)
         self.done = records.all()
@@ -1189,7 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     js = out.with_suffix(".json")
     note = Path(a.note).read_text() if a.note and Path(a.note).is_file() else a.note
     models = Models(s)
-    records = Records(records_dir, s, guard_of(s, models), read_only=a.report_only)
+    records = RunRecords(records_dir, guard_of(s, models), read_only=a.report_only)
     bench = Bench(s, records, work, a.progress, models)
     command = (
         "PYTHONPATH=$PWD python bench/reproduce_mad.py" + (" --quick" if a.quick else "") + " --workers 2"

@@ -86,17 +86,17 @@ def test_hand_designs_are_one_hot_pruned_hybrids_costing_what_they_keep():
 
 def _bench(tmp_path, s=TINY):
     models = rm.Models(s)
-    records = rm.Records(tmp_path / "records", s, rm.guard_of(s, models))
+    records = rm.RunRecords(tmp_path / "records", rm.guard_of(s, models))
     return rm.Bench(s, records, tmp_path / "work", models=models)
 
 
 def test_records_refuse_other_settings_the_arch_lr_grid_included(tmp_path):
     models = rm.Models(TINY)
-    rm.Records(tmp_path, TINY, rm.guard_of(TINY, models))
-    rm.Records(tmp_path, TINY, rm.guard_of(TINY, models))  # the same settings: accepted
+    rm.RunRecords(tmp_path, rm.guard_of(TINY, models))
+    rm.RunRecords(tmp_path, rm.guard_of(TINY, models))  # the same settings: accepted
     other = dataclasses.replace(TINY, arch_lr_grid=(0.003,))
     with pytest.raises(SystemExit, match="other settings.*setting"):
-        rm.Records(tmp_path, other, rm.guard_of(other, rm.Models(other)))
+        rm.RunRecords(tmp_path, rm.guard_of(other, rm.Models(other)))
     # and a run's own key holds its arch lr: two arch lrs are two records
     a = rm.Job("hybrid-searched", "in_context_recall", 0, 1e-3, 0.01)
     b = rm.Job("hybrid-searched", "in_context_recall", 0, 1e-3, 0.05)
