@@ -1090,7 +1090,9 @@ def estimate(s: Setting, rows=ROWS, tasks=None, speed: dict | None = None) -> tu
             else ("hand" if row in (*HAND, "hybrid-searched-pruned") else "hybrid")
         )
         for t in tasks:
-            n = (len(s.arch_lr_grid) if row == "hybrid-searched" else len(s.lr_grid)) + len(s.seeds) - 1
+            # the grid runs once, on lr_task and the first seed; every other cell is one run per seed
+            grid = len(s.arch_lr_grid) if row == "hybrid-searched" else len(s.lr_grid)
+            n = grid + len(s.seeds) - 1 if t == s.lr_task else len(s.seeds)
             factor = 1.0 + (1 - s.arch_warmup) if row == "hybrid-searched" else 1.0
             runs += n
             seconds += n * s.steps[t] * speed[kind][t] * factor

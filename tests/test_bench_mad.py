@@ -130,6 +130,9 @@ def test_tiny_bench_end_to_end_transfer_frozen_resume_and_report(tmp_path, one_t
             assert all(sorted(b) == [0.0, 1.0] for b in r["mixture"])
         assert r["params"] > 0 and r["flops_per_token"] > 0
     n = len(done)
+    # the time estimate counts exactly the runs the loop made
+    ones = {k: dict.fromkeys(TASKS, 1.0) for k in ("hybrid", "hand")}
+    assert rm.estimate(TINY, ROWS, speed=ones)[0] == n
     # resumption: nothing left to do, nothing re-run
     again = _bench(tmp_path)
     again.loop(ROWS, list(TASKS), poll=0.01)
