@@ -1133,12 +1133,14 @@ def main(argv: list[str] | None = None) -> int:
     if any(r not in ROWS for r in rows):
         ap.error(f"--rows must be a subset of {','.join(ROWS)}")
     if a.dry_run:
+        if not SPEED_FILE.is_file():
+            ap.error(f"no {SPEED_FILE.name}: measure it first with bench/mad_calibrate.py --speed")
         runs, sec = estimate(s, rows, tasks)
         print(
             f"[mad] {s.name}: {len(rows)} rows x {len(tasks)} tasks = {runs} runs; "
             f"about {sec / 3600:.1f} CPU-hours "
             f"on quiet cores: {sec / 3600 / max(1, a.workers):.1f} h with --workers {max(1, a.workers)} "
-            f"(CPU s/step from {SPEED_FILE.relative_to(ROOT.parent)})"
+            f"(CPU s/step from {SPEED_FILE.name})"
         )
         return 0
     records_dir = Path(a.records) if a.records else ROOT / "results" / f"mad-{s.name}-runs"

@@ -170,10 +170,18 @@ def test_calibration_run_specs_and_overrides():
         mad_calibrate.with_overrides(rm.FULL, ["tasks=1"])
 
 
-def test_budgets_from_measured_cpu_seconds_per_step(capsys):
+def test_dry_run_estimates_from_measured_cpu_seconds_per_step(tmp_path, monkeypatch, capsys):
+    speed = {k: dict.fromkeys(rm.FULL.tasks, 0.5) for k in mad_calibrate.SPEED_KINDS}
+    monkeypatch.setattr(rm, "SPEED_FILE", tmp_path / "mad-speed.json")
+    with pytest.raises(SystemExit):
+        rm.main(["--dry-run"])
+    assert "measure it first with bench/mad_calibrate.py --speed" in capsys.readouterr().err
+    rm.SPEED_FILE.write_text(json.dumps({"cpu_s_per_step": speed}))
     runs, seconds = rm.estimate(rm.FULL)
-    assert seconds / 2 <= 3 * 3600  # the full setting: under 3 hours of the 2 cores
     quick_runs, quick_seconds = rm.estimate(rm.QUICK)
-    assert quick_seconds / 2 <= 30 * 60 and quick_runs == runs
-    assert rm.main(["--dry-run"]) == 0
-    assert f"= {runs} runs" in capsys.readouterr().out
+    assert quick_runs == runs and quick_seconds < seconds / 4  # the quick setting: a fifth of the steps
+    # every task's steps count, the search's arch steps twice
+    one_task = rm.estimate(rm.FULL, rows=("attention",), tasks=["fuzzy_recall"])
+    assert one_task == (2, 2 * rm.FULL.steps["fuzzy_recall"] * 0.5)
+    assert rm.main(["--dry-run", "--workers", "2"]) == 0
+    assert f"= {runs} runs; about {seconds / 3600:.1f} CPU-hours" in capsys.readouterr().out
