@@ -84,6 +84,7 @@ def calibrate(s: Setting, run: dict, every: int, work: Path) -> dict:
     from mad_models.mad import chance_accuracy, heuristic_accuracy
     from mad_models.mad.compression import for_task
     from mad_models.training import TrainArgs, read_log
+    from mad_models.training.checkpoint import latest_checkpoint
     from mad_models.training.loop import Trainer, adamw, cosine_scheduler, default_step
 
     task = run["task"]
@@ -97,11 +98,13 @@ def calibrate(s: Setting, run: dict, every: int, work: Path) -> dict:
     train, valid = m.data(task, "train", 0), m.data(task, "valid", 0)
     lm = m.component(run["kind"], task, 0)
     model = for_task(lm, task, m.vocab(task), m.seq_len(task))
-    out = work / f"run-{key}"
+    out = work / f"run-{key}"  # a checkpoint every `every` steps: a stopped run resumes where it was
+    ckpt = latest_checkpoint(out / "checkpoints")
+    start = json.loads((ckpt / "state.json").read_text())["step"] if ckpt else 0
     args = TrainArgs(
         str(out), max_steps=run["steps"], batch_size=m.batch(task), lr=run["lr"], seed=0,
-        warmup_steps=s.lr_warmup, log_every=every, eval_every=every, save_every=10**9,
-        save_final=False, resume=False, progress=False,
+        warmup_steps=s.lr_warmup, log_every=every, eval_every=every, save_every=every,
+        save_final=False, resume=True, progress=False,
     )  # fmt: skip
     opt = adamw(model.parameters(), run["lr"], 0.0)
     cpu0 = time.thread_time()
@@ -119,13 +122,13 @@ def calibrate(s: Setting, run: dict, every: int, work: Path) -> dict:
         "batch_size": m.batch(task), "width": s.width, "layers": s.blocks, "lr_warmup": s.lr_warmup,
         "num_train": s.num_train[task], "settings": s.tasks[task],
         "checkpoints": {r["step"]: round(r["eval_accuracy"], 4) for r in log if "eval_accuracy" in r},
-        "cpu_s_per_step": round(cpu / run["steps"], 4),
+        "cpu_s_per_step": round(cpu / max(1, run["steps"] - start), 4),  # of this process's steps
         "heuristic_valid": round(heuristic, 4),
         "chance": round(chance_accuracy(task, **s.tasks[task]), 4),
         "params": lm_cost(lm, m.seq_len(task))[0],
     }  # fmt: skip
     path.write_text(json.dumps(res))
-    return res
+    return json.loads(path.read_text())  # as a cached run reads it (step keys are strings)
 
 
 def speed(s: Setting, tasks: list[str], steps: int = 8) -> dict[str, dict[str, float]]:

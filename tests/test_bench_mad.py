@@ -158,6 +158,17 @@ def test_tiny_bench_end_to_end_transfer_frozen_resume_and_report(tmp_path, one_t
     assert "No MAD benchmark report" in bench_table_md(tmp_path / "absent.json")
 
 
+def test_calibration_run_records_curve_and_is_cached(tmp_path, one_thread):
+    run = mad_calibrate.parse_run("attention:in_context_recall:4:3e-3")
+    r = mad_calibrate.calibrate(TINY, run, every=2, work=tmp_path)
+    assert sorted(r["checkpoints"]) == ["2", "4"]
+    assert all(0.0 <= v <= 1.0 for v in r["checkpoints"].values()) and r["cpu_s_per_step"] > 0
+    assert r["batch_size"] == TINY.batch_tokens // 16 and r["chance"] == pytest.approx(1 / 8)
+    assert not list(tmp_path.glob("run-*"))  # the finished run's checkpoints are gone, its record kept
+    assert mad_calibrate.calibrate(TINY, run, every=2, work=tmp_path) == r  # cached: nothing re-trained
+    assert "attention" in mad_calibrate.table([r]) and "| 4 |" in mad_calibrate.table([r])
+
+
 def test_calibration_run_specs_and_overrides():
     with pytest.raises(ValueError, match="kind must be"):
         mad_calibrate.parse_run("gpt:in_context_recall:10:1e-3")
