@@ -37,7 +37,8 @@ from bench.reproduce_mad import FULL, QUICK, ROOT, SPEED_FILE, Models, Setting, 
 
 KINDS = ("attention", "mamba")
 HISTORY = (
-    "Before commit caccffa the attention rows were GPT-NeoX with 4 heads of 16 dims and rotary on 4 of them "
+    "Before build_model took MAD-lab's shapes, the attention rows were GPT-NeoX with 4 heads of 16 dims and "
+    "rotary on 4 of them "
     "(`rotary_pct` 0.25: frequencies 1 and 0.01 only): at sequences of 32, 3,000 steps of batch 32 left "
     "in-context recall at the heuristic (0.365 and 0.376 at lr 1e-3 and 3e-3 against 0.368), while Mamba "
     "reached 0.964 in 600 steps. Those runs are in this file's git history (commit 4b5d110)."
