@@ -50,13 +50,12 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
 
 import torch  # noqa: E402
-from run_records import RunRecords  # noqa: E402
 
 import mad_models  # noqa: E402,F401
+from bench.run_records import RunRecords  # noqa: E402
 from mad_models.hybrid.designs import hand_designs, pattern  # noqa: E402
 from mad_models.mad import (  # noqa: E402
     IGNORE,
