@@ -10,6 +10,8 @@ Example:
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
@@ -20,6 +22,16 @@ if TYPE_CHECKING:
 
 IGNORE = -100
 MAX_MAD_EXAMPLES = 512  # sequences per request
+# the MAD benchmark's report (bench/reproduce_mad.py writes it beside bench/results/mad.md)
+BENCH_JSON = Path(__file__).resolve().parents[2] / "bench" / "results" / "mad.json"
+SHORT_TASKS = {
+    "in_context_recall": "recall",
+    "fuzzy_recall": "fuzzy",
+    "noisy_recall": "noisy",
+    "selective_copying": "copying",
+    "compression": "compression",
+    "memorization": "memorization",
+}
 PRESET_SEED = 12345 + 999  # the MAD test seed plus a fixed offset: presets never come from training data
 
 TASK_DESCRIPTIONS = {
@@ -274,4 +286,57 @@ def mad_example_html(example: dict[str, Any]) -> str:
         f"<p><b>{html.escape(example['model'])}</b> on sequence 0: {right}/{scored} scored positions right "
         "(✓ prediction right, ✗ prediction→target wrong; grey = input tokens).</p>"
         f"<div style='font-family:monospace;line-height:1.9;word-wrap:break-word'>{' '.join(spans)}</div>"
+    )
+
+
+def bench_table_md(path: Path = BENCH_JSON) -> str:
+    """The MAD benchmark's rows as Markdown: test accuracy per task (mean over seeds), the mean over tasks,
+    parameters and FLOPs per token, and the settings and command that made them (``bench/results/mad.json``).
+
+    Example:
+        >>> print(bench_table_md())  # doctest: +SKIP
+    """
+    if not path.is_file():
+        return f"No MAD benchmark report ({path.name}) in this copy of the app: run `bench/reproduce_mad.py`."
+    d = json.loads(path.read_text())
+    s, tasks = d["setting"], list(d["setting"]["tasks"])
+    first = tasks[0]
+
+    def mean(vals):
+        return "-" if not vals else f"{sum(vals) / len(vals):.3f}"
+
+    head = ["model", *(SHORT_TASKS.get(t, t) + ("*" if t not in d["mean_over"] else "") for t in tasks)]
+    lines = [
+        "| " + " | ".join([*head, "mean", "params", "FLOPs/token"]) + " |",
+        "|---|" + "---:|" * (len(tasks) + 3),
+    ]
+    for name in ("chance", "heuristic"):
+        vals = [d["baselines"][t][name] for t in tasks]
+        avg = mean([d["baselines"][t][name] for t in d["mean_over"]])
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {avg} | 0 | 0 |")
+    for row in d["rows"].values():
+        cells = [mean(row["tasks"].get(t, {}).get("test")) for t in tasks]
+        c = row["tasks"].get(first)
+        cost = f"{c['params']:,} | {c['flops_per_token'] / 1e3:,.0f}k" if c else "- | -"
+        lines.append(
+            f"| {row['label']} | " + " | ".join(cells) + f" | {mean(row['mean_over_tasks'])} | {cost} |"
+        )
+    steps = ", ".join(f"{SHORT_TASKS.get(t, t)} {s['steps'][t]}" for t in tasks)
+    settings = (
+        f"Setting `{s['name']}`: width {s['width']}, {s['blocks']} blocks (1 layer per component per block), "
+        f"{s['batch_tokens']} tokens per batch, steps {steps}; seeds {s['seeds']}; lr from {s['lr_grid']}, "
+        f"the search's arch lr from {s['arch_lr_grid']} (both chosen on the validation split); "
+        f"task settings `{json.dumps(s['tasks'])}`. "
+        f"Params and FLOPs/token at {SHORT_TASKS.get(first, first)}."
+    )
+    left = [f"{SHORT_TASKS.get(t, t)}*: {why}" for t, why in s.get("mean_leaves_out", {}).items()]
+    return "\n\n".join(
+        [
+            f"Test accuracy, mean over seeds, from `{d.get('command', 'bench/reproduce_mad.py')}` "
+            f"({d['runs']} runs recorded).",
+            "\n".join(lines),
+            settings,
+            *(["Not in the mean: " + "; ".join(left)] if left else []),
+            d.get("paragraph", ""),
+        ]
     )

@@ -9,7 +9,7 @@ from app_backend import formatting as fmt
 from app_backend.model_info import cards_md
 from app_backend.registry import AppInputError
 from app_backend.render import styled
-from app_backend.tabs.mad import mad_example_html, preset, side_by_side_html, task_description
+from app_backend.tabs.mad import bench_table_md, mad_example_html, preset, side_by_side_html, task_description
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 
 ACC_COLUMNS = ["model", "accuracy", "correct", "scored", "seq_len"]
@@ -77,6 +77,10 @@ def build(ctx: TabContext) -> None:
             side = gr.HTML(elem_id="mad-side-by-side")
         with gr.Accordion("What each model is", open=False):
             cards_view = gr.Markdown(cards(mad_list[:4]), elem_id="mad-cards")
+        with gr.Accordion(
+            "The MAD benchmark: every row, trained from scratch (bench/results/mad.json)", open=False
+        ):
+            gr.Markdown(bench_table_md(), elem_id="mad-bench")
 
         task.change(about, task, [describe, prompt], api_visibility="private")
         mad_pick.change(cards, mad_pick, cards_view, api_visibility="private")

@@ -119,7 +119,7 @@ def add_commands(groups) -> None:
     p.add_argument("--model", help="train this saved model instead of building one")
     p.add_argument("--width", type=positive_int, default=128)
     p.add_argument("--layers", type=positive_int, default=2)
-    p.add_argument("--heads", type=positive_int, default=4)
+    p.add_argument("--heads", type=positive_int, default=None, help="default: heads of 8 dims")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="task setting, e.g. seq_len=256")
     p.add_argument("--num-train", type=positive_int, help="training sequences (default: the task's)")
     p.add_argument("--num-test", type=positive_int, help="test sequences (default 1280)")

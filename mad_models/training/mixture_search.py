@@ -12,6 +12,8 @@ alternate over successive batches; a weight step is one forward/backward on a tr
 step of the weight optimiser, an architecture step is one forward/backward on a batch of the
 held-out ``arch_data`` and a step of the arch optimiser. One job step does one of each.
 ``mode="simultaneous"``: one forward/backward on the training batch, both optimisers step.
+``arch_warmup_steps``: the first steps train the weights only (no architecture step), so the mixture
+is not chosen by components that have not started to learn yet.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def search_mixtures(
     *,
     arch_data: Dataset | None = None,
     arch_lr: float = 0.01,
+    arch_warmup_steps: int = 0,
     mode: str = "alternating",
     method: str = "darts",
     tau: float | None = None,
@@ -93,6 +96,8 @@ def search_mixtures(
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
     if arch_lr <= 0:
         raise ValueError(f"arch_lr must be > 0, got {arch_lr}")
+    if isinstance(arch_warmup_steps, bool) or not isinstance(arch_warmup_steps, int) or arch_warmup_steps < 0:
+        raise ValueError(f"arch_warmup_steps must be an int >= 0, got {arch_warmup_steps!r}")
     if tau is not None and method != "dash":
         raise ValueError(
             f"tau is the Gumbel-softmax temperature of method 'dash'; method {method!r} has none"
@@ -134,7 +139,9 @@ def search_mixtures(
         trainer.backward(loss)
         trainer.clip(weight_params)
         w_opt.step()
-        if mode == "simultaneous":
+        if trainer.step < arch_warmup_steps:  # weight-only warm-up: the mixture stays where it is
+            pass
+        elif mode == "simultaneous":
             a_opt.step()
         else:  # the architecture step: its own forward/backward on a held-out batch
             w_opt.zero_grad(set_to_none=True)
@@ -149,6 +156,7 @@ def search_mixtures(
 
     config = {
         "arch_lr": arch_lr,
+        "arch_warmup_steps": arch_warmup_steps,
         "mode": mode,
         "method": method,
         "tau": tau,
