@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -31,8 +32,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CHUNK_BYTES",
+    "FOLD_LIMITS",
+    "MonarchProduct",
     "MonarchShapes",
     "monarch_factors_to_dense_pair",
+    "monarch_fold_limit",
     "monarch_linear",
     "monarch_multiply",
     "monarch_param_count",
@@ -41,9 +46,10 @@ __all__ = [
 ]
 
 
-# widest folded intermediate (k*k*r) for which monarch_linear folds the permutations into the factors;
-# measured on CPU (bench/more_vs_lora.py): folding wins clearly at 16-32, loses from about 64 on
-FOLD_MAX_WIDTH = 32
+# widest folded intermediate (k*k*r) for which monarch_linear folds the permutations into the factors, per
+# device type (others use the CPU's). CPU: measured by bench/more_vs_lora.py (results/more-speed.md);
+# CUDA: reasoned, not measured here (no GPU), see monarch_fold_limit.
+FOLD_LIMITS: dict[str, int] = {"cpu": 32, "cuda": 128}
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,153 @@ def monarch_to_dense(
     return monarch_multiply(eye, blkdiag1, blkdiag2, out_features).T.contiguous()
 
 
+def monarch_fold_limit(device: torch.device | str) -> int:
+    """Widest folded intermediate ``k*k*r`` for which :func:`monarch_linear` folds on ``device``.
+
+    The folded path is a rank-``k*k*r`` product, ``k`` times the FLOPs of the two block-diagonal
+    products, but it needs no permutation of activations. Where FLOPs are dear next to memory
+    traffic (a CPU core) it pays only while narrow; on a GPU, a thin product is bound by reading
+    its input until its rank reaches the hundreds, while every permutation is a pass over memory
+    and a kernel launch, so it folds wider. See :data:`FOLD_LIMITS`.
+
+    Example:
+        >>> monarch_fold_limit("cpu"), monarch_fold_limit(torch.device("cuda", 1))
+        (32, 128)
+    """
+    return FOLD_LIMITS.get(torch.device(device).type, FOLD_LIMITS["cpu"])
+
+
+def _autocast_off(device_type: str):
+    """A context that turns autocast off on ``device_type`` if it is on (inside the custom product, whose
+    inputs :func:`monarch_linear` has already cast)."""
+    try:
+        on = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know
+        on = False
+    return torch.autocast(device_type, enabled=False) if on else contextlib.nullcontext()
+
+
+# bytes of one token chunk of the output-side temporaries in MonarchProduct: they stay in a core's L2 cache
+CHUNK_BYTES = 1 << 20
+
+
+def _token_chunk(tokens: int, width: int, itemsize: int) -> int:
+    """Tokens per chunk so that a ``(chunk, width)`` temporary holds about :data:`CHUNK_BYTES`."""
+    return max(1, min(tokens, CHUNK_BYTES // max(1, width * itemsize)))
+
+
+def _to_blocks(g: torch.Tensor, k: int, out: torch.Tensor) -> None:
+    """``out[j, t, i] = g[t, i*k + j]`` for ``g (T, s*k)``, ``out (k, T, s)``: the output permutation undone.
+
+    A transpose of ``g`` seen as ``(T*s, k)``. On CPU, ATen's strided copy walks ``g`` with a ``k``-long
+    inner loop; BLAS packs a transposed operand in tiles, so there the copy is a product with the
+    identity, several times faster (exact: every output is one input times 1; a non-finite input also
+    turns the other ``k - 1`` outputs of its row into NaN, which only matters for an unusable gradient).
+    """
+    t, w = g.shape
+    if g.device.type == "cpu":
+        eye = torch.eye(k, dtype=g.dtype, device=g.device)
+        torch.mm(eye, g.view(t * (w // k), k).t(), out=out.view(k, t * (w // k)))
+    else:
+        out.copy_(g.view(t, w // k, k).permute(2, 0, 1))
+
+
+class MonarchProduct(torch.autograd.Function):
+    """``residual + alpha * x @ M.T`` for a 2-D ``x``, as two batched products with a hand-written backward.
+
+    The path :func:`monarch_linear` takes for wide configurations (LoRA's FLOPs at equal parameters).
+    Autograd through :func:`monarch_multiply` costs several activation-sized copies (the output
+    permutation both ways, the input gradient transposed back, each a fresh allocation); here:
+
+    - stage 1 runs per block as ``(k*r, p) @ (p, T)``, reading ``x`` in place and writing the intermediate
+      ``(k, k*r, T)`` with tokens innermost (BLAS's fast layout for these thin products);
+    - the transpose permutation and ``alpha`` touch only that small intermediate, which is the one tensor
+      saved for backward (besides ``x`` and the factors, which autograd holds anyway);
+    - everything ``(T, m)``- or ``(T, n)``-sized runs in token chunks of about :data:`CHUNK_BYTES`
+      through preallocated buffers (``out=``): stage 2 and its permutation fused with the residual add,
+      the gradient's permutation and both stage-2 gradients, the input gradient and its block layout.
+      Activations are read and written once, the temporaries never leave the cache, and the only
+      activation-sized allocations are the output and the input gradient.
+
+    Call it through :func:`monarch_linear`, which flattens leading dims and checks shapes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, blkdiag1, blkdiag2, residual, alpha: float, out_features: int):
+        k, q, p = blkdiag1.shape
+        s, r, m = blkdiag2.shape[1], q // k, out_features
+        t, n = x.shape
+        like = dict(dtype=x.dtype, device=x.device)
+        with _autocast_off(x.device.type):
+            xp = x if k * p == n else F.pad(x, (0, k * p - n))  # zeros in
+            h1 = torch.bmm(blkdiag1, xp.view(t, k, p).permute(1, 2, 0), out=torch.empty(k, q, t, **like))
+            # the transpose permutation: row u*k + j of block i -> row i*r + u of block j; scaled here
+            h2 = torch.empty(k, q, t, **like)
+            torch.mul(h1.view(k, r, k, t).permute(2, 0, 1, 3), alpha, out=h2.view(k, k, r, t))
+            if residual is not None and k * s != m:
+                residual = F.pad(residual, (0, k * s - m))
+            out = torch.empty(t, k * s, **like)
+            c = _token_chunk(t, k * s, x.element_size())
+            y = torch.empty(k, c, s, **like)
+            for a in range(0, t, c):
+                e = min(t, a + c)
+                yc = torch.bmm(h2[:, :, a:e].transpose(1, 2), blkdiag2.transpose(1, 2), out=y[:, : e - a])
+                # output i of block j -> column i*k + j, in the same pass as the residual add
+                dst = out[a:e].view(e - a, s, k)
+                if residual is None:
+                    dst.copy_(yc.permute(1, 2, 0))
+                else:
+                    torch.add(residual[a:e].view(e - a, s, k), yc.permute(1, 2, 0), out=dst)
+            out = out if k * s == m else out[:, :m].contiguous()  # cropped to m
+        ctx.save_for_backward(x, blkdiag1, blkdiag2, h2)
+        ctx.alpha = alpha
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, blkdiag1, blkdiag2, h2 = ctx.saved_tensors
+        need_x, need_b1, need_b2, need_res = ctx.needs_input_grad[:4]
+        dx = db1 = db2 = None
+        k, q, p = blkdiag1.shape
+        s, r = blkdiag2.shape[1], q // k
+        t, n = x.shape
+        like = dict(dtype=x.dtype, device=x.device)
+        with _autocast_off(x.device.type):
+            g = grad.contiguous()
+            if k * s != g.shape[1]:  # cropped outputs get no gradient
+                g = F.pad(g, (0, k * s - g.shape[1]))
+            c = _token_chunk(t, k * s, x.element_size())
+            gb = torch.empty(k, c, s, **like)  # one chunk of the gradient in block layout
+            db2t = torch.zeros(k, q, s, **like) if need_b2 else None  # db2, transposed
+            dh2 = torch.empty(k, q, t, **like) if need_x or need_b1 else None
+            for a in range(0, t, c):
+                e = min(t, a + c)
+                gbc = gb[:, : e - a]
+                _to_blocks(g[a:e], k, gbc)
+                if need_b2:
+                    db2t.baddbmm_(h2[:, :, a:e], gbc)  # h2 carries alpha
+                if dh2 is not None:
+                    torch.bmm(blkdiag2.transpose(1, 2), gbc.transpose(1, 2), out=dh2[:, :, a:e])
+            if need_b2:
+                db2 = db2t.transpose(1, 2).contiguous()  # (k, s, k*r)
+            if dh2 is not None:
+                dh1 = torch.empty(k, q, t, **like)  # the permutation undone, and alpha
+                torch.mul(dh2.view(k, k, r, t).permute(1, 2, 0, 3), ctx.alpha, out=dh1.view(k, r, k, t))
+                xp = x if k * p == n else F.pad(x, (0, k * p - n))
+                if need_b1:
+                    db1 = torch.bmm(dh1, xp.view(t, k, p).transpose(0, 1))  # (k, k*r, p)
+                if need_x:
+                    dx = torch.empty(t, k * p, **like)
+                    c = _token_chunk(t, k * p, x.element_size())
+                    dxb = torch.empty(k, c, p, **like)  # one chunk in block layout
+                    for a in range(0, t, c):
+                        e = min(t, a + c)
+                        dxc = torch.bmm(dh1[:, :, a:e].transpose(1, 2), blkdiag1, out=dxb[:, : e - a])
+                        dx[a:e].view(e - a, k, p).copy_(dxc.transpose(0, 1))
+                    dx = dx if k * p == n else dx[:, :n]
+        return dx, db1, db2, grad if need_res else None, None, None
+
+
 def monarch_linear(
     x: torch.Tensor,
     blkdiag1: torch.Tensor,
@@ -237,13 +390,13 @@ def monarch_linear(
     """``residual + alpha * x @ M.T``, the fast path MoRe layers train with (same values as
     :func:`monarch_multiply` up to float rounding).
 
-    For narrow configurations (``k*k*r <= FOLD_MAX_WIDTH``, which includes the paper's default k=4, r=1)
-    the permutations are folded into the two factors (:func:`monarch_factors_to_dense_pair`), so both
-    stages are plain matmuls on contiguous activations: no padding, no activation-sized permutation copy,
-    and the scaled add into ``residual`` is fused into the second matmul (``addmm``). The folded factors
-    hold ``k`` times the parameter count (tiny next to the activations) and cost ``k`` times LoRA's FLOPs,
-    which on CPU is cheaper than the copies they save. Wider configurations pay too many FLOPs that way
-    and use the two batched matmuls of :func:`monarch_multiply` (see ``bench/more_vs_lora.py``).
+    Narrow configurations (``k*k*r <= monarch_fold_limit(x.device)``; on CPU that includes the paper's
+    default k=4, r=1) fold the permutations into the two factors (:func:`monarch_factors_to_dense_pair`),
+    so both stages are plain matmuls on contiguous activations and the scaled add into ``residual`` is
+    fused into the second one (``addmm``). The folded factors hold ``k`` times the parameter count (tiny
+    next to the activations) and cost ``k`` times LoRA's FLOPs. Wider configurations take
+    :class:`MonarchProduct`, two batched products with LoRA's FLOPs at equal parameters and a
+    hand-written backward (see ``bench/more_vs_lora.py``).
 
     Args:
         x: ``(..., n)``.
@@ -261,10 +414,28 @@ def monarch_linear(
     n = x.shape[-1]
     lead = x.shape[:-1]
     k, q = blkdiag1.shape[:2]
-    if k * q > FOLD_MAX_WIDTH:
-        y = monarch_multiply(x, blkdiag1, blkdiag2, out_features)
-        y = y * alpha if alpha != 1.0 else y
-        return y if residual is None else residual + y
+    if folded is None and k * q > monarch_fold_limit(x.device):
+        if torch.compiler.is_compiling():
+            # Dynamo cannot trace MonarchProduct's products into preallocated views (out=): under
+            # torch.compile the plain formula is traced, and Inductor fuses its permutations itself
+            y = monarch_multiply(x, blkdiag1, blkdiag2, out_features)
+            y = y * alpha if alpha != 1.0 else y
+            return y if residual is None else residual + y
+        _check_factors(blkdiag1, blkdiag2, n, out_features)
+        dev = x.device.type
+        try:  # bmm's autocast policy, applied before the product (which runs with autocast off)
+            cast = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        except RuntimeError:
+            cast = None
+        if cast is not None:
+            x, blkdiag1, blkdiag2 = x.to(cast), blkdiag1.to(cast), blkdiag2.to(cast)
+        res = None
+        if residual is not None and residual.dtype == x.dtype:
+            res = residual.reshape(-1, out_features)
+        y = MonarchProduct.apply(x.reshape(-1, n).contiguous(), blkdiag1, blkdiag2, res, alpha, out_features)
+        if residual is not None and res is None:
+            y = residual.reshape(-1, out_features) + y
+        return y.view(*lead, out_features)
     a, b = (
         folded if folded is not None else monarch_factors_to_dense_pair(blkdiag1, blkdiag2, n, out_features)
     )

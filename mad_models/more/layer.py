@@ -13,7 +13,12 @@ from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from mad_models.monarch import FOLD_MAX_WIDTH, monarch_factors_to_dense_pair, monarch_linear, monarch_shapes
+from mad_models.monarch import (
+    monarch_factors_to_dense_pair,
+    monarch_fold_limit,
+    monarch_linear,
+    monarch_shapes,
+)
 
 from .config import MoReConfig
 
@@ -119,7 +124,7 @@ class MoReLayer(BaseTunerLayer):
         gradient is taken, and rebuilt when a factor changes (its storage or in-place version).
         """
         b1, b2 = self.more_blkdiag1[adapter], self.more_blkdiag2[adapter]
-        if torch.is_grad_enabled() or b1.shape[0] * b1.shape[1] > FOLD_MAX_WIDTH:
+        if torch.is_grad_enabled() or b1.shape[0] * b1.shape[1] > monarch_fold_limit(b1.device):
             return None
         try:
             key = (b1.data_ptr(), b2.data_ptr(), b1._version, b2._version, b1.dtype, b1.device)
