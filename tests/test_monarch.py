@@ -1,12 +1,18 @@
 """The Monarch maths: products, dense form, shapes, counts and the spec's permutation."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from mad_models import monarch
 from mad_models.monarch import (
+    CACHED_FOLD_LIMIT,
+    FOLD_LIMITS,
+    MonarchProduct,
     monarch_factors_to_dense_pair,
+    monarch_fold_limit,
     monarch_linear,
     monarch_multiply,
     monarch_param_count,
@@ -68,11 +74,13 @@ def test_multiply_equals_dense_product(n, m, k, r):
     torch.testing.assert_close(
         monarch_multiply(x[0, 0], b1, b2, m), x[0, 0] @ dense.T, rtol=1e-10, atol=1e-10
     )
-    torch.testing.assert_close(monarch_linear(x, b1, b2, m), y, rtol=1e-10, atol=1e-10)
     res = torch.randn(3, 5, m, dtype=torch.float64)
-    torch.testing.assert_close(monarch_linear(x, b1, b2, m, residual=res, alpha=0.5), res + 0.5 * y)
-    # both code paths of the layer's fast function (folded when k*k*r is small, bmm otherwise)
-    assert {k * k * r <= 32 for n, m, k, r in SHAPES} == {True, False}
+    # both code paths of the layer's fast function (folded when k*k*r is small, MonarchProduct otherwise)
+    for fold in (None, True, False):
+        torch.testing.assert_close(monarch_linear(x, b1, b2, m, fold=fold), y, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(
+            monarch_linear(x, b1, b2, m, residual=res, alpha=0.5, fold=fold), res + 0.5 * y
+        )
     a, b = monarch_factors_to_dense_pair(b1, b2, n, m)
     torch.testing.assert_close(b @ a, dense, rtol=1e-10, atol=1e-10)
 
@@ -164,10 +172,156 @@ def test_gradients_flow_through_both_paths():
     x = torch.randn(7, 24, dtype=torch.float64)
     g = torch.randn(7, 40, dtype=torch.float64)
     grads = []
-    for fn in (monarch_multiply, monarch_linear):
+    for fn in (monarch_multiply, partial(monarch_linear, fold=True), partial(monarch_linear, fold=False)):
         b1.grad = b2.grad = None
         (fn(x, b1, b2, 40) * g).sum().backward()
         grads.append((b1.grad.clone(), b2.grad.clone()))
-    torch.testing.assert_close(grads[0][0], grads[1][0])
-    torch.testing.assert_close(grads[0][1], grads[1][1])
+    for other in grads[1:]:
+        torch.testing.assert_close(grads[0][0], other[0])
+        torch.testing.assert_close(grads[0][1], other[1])
     assert grads[0][0].abs().sum() > 0 and grads[0][1].abs().sum() > 0
+
+
+# ---- MonarchProduct: the wide path's hand-written backward, judged by the oracle above ----
+
+
+def product_and_reference(x, b1, b2, m, residual, alpha):
+    """MonarchProduct's output and the reference formula's, both differentiable."""
+    y = MonarchProduct.apply(x, b1, b2, residual, alpha, m)
+    ref = alpha * monarch_multiply(x, b1, b2, m)
+    return y, ref if residual is None else residual + ref
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1 << 20])  # one token per chunk, and one chunk for all
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("n,m,k,r", SHAPES)
+def test_product_matches_autograd_of_the_reference(n, m, k, r, with_residual, chunk_bytes, monkeypatch):
+    monkeypatch.setattr(monarch, "CHUNK_BYTES", chunk_bytes)
+    b1, b2 = (t.requires_grad_(True) for t in random_factors(n, m, k, r))
+    x = torch.randn(11, n, dtype=torch.float64, requires_grad=True)
+    res = torch.randn(11, m, dtype=torch.float64, requires_grad=True) if with_residual else None
+    y, ref = product_and_reference(x, b1, b2, m, res, 0.7)
+    assert y.shape == (11, m) and y.is_contiguous()
+    # the oracle itself: the dense matrix built from the spec's words
+    dense = spec_dense(b1.detach(), b2.detach(), n, m) if n * m <= 2500 else monarch_to_dense(b1, b2, n, m)
+    torch.testing.assert_close(y.detach(), (0 if res is None else res.detach()) + 0.7 * x.detach() @ dense.T)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn(11, m, dtype=torch.float64)
+    inputs = [x, b1, b2] + ([res] if with_residual else [])
+    for got, want in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n,m,k,r", [(16, 16, 4, 1), (21, 40, 4, 1), (10, 7, 3, 1), (24, 24, 2, 3)])
+def test_product_gradcheck(n, m, k, r, dtype, monkeypatch):
+    monkeypatch.setattr(monarch, "CHUNK_BYTES", 4 * 4 * m)  # 4 tokens per chunk: 5 tokens take 2 chunks
+    b1, b2 = (t.to(dtype).requires_grad_(True) for t in random_factors(n, m, k, r))
+    x = torch.randn(5, n, dtype=dtype, requires_grad=True)
+    res = torch.randn(5, m, dtype=dtype, requires_grad=True)
+    tol = {} if dtype == torch.float64 else dict(eps=1e-2, atol=2e-2, rtol=2e-2)
+    assert torch.autograd.gradcheck(lambda *a: MonarchProduct.apply(*a, 0.5, m), (x, b1, b2, res), **tol)
+
+
+def test_product_in_bf16_is_close_to_fp64():
+    n, m, k, r = 96, 80, 8, 1
+    b1, b2 = random_factors(n, m, k, r)
+    x, res, g = (
+        torch.randn(16, n, dtype=torch.float64),
+        torch.randn(16, m, dtype=torch.float64),
+        torch.randn(16, m),
+    )
+    leaves = [t.bfloat16().requires_grad_(True) for t in (x, b1, b2)]
+    y = MonarchProduct.apply(*leaves, res.bfloat16(), 1.0, m)
+    assert y.dtype == torch.bfloat16
+    y.backward(g.bfloat16())
+    exact = [t.clone().requires_grad_(True) for t in (x, b1, b2)]
+    want = res + monarch_multiply(*exact, m)
+    want.backward(g.double())
+    # bf16 keeps 8 bits of mantissa: relative error ~ 2^-8 per rounding, a few roundings deep
+    torch.testing.assert_close(y.double(), want.detach(), rtol=0.05, atol=0.05 * want.abs().max().item())
+    for got, ref in zip(leaves, exact, strict=True):
+        scale = ref.grad.abs().max().item()
+        torch.testing.assert_close(got.grad.double(), ref.grad, rtol=0.05, atol=0.05 * scale)
+
+
+def test_product_saves_only_the_small_intermediate():
+    n, m, k, r, t = 64, 96, 4, 2, 50
+    b1, b2 = (f.float().requires_grad_(True) for f in random_factors(n, m, k, r))
+    x = torch.randn(t, n, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
+        MonarchProduct.apply(x, b1, b2, torch.randn(t, m), 1.0, m)
+    shapes = sorted(tuple(s.shape) for s in saved)
+    # x and the factors (held by autograd anyway), and the (k, k*r, T) intermediate: no (T, m) tensor
+    assert shapes == sorted([(t, n), tuple(b1.shape), tuple(b2.shape), (k, k * r, t)])
+
+
+def test_product_edge_cases():
+    b1, b2 = (f.float() for f in random_factors(48, 40, 4, 2))
+    # no tokens
+    assert monarch_linear(torch.randn(0, 48), b1, b2, 40, fold=False).shape == (0, 40)
+    # a non-contiguous input and residual, leading dims
+    x = torch.randn(3, 48, 5).transpose(1, 2)  # (3, 5, 48), not contiguous
+    res = torch.randn(3, 40, 5).transpose(1, 2)
+    want = res + monarch_multiply(x, b1, b2, 40)
+    torch.testing.assert_close(monarch_linear(x, b1, b2, 40, residual=res, fold=False), want)
+    # a residual of another dtype is added outside the product
+    y = monarch_linear(x, b1, b2, 40, residual=res.double(), fold=False)
+    assert y.dtype == torch.float64
+    # double backward is refused clearly, not computed wrong
+    x, w = torch.randn(4, 48, requires_grad=True), torch.randn(4, 40, requires_grad=True)
+    y = monarch_linear(x, b1, b2, 40, fold=False)
+    (gx,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)  # the output grad w needs a graph
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gx.sum().backward()
+
+
+def test_product_under_autocast_follows_bmm():
+    b1, b2 = (f.float().requires_grad_(True) for f in random_factors(48, 40, 4, 2))
+    x = torch.randn(6, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = monarch_linear(x, b1, b2, 40, fold=False)
+        assert y.dtype == torch.bfloat16 == torch.bmm(x[None], x[None].mT).dtype  # as autocast runs bmm
+    y.float().sum().backward()
+    assert b1.grad.dtype == b2.grad.dtype == torch.float32  # the factors stay fp32
+    torch.testing.assert_close(y.float(), monarch_multiply(x, b1, b2, 40).detach(), rtol=0.05, atol=0.1)
+
+
+# ---- the fold limit: which path monarch_linear takes, per device ----
+
+
+def path_taken(y: torch.Tensor) -> str:
+    node = y.grad_fn
+    while type(node).__name__.startswith(("View", "Reshape")):  # the reshape back to (..., m)
+        node = node.next_functions[0][0]
+    name = type(node).__name__
+    return "folded" if name.startswith("Addmm") else "product" if "MonarchProduct" in name else name
+
+
+def test_fold_limit_depends_on_the_device(monkeypatch):
+    assert monarch_fold_limit("cpu") == FOLD_LIMITS["cpu"]
+    assert monarch_fold_limit(torch.device("cuda", 0)) == FOLD_LIMITS["cuda"]
+    assert monarch_fold_limit("xpu") == FOLD_LIMITS["cpu"]  # devices without their own limit: the CPU's
+    assert FOLD_LIMITS["cuda"] > FOLD_LIMITS["cpu"]  # a GPU folds wider (see monarch_fold_limit)
+    # a pair kept between calls (inference) folds at least up to CACHED_FOLD_LIMIT on every device
+    assert monarch_fold_limit("cpu", cached=True) == max(FOLD_LIMITS["cpu"], CACHED_FOLD_LIMIT)
+    assert monarch_fold_limit("cuda", cached=True) == max(FOLD_LIMITS["cuda"], CACHED_FOLD_LIMIT)
+    x = torch.randn(4, 256)
+    res = torch.randn(4, 256)
+    widths = {}
+    for k, r in [(2, 1), (4, 1), (4, 2), (8, 1), (4, 4), (8, 2), (16, 1)]:
+        b1, b2 = (f.float().requires_grad_(True) for f in random_factors(256, 256, k, r))
+        y = monarch_linear(x, b1, b2, 256, residual=res)
+        widths[k * k * r] = path_taken(y)
+        assert path_taken(monarch_linear(x, b1, b2, 256, residual=res, fold=True)) == "folded"
+        assert path_taken(monarch_linear(x, b1, b2, 256, residual=res, fold=False)) == "product"
+    limit = FOLD_LIMITS["cpu"]
+    assert widths == {w: "folded" if w <= limit else "product" for w in widths}
+    assert set(widths.values()) == {"folded", "product"}  # both sides of the limit were seen
+    # the choice reads the table at call time: a wider CPU limit folds k=8, r=2 (width 128)
+    b1, b2 = (f.float().requires_grad_(True) for f in random_factors(256, 256, 8, 2))
+    monkeypatch.setitem(FOLD_LIMITS, "cpu", 128)
+    assert path_taken(monarch_linear(x, b1, b2, 256, residual=res)) == "folded"
+    monkeypatch.setitem(FOLD_LIMITS, "cpu", 127)
+    assert path_taken(monarch_linear(x, b1, b2, 256, residual=res)) == "product"

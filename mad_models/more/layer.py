@@ -117,14 +117,15 @@ class MoReLayer(BaseTunerLayer):
         return transpose(delta, self.fan_in_fan_out).to(dtype)
 
     def folded_factors(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The folded pair ``monarch_linear`` would build for ``adapter``, kept between calls at inference.
+        """The folded pair of ``adapter`` for ``monarch_linear``, kept between calls at inference.
 
         Decoding calls every layer once per token with the same factors; folding them each time costs
         about ten small ops per call, a large part of a one-token step. The pair is kept only while no
-        gradient is taken, and rebuilt when a factor changes (its storage or in-place version).
+        gradient is taken, for ``k*k*r`` up to ``monarch_fold_limit(device, cached=True)`` (wider ones
+        multiply unfolded: ``None``), and rebuilt when a factor changes (its storage or in-place version).
         """
         b1, b2 = self.more_blkdiag1[adapter], self.more_blkdiag2[adapter]
-        if torch.is_grad_enabled() or b1.shape[0] * b1.shape[1] > monarch_fold_limit(b1.device):
+        if torch.is_grad_enabled() or b1.shape[0] * b1.shape[1] > monarch_fold_limit(b1.device, cached=True):
             return None
         try:
             key = (b1.data_ptr(), b2.data_ptr(), b1._version, b2._version, b1.dtype, b1.device)
