@@ -1,5 +1,7 @@
 """MoRe layers on wide configurations: the layer's MonarchProduct path, its fold choice, torch.compile."""
 
+from collections import OrderedDict
+
 import peft
 import pytest
 import torch
@@ -10,19 +12,10 @@ from mad_models.monarch import FOLD_LIMITS, monarch_fold_limit, monarch_multiply
 from mad_models.more import MoReConfig, MoReLayer
 
 
-class OneLayer(nn.Module):
-    def __init__(self, n: int, m: int):
-        super().__init__()
-        self.lin = nn.Linear(n, m)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
 def more_layer(n: int, m: int, k: int, r: int, scale: float = 1.0, seed: int = 0) -> MoReLayer:
     torch.manual_seed(seed)
     cfg = MoReConfig(nblocks=k, block_rank=r, scale=scale, target_modules=["lin"], init_weights=False)
-    layer = peft.get_peft_model(OneLayer(n, m), cfg).base_model.model.lin
+    layer = peft.get_peft_model(nn.Sequential(OrderedDict(lin=nn.Linear(n, m))), cfg).base_model.model.lin
     assert isinstance(layer, MoReLayer)
     return layer
 
