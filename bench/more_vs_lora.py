@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-model", action="store_true", help="skip the SmolLM2 training step")
     parser.add_argument("--model-batch", type=int, default=None, help="SmolLM2 batch (default 4)")
     parser.add_argument("--model-seq", type=int, default=None, help="SmolLM2 tokens per row (default 128)")
-    parser.add_argument("--model-reps", type=int, default=None, help="SmolLM2 steps per method per round (3)")
+    parser.add_argument("--model-reps", type=int, default=None, help="SmolLM2 steps per method per round (5)")
     parser.add_argument("--profile", action="store_true", help="profile the configurations that miss a goal")
     parser.add_argument("--out", type=Path, default=None, help="path stem of the .md/.json (more-speed)")
     parser.add_argument("--fresh", action="store_true", help="drop the finished rounds kept beside --out")
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
         lora_ranks=LORA_RANKS,
         model_batch=(args.model_batch or (1 if args.quick else 4)) if model else None,
         model_seq=(args.model_seq or (64 if args.quick else 128)) if model else None,
-        model_reps=(args.model_reps or (2 if args.quick else 3)) if model else None,
+        model_reps=(args.model_reps or (2 if args.quick else 5)) if model else None,
         fold_limit_cpu=monarch_fold_limit("cpu"),
         torch=torch.__version__,
     )

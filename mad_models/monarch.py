@@ -36,6 +36,7 @@ __all__ = [
     "CACHED_FOLD_LIMIT",
     "CHUNK_BYTES",
     "FOLD_LIMITS",
+    "TOKEN_MAJOR_MIN_K",
     "MonarchProduct",
     "MonarchShapes",
     "monarch_factors_to_dense_pair",
@@ -276,6 +277,12 @@ def _autocast_off(device_type: str):
 CHUNK_BYTES = 1 << 20
 
 
+# from this many blocks on, MonarchProduct keeps a chunk of its output (and of the output's gradient) token
+# by token, (chunk, k, s), rather than block by block, (k, chunk, s): each token's permutation is then a
+# transpose of a small (k, s) matrix in cache, cheaper than walking k blocks once there are many
+TOKEN_MAJOR_MIN_K = 16
+
+
 def _token_chunk(tokens: int, width: int, itemsize: int) -> int:
     """Tokens per chunk so that a ``(chunk, width)`` temporary holds about :data:`CHUNK_BYTES`."""
     return max(1, min(tokens, CHUNK_BYTES // max(1, width * itemsize)))
@@ -331,7 +338,8 @@ class MonarchProduct(torch.autograd.Function):
       through preallocated buffers (``out=``): stage 2 and its permutation fused with the residual add,
       the gradient's permutation and both stage-2 gradients, the input gradient and its block layout.
       Activations are read and written once, the temporaries never leave the cache, and the only
-      activation-sized allocations are the output and the input gradient.
+      activation-sized allocations are the output and the input gradient. A chunk is kept block by
+      block, ``(k, chunk, s)``, or from :data:`TOKEN_MAJOR_MIN_K` blocks on token by token.
 
     Call it through :func:`monarch_linear`, which flattens leading dims and checks shapes.
     """
@@ -352,10 +360,12 @@ class MonarchProduct(torch.autograd.Function):
                 residual = F.pad(residual, (0, k * s - m))
             out = torch.empty(t, k * s, **like)
             c = _token_chunk(t, k * s, x.element_size())
-            y = _blocks(k, c, s, x)
+            token_major = k >= TOKEN_MAJOR_MIN_K
+            y = torch.empty(c, k, s, **like) if token_major else _blocks(k, c, s, x)
             for a in range(0, t, c):
                 e = min(t, a + c)
-                yc = torch.bmm(h2[:, :, a:e].transpose(1, 2), blkdiag2.transpose(1, 2), out=y[:, : e - a])
+                yv = y[: e - a].transpose(0, 1) if token_major else y[:, : e - a]  # (k, chunk, s)
+                yc = torch.bmm(h2[:, :, a:e].transpose(1, 2), blkdiag2.transpose(1, 2), out=yv)
                 # output i of block j -> column i*k + j, in the same pass as the residual add
                 dst = out[a:e].view(e - a, s, k)
                 if residual is None:
@@ -382,13 +392,18 @@ class MonarchProduct(torch.autograd.Function):
             if k * s != g.shape[1]:  # cropped outputs get no gradient
                 g = F.pad(g, (0, k * s - g.shape[1]))
             c = _token_chunk(t, k * s, x.element_size())
-            gb = _blocks(k, c, s, x)  # one chunk of the gradient in block layout
+            token_major = k >= TOKEN_MAJOR_MIN_K
+            gb = torch.empty(c, k, s, **like) if token_major else _blocks(k, c, s, x)  # a chunk, by block
             db2t = torch.zeros(k, q, s, **like) if need_b2 else None  # db2, transposed
             dh2 = _token_rows(k, q, t, x) if need_x or need_b1 else None
             for a in range(0, t, c):
                 e = min(t, a + c)
-                gbc = gb[:, : e - a]
-                _to_blocks(g[a:e], k, gbc)
+                if token_major:
+                    gb[: e - a].copy_(g[a:e].view(e - a, s, k).transpose(1, 2))
+                    gbc = gb[: e - a].transpose(0, 1)  # (k, chunk, s)
+                else:
+                    gbc = gb[:, : e - a]
+                    _to_blocks(g[a:e], k, gbc)
                 if need_b2:
                     db2t.baddbmm_(h2[:, :, a:e], gbc)  # h2 carries alpha
                 if dh2 is not None:

@@ -192,11 +192,15 @@ def product_and_reference(x, b1, b2, m, residual, alpha):
     return y, ref if residual is None else residual + ref
 
 
+@pytest.mark.parametrize("layout", ["block-major", "token-major"])  # of the output-side chunks
 @pytest.mark.parametrize("chunk_bytes", [64, 1 << 20])  # one token per chunk, and one chunk for all
 @pytest.mark.parametrize("with_residual", [True, False])
-@pytest.mark.parametrize("n,m,k,r", SHAPES)
-def test_product_matches_autograd_of_the_reference(n, m, k, r, with_residual, chunk_bytes, monkeypatch):
+@pytest.mark.parametrize("n,m,k,r", [*SHAPES, (256, 272, 16, 1)])
+def test_product_matches_autograd_of_the_reference(
+    n, m, k, r, with_residual, chunk_bytes, layout, monkeypatch
+):
     monkeypatch.setattr(monarch, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(monarch, "TOKEN_MAJOR_MIN_K", 1 if layout == "token-major" else 10**6)
     b1, b2 = (t.requires_grad_(True) for t in random_factors(n, m, k, r))
     x = torch.randn(11, n, dtype=torch.float64, requires_grad=True)
     res = torch.randn(11, m, dtype=torch.float64, requires_grad=True) if with_residual else None
