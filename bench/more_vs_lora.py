@@ -317,6 +317,62 @@ def goal_rows(rows: list[dict]) -> list[dict]:
     ]
 
 
+def summary_table(rows: list[dict]) -> list[str]:
+    """One line per shape: LoRA's times, and each MoRe configuration (the layer's own path) against LoRA at
+    its parameter count; over the goal's 1.2x (at k^2 r >= 64) in bold."""
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    loras = [r["method"] for r in rows if r["shape"] == shapes[0] and r["method"].startswith("LoRA")]
+    mores = list(dict.fromkeys(r["method"] for r in rows if r["method"] == more_name(r.get("k"), r.get("r"))))
+    by = {(r["shape"], r["method"]): r for r in rows}
+    head = [f"{m} ms" for m in loras] + [
+        f"{m.removeprefix('MoRe ')} (k^2 r={by[(shapes[0], m)]['width']})" if (shapes[0], m) in by else m
+        for m in mores
+    ]
+    lines = ["| layer | " + " | ".join(head) + " |", "|---|" + "---:|" * len(loras) + "---|" * len(mores)]
+    for sh in shapes:
+        cells = [f"{by[(sh, m)]['ms']['median']:.0f}" for m in loras]
+        for m in mores:
+            r = by.get((sh, m))
+            over = r and r["width"] >= GOAL_WIDTH and r["vs_equal_lora"]["median"] > ADAPTER_GOAL
+            text = fmt_ratio(r["vs_equal_lora"]) if r else "(does not fit)"
+            cells.append(f"**{text}**" if over else text)
+        lines.append(f"| {sh} | " + " | ".join(cells) + " |")
+    return [
+        "MoRe's adapter path against LoRA's at the same parameter count (the layer's own path: folded at "
+        "k^2 r <= the fold limit, `MonarchProduct` above), median [min, max] over rounds:",
+        "",
+        *lines,
+    ]
+
+
+def fold_table(rows: list[dict]) -> list[str]:
+    """Folded path's time over MonarchProduct's, per configuration and shape (median [min, max] over rounds):
+    the measurement behind the CPU fold limit."""
+    by = {(r["shape"], r["method"]): r for r in rows}
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    mores = list(dict.fromkeys(r["method"] for r in rows if r["method"] == more_name(r.get("k"), r.get("r"))))
+    lines = ["| k^2 r | configuration | " + " | ".join(shapes) + " |", "|---:|---|" + "---|" * len(shapes)]
+    for m in mores:
+        cells, width = [], None
+        for sh in shapes:
+            own, paths = by.get((sh, m)), {}
+            for name in (m, f"{m} (folded, forced)", f"{m} (two-product, forced)"):
+                if (sh, name) in by:
+                    paths[by[(sh, name)]["path"]] = by[(sh, name)]["ms"]["rounds"]
+            if own is None or len(paths) < 2:
+                cells.append("")
+                continue
+            width = own["width"]
+            cells.append(fmt_ratio(ratios(paths["folded"], paths["two-product"])))
+        lines.append(f"| {width} | {m} | " + " | ".join(cells) + " |")
+    return [
+        "Fold limit: the folded path's time over `MonarchProduct`'s for the same adapter (below 1: folding "
+        "is faster), median [min, max] over rounds:",
+        "",
+        *lines,
+    ]
+
+
 def render(result: dict) -> str:
     s = result["settings"]
     lines = [
@@ -346,6 +402,12 @@ def render(result: dict) -> str:
         "(`monarch_fold_limit('cpu')`), else runs `MonarchProduct`; rows marked forced take the other path, "
         '"autograd bmm" is the two-bmm path as it was before `MonarchProduct` (autograd through '
         "`monarch_multiply`).",
+        "",
+        *summary_table(result["layers"]),
+        "",
+        *fold_table(result["layers"]),
+        "",
+        "All rows:",
         "",
         "| layer | method | k^2 r | path | params | ms | vs equal LoRA | vs LoRA r=16 |",
         "|---|---|---:|---|---:|---:|---|---|",
