@@ -484,20 +484,24 @@ def goals(result: dict) -> dict:
                 else "."
             )
         )
-    model_rows = [r for r in (result.get("model") or {}).get("rows", []) if "vs_equal_lora" in r]
+    model_rows = {r["method"]: r for r in (result.get("model") or {}).get("rows", []) if "vs_equal_lora" in r}
+    goal_more, goal_lora = MODEL_PAIRS[0]  # the issue's pair; the others are shown for context
+    model_met = goal_more in model_rows and model_rows[goal_more]["vs_equal_lora"]["median"] <= MODEL_GOAL
     if model_rows:
-        model = f"Whole-model step <= {MODEL_GOAL}x: " + "; ".join(
-            f"{r['method']} vs {r['equal_lora']} {fmt_ratio(r['vs_equal_lora'])} "
-            f"({'met' if r['vs_equal_lora']['median'] <= MODEL_GOAL else 'not met'})"
-            for r in model_rows
+        model = (
+            f"Whole-model step of {goal_more} <= {MODEL_GOAL}x {goal_lora}'s: "
+            f"{fmt_ratio(model_rows[goal_more]['vs_equal_lora'])}, {'met' if model_met else 'not met'}"
+            + "".join(
+                f"; for context, {r['method']} vs {r['equal_lora']}: {fmt_ratio(r['vs_equal_lora'])}"
+                for name, r in model_rows.items()
+                if name != goal_more
+            )
+            + "."
         )
     else:
         model = "Whole-model step: not measured in this run."
     return dict(
-        adapter_met=not miss and bool(rows),
-        adapter_text=adapter,
-        model_met=bool(model_rows) and all(r["vs_equal_lora"]["median"] <= MODEL_GOAL for r in model_rows),
-        model_text=model,
+        adapter_met=not miss and bool(rows), adapter_text=adapter, model_met=model_met, model_text=model
     )
 
 
