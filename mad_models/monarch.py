@@ -244,9 +244,10 @@ def monarch_fold_limit(device: torch.device | str, *, cached: bool = False) -> i
     the FLOPs of the two block-diagonal products of :class:`MonarchProduct`, but no permutation of
     activations and two large ops instead of a few dozen.
 
-    - CPU (one core, measured with ``bench/more_vs_lora.py``, forward + backward of 4,096 tokens on
-      1024x1024 to 3072x768 layers): folding and :class:`MonarchProduct` tie at ``k*k*r = 16`` (folded
-      1-11% faster); from 32 on, the product is faster (7-45% at 32, 1.4-4.9x at 64-256).
+    - CPU (one core, ``bench/results/more-speed.md``: forward + backward of 4,096 tokens on 1024x1024 to
+      3072x768 layers, folded time over the product's): 1.08-1.41x at ``k*k*r = 32``, 1.1-4.4x at 64-256;
+      at 16 (the paper's default k=4, r=1) 0.96x on 768x3072 but 1.18-1.25x on the other three shapes,
+      so a lower CPU limit may pay: it is not set lower until a run of the bench with it shows so.
     - CUDA (reasoned, not measured: no GPU here): a thin product reads its input at memory speed until its
       rank is in the hundreds (tensor cores do 100+ multiply-adds per byte loaded), while every
       permutation is an extra pass over memory and a kernel launch, so a GPU folds up to 128.
