@@ -4,14 +4,10 @@ refused. (The timings themselves are the benchmark's business, not a test's.)"""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import more_vs_lora  # noqa: E402
+from bench import more_vs_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
