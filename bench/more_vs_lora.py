@@ -378,7 +378,7 @@ def render(result: dict) -> str:
     lines = [
         "# MoRe vs LoRA speed (CPU, one thread)",
         "",
-        f"Regenerate: `{s['command']}` (writes this file and the `.json` of the same name beside it).",
+        f"Regenerate: `{s['command'].strip()}` (writes this file and the `.json` beside it).",
         "",
         f"Measured on {s['machine']}, torch {s['torch']}, {s['threads']} torch thread(s), in "
         f"{len(s['rounds_measured'])} rounds ("
