@@ -200,6 +200,32 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# transformers writes the floats JSON has no literal for as tagged objects, e.g. Mamba2's
+# time_step_limit=(0.0, inf) as [0.0, {"__float__": "Infinity"}], and decodes them when it reads config.json
+_FLOAT_TAG = "__float__"
+_FLOAT_TAG_VALUES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def decode_special_floats(obj: Any) -> Any:
+    """A config.json's JSON as transformers reads it: ``{"__float__": "Infinity"}`` -> ``inf`` (NaN, -inf).
+
+    Example:
+        >>> decode_special_floats({"time_step_limit": [0.0, {"__float__": "Infinity"}]})
+        {'time_step_limit': [0.0, inf]}
+    """
+    if isinstance(obj, dict):
+        if (
+            set(obj) == {_FLOAT_TAG}
+            and isinstance(obj[_FLOAT_TAG], str)
+            and obj[_FLOAT_TAG] in _FLOAT_TAG_VALUES
+        ):
+            return _FLOAT_TAG_VALUES[obj[_FLOAT_TAG]]
+        return {k: decode_special_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_special_floats(v) for v in obj]
+    return obj
+
+
 def safetensors_header(path: Path, root: Path | None = None) -> Header:
     """Tensor name -> (shape, dtype) from a safetensors header, without reading any tensor."""
     path = Path(path)
@@ -490,7 +516,7 @@ def check_pretrained_folder(
         return cfg
     if config is None:
         try:
-            config = config_class.from_dict(dict(cfg))
+            config = config_class.from_dict(decode_special_floats(cfg))
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise CheckpointError(f"config.json is not a valid {config_class.__name__}: {err}") from None
     if not any((folder / f"model.safetensors{end}").exists() for end in ("", ".index.json")):
@@ -794,6 +820,7 @@ __all__ = [
     "checkpoint_header",
     "confined",
     "config_dtype",
+    "decode_special_floats",
     "peft_config_from_dict",
     "read_json_config",
     "safetensors_header",

@@ -90,9 +90,18 @@ class ManticoreCache(Cache):
         self.seen_tokens = 0
 
     def crop(self, tokens_to_remove: int) -> None:
+        """Drop the last ``-tokens_to_remove`` tokens from every component's cache (transformers passes a
+        count <= 0). A Mamba state that does not record its past cannot be rolled back: that is refused."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes minus the number of tokens to remove, got {tokens_to_remove}")
+        if not all(getattr(layer, "record_past", True) for c in self.caches for layer in c.layers):
+            raise ValueError(
+                "a Manticore hybrid with a Mamba component cannot roll its cache back (Mamba's state is "
+                "recurrent): assisted decoding is not supported with it, as with Mamba itself"
+            )
         for c in self.caches:
             c.crop(tokens_to_remove)
-        self.seen_tokens = max(0, self.seen_tokens - tokens_to_remove)
+        self.seen_tokens = max(0, self.seen_tokens + tokens_to_remove)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         for c in self.caches:
@@ -279,6 +288,58 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Module | None:
         return self._component_wrappers[self._kept[-1][0]].lm_head
+
+    @property
+    def _is_stateful(self) -> bool:
+        """True when a component that runs keeps a recurrent state (Mamba): it cannot be rolled back to an
+        earlier token, so `generate` refuses assisted decoding, exactly as it does for Mamba."""
+        return any(
+            not wrapper.has_attention and any(m in kept for kept in self._kept)
+            for m, wrapper in enumerate(self._component_wrappers)
+        )
+
+    def resize_token_embeddings(
+        self,
+        new_num_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        mean_resizing: bool = True,
+    ) -> nn.Module:
+        """Resize every component's token embedding and LM head to the new vocabulary (tied heads stay tied);
+        the hybrid's `config.vocab_size` and the components' inline configs follow, so the result saves and
+        loads. Returns the input embedding of the first component (`get_input_embeddings()`).
+
+        Example:
+        ```python
+        >>> tokenizer.add_special_tokens({"pad_token": "<pad>"})  # doctest: +SKIP
+        >>> hybrid.resize_token_embeddings(len(tokenizer))  # doctest: +SKIP
+        ```
+        """
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return self.get_input_embeddings()
+        n = int(new_num_tokens if new_num_tokens is not None else self.config.vocab_size)
+        if pad_to_multiple_of is not None:
+            if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+                raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+            n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
+        if n < 1:
+            raise ValueError(f"new_num_tokens must be at least 1, got {new_num_tokens}")
+        for m, (comp, wrapper) in enumerate(zip(self.components, self._component_wrappers, strict=True)):
+            emb, head = wrapper.embedding, wrapper.lm_head
+            if emb is not None and head is not None:
+                comp.resize_token_embeddings(n, mean_resizing=mean_resizing)  # re-ties a tied head itself
+            else:  # a pruned hybrid dropped the embedding or the head this component never runs
+                if emb is not None:
+                    comp.set_input_embeddings(
+                        comp._get_resized_embeddings(emb, n, mean_resizing=mean_resizing)
+                    )
+                if head is not None:
+                    comp.set_output_embeddings(
+                        comp._get_resized_lm_head(head, n, mean_resizing=mean_resizing)
+                    )
+                comp.config.get_text_config().vocab_size = n
+            self.config.components[m]["vocab_size"] = n
+        self.config.vocab_size = n
+        return self.get_input_embeddings()
 
     # ---- public API -----------------------------------------------------------------------------
     @property
@@ -597,9 +658,28 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits (B, T', V) for `input_ids` (B, T).
+
+        `output_hidden_states=True` adds `hidden_states`: the mixed embeddings (B, T, D), then the mixed state
+        after each block; n_blocks + 1 tensors, the last one (after the components' final norms) what the
+        heads read. `return_dict=False` returns the tuple (loss, logits, past_key_values, hidden_states)
+        without the entries that are None, as transformers models do.
+        """
+        if output_attentions:
+            raise ValueError(
+                "ManticoreForCausalLM does not return attention weights (a Mamba component has none, and the "
+                "mixed blocks have no single attention map); use output_hidden_states=True"
+            )
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if return_dict is None:
+            return_dict = self.config.return_dict
         if inputs_embeds is not None or input_ids is None:
             raise ValueError("ManticoreForCausalLM takes input_ids (its components embed tokens themselves)")
         if past_key_values is not None and not isinstance(past_key_values, ManticoreCache):
@@ -640,6 +720,7 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
         h = sum(
             w[0, m] * _pad(self._component_wrappers[m].embed(input_ids), D) for m in kept_live[0]
         )  # (B, T, D)
+        hidden_states = [h] if output_hidden_states else None
         for i, kept in enumerate(kept_live):
             out = 0
             for m in kept:
@@ -660,6 +741,8 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
                     y = (1 - a) * self.proj_out[key](z) + a * y
                 out = out + a * y
             h = out
+            if hidden_states is not None:
+                hidden_states.append(h)
 
         if isinstance(logits_to_keep, int):
             h = h[:, -logits_to_keep:] if logits_to_keep > 0 else h
@@ -679,4 +762,10 @@ class ManticoreForCausalLM(ManticorePreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=V, **kwargs)
         if cache is not None:
             cache.seen_tokens += T
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache else None)
+        output = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+        )
+        return output if return_dict else output.to_tuple()
