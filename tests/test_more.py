@@ -299,8 +299,28 @@ def test_a_pickled_adapter_is_never_loaded(tmp_path):
     weights = load_file(tmp_path / "adapter_model.safetensors")
     os.remove(tmp_path / "adapter_model.safetensors")
     torch.save(weights, tmp_path / "adapter_model.bin")  # peft would unpickle this
-    with pytest.raises(ValueError, match="adapter_model.bin.*safetensors"):
+    with pytest.raises(ValueError, match=r"adapter_model.bin.*safe_serialization=True\), which writes"):
         PeftModel.from_pretrained(tiny_llama(), tmp_path)
+
+
+def test_saving_a_pickle_is_refused_up_front(tmp_path):
+    model = get_peft_model(tiny_llama(), MoReConfig(target_modules=["q_proj"]))
+    for call in (
+        lambda: model.save_pretrained(tmp_path / "a", safe_serialization=False),
+        lambda: model.save_pretrained(tmp_path / "a", False),  # positional, as PEFT's signature allows
+    ):
+        with pytest.raises(ValueError, match=r"safetensors only.*Save with safe_serialization=True"):
+            call()
+    assert not (tmp_path / "a").exists()  # nothing written, not even the model card
+    model.add_adapter("other", MoReConfig(target_modules=["v_proj"]))
+    with pytest.raises(ValueError, match="safe_serialization=True"):
+        model.save_pretrained(tmp_path / "c", safe_serialization=False, selected_adapters=["other"])
+    # LoRA keeps PEFT's behaviour
+    lora = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora.save_pretrained(tmp_path / "lora", safe_serialization=False)
+    assert (tmp_path / "lora/adapter_model.bin").is_file()
+    model.save_pretrained(tmp_path / "d")  # the default still saves
+    assert (tmp_path / "d/adapter_model.safetensors").is_file()
 
 
 # ---- mends: config typing, regex + layers_to_transform, shape messages, dropout placement, rank ---------

@@ -17,5 +17,6 @@ from .model import MoReModel
 from .report import AdapterReport, adapter_report
 
 _peft_type.register(config_cls=MoReConfig, model_cls=MoReModel)
+_peft_type.refuse_pickle_saves()
 
 __all__ = ["AdapterReport", "Linear", "MoReConfig", "MoReLayer", "MoReModel", "adapter_report"]

@@ -12,6 +12,9 @@ What we do, and why it is safe:
    ``PeftType`` is a ``str`` enum, so the saved ``adapter_config.json`` holds ``"peft_type": "MORE"`` and
    PEFT's mapping look-ups by the plain string find our classes when loading.
 2. Call PEFT's own ``register_peft_method``; no PEFT dict is written by hand.
+3. Wrap ``PeftModel.save_pretrained`` so that ``safe_serialization=False`` with a MoRe adapter is refused
+   before anything is written: it would write a pickle (``adapter_model.bin``) that MoRe refuses to load.
+   Other adapter types save as PEFT always did.
 
 Every assumption is checked, and a broken one raises ``RuntimeError`` at ``import mad_models`` naming
 what changed; ``tests/test_more_registration.py`` pins the same assumptions so CI fails loudly if a
@@ -22,6 +25,8 @@ or ships a built-in method called MORE).
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 
 from peft.utils import PeftType, register_peft_method
 
@@ -81,3 +86,34 @@ def register(config_cls: type, model_cls: type) -> None:
     register_peft_method(
         name=PEFT_TYPE_NAME.lower(), config_cls=config_cls, model_cls=model_cls, prefix=PREFIX
     )
+
+
+PICKLE_SAVE_REFUSED = (
+    "MoRe adapters are saved as safetensors only: save_pretrained(safe_serialization=False) would write a "
+    "pickle (adapter_model.bin), which MoRe never loads (unpickling can run code from the file). Save with "
+    "safe_serialization=True (the default)."
+)
+
+
+def refuse_pickle_saves() -> None:
+    """Make ``PeftModel.save_pretrained(safe_serialization=False)`` refuse MoRe adapters up front
+    (idempotent)."""
+    from peft import PeftModel
+
+    original = PeftModel.save_pretrained
+    if getattr(original, "_refuses_more_pickles", False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def save_pretrained(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        if not bound.arguments.get("safe_serialization", True):
+            names = bound.arguments.get("selected_adapters") or list(self.peft_config)
+            if any(getattr(self.peft_config.get(n), "peft_type", None) == PEFT_TYPE_NAME for n in names):
+                raise ValueError(PICKLE_SAVE_REFUSED)
+        return original(self, *args, **kwargs)
+
+    save_pretrained._refuses_more_pickles = True
+    PeftModel.save_pretrained = save_pretrained

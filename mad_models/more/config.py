@@ -153,7 +153,8 @@ class MoReConfig(PeftConfig):
         elif os.path.isfile(pickle := os.path.join(folder, WEIGHTS_NAME)):
             raise ValueError(
                 f"{pickle} is a pickle, which MoRe never loads (unpickling can run code from the file); "
-                f"save the adapter with save_pretrained, which writes {SAFETENSORS_WEIGHTS_NAME}."
+                f"save the adapter with save_pretrained(safe_serialization=True), which writes "
+                f"{SAFETENSORS_WEIGHTS_NAME}."
             )
         return config
 
