@@ -27,18 +27,63 @@ class PromptTooLongError(AppInputError):
 
 @dataclass
 class GenStats:
+    """One column's timing. Every time is taken when the model made the token (in ``generate``'s thread),
+    never when a reader took it off the queue, and counts from the start of generation (the prompt).
+
+    ``prefill_s``: until the first token (the prompt's forward pass makes it). ``decode_tokens_per_s``: the
+    tokens after the first over the time between the first and the last, so prefill does not dilute it.
+
+    Example:
+        >>> GenStats(n_tokens=11, first_token_s=0.05, last_token_s=0.15).decode_tokens_per_s
+        100.0
+    """
+
     n_tokens: int = 0
     first_token_s: float = 0.0
-    total_s: float = 0.0
+    last_token_s: float = 0.0
+
+    @property
+    def prefill_s(self) -> float:
+        return self.first_token_s
+
+    @property
+    def total_s(self) -> float:
+        return self.last_token_s
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """None until there are two tokens (one token has no decode time)."""
+        span = self.last_token_s - self.first_token_s
+        return (self.n_tokens - 1) / span if self.n_tokens > 1 and span > 0 else None
 
     @property
     def tokens_per_s(self) -> float:
+        """All new tokens over the whole time, prefill included."""
         return self.n_tokens / self.total_s if self.total_s > 0 else 0.0
 
+    def add(self, at: float) -> None:
+        """One more token, made ``at`` seconds after generation started."""
+        self.n_tokens += 1
+        if self.n_tokens == 1:
+            self.first_token_s = at
+        self.last_token_s = at
+
+    def fields(self) -> dict[str, Any]:
+        """The figures a Compare column (and its JSON/CSV export) records."""
+        decode = self.decode_tokens_per_s
+        return {
+            "new_tokens": self.n_tokens,
+            "prefill_s": round(self.prefill_s, 4),
+            "decode_tokens_per_s": round(decode, 2) if decode is not None else None,
+            "seconds": round(self.total_s, 4),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+        }
+
     def line(self) -> str:
+        decode = self.decode_tokens_per_s
         return (
-            f"{self.n_tokens} tokens · {self.tokens_per_s:.1f} tok/s · "
-            f"first token {1000 * self.first_token_s:.0f} ms · total {self.total_s:.2f} s"
+            f"{self.n_tokens} tokens · prefill {1000 * self.prefill_s:.0f} ms · decode "
+            f"{f'{decode:.1f} tok/s' if decode is not None else '–'} · total {self.total_s:.2f} s"
         )
 
 
@@ -131,17 +176,19 @@ class _SeededSampler:
 
 
 class _RowsStreamer:
-    """Gets each step's new tokens (one per row) from ``generate`` (in a worker thread) into a queue."""
+    """Gets each step's new tokens (one per row) from ``generate`` (in a worker thread) into a queue, with
+    the time the model made them: a slow reader (the UI) delays what it shows, never the figures."""
 
     def __init__(self):
         self.q: queue.Queue = queue.Queue()
-        self.prompt_seen = False
+        self.started: float | None = None  # when generate put the prompt: the start of prefill
 
     def put(self, value) -> None:
-        if not self.prompt_seen:  # generate first puts the prompt itself
-            self.prompt_seen = True
+        now = time.perf_counter()
+        if self.started is None:  # generate first puts the prompt itself
+            self.started = now
             return
-        self.q.put([int(t) for t in value.reshape(-1).tolist()])
+        self.q.put((now - self.started, [int(t) for t in value.reshape(-1).tolist()]))
 
     def end(self) -> None:
         self.q.put(None)
@@ -272,24 +319,19 @@ def stream_generate_steps(
             streamer.end()
 
     done = [False] * n
-    t0 = time.perf_counter()
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     try:
         while True:
-            step = streamer.q.get()
-            if step is None:
+            item = streamer.q.get()
+            if item is None:
                 break
-            now = time.perf_counter() - t0
+            made_at, step = item
             out = []
             for i, tok in enumerate(step):
                 if done[i]:
                     continue
-                st = stats[i]
-                st.n_tokens += 1
-                if st.n_tokens == 1:
-                    st.first_token_s = now
-                st.total_s = now
+                stats[i].add(made_at)
                 if tok in eos_ids:
                     done[i] = True
                 out.append((i, tok))
@@ -298,9 +340,5 @@ def stream_generate_steps(
     finally:  # also when the consumer closes this generator early: generate stops at the next token
         stop.set()
     worker.join()
-    end = time.perf_counter() - t0
-    for i, st in enumerate(stats):
-        if not done[i]:
-            st.total_s = end
     if errors:
         raise errors[0]

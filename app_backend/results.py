@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import re
@@ -17,13 +18,33 @@ from typing import Any
 
 from app_backend.registry import Registry
 
-RESULT_FIELDS = ("name", "new_tokens", "seconds", "tokens_per_s", "first_token_s", "error", "text")
+# prefill_s: start to first token; decode_tokens_per_s: the tokens after the first over their time;
+# seconds and tokens_per_s: the whole run (prefill included). All timed when the model made the tokens.
+RESULT_FIELDS = (
+    "name",
+    "new_tokens",
+    "prefill_s",
+    "decode_tokens_per_s",
+    "seconds",
+    "tokens_per_s",
+    "error",
+    "text",
+)
 
 
-def compare_json(prompt: str, cols: list[dict[str, Any]], answer: str | None = None) -> dict[str, Any]:
-    """One record per model and run: name, new tokens, seconds, tokens/s, the text and the settings."""
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the second (``2025-01-31T12:00:00Z``)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def compare_json(
+    prompt: str, cols: list[dict[str, Any]], answer: str | None = None, time_utc: str | None = None
+) -> dict[str, Any]:
+    """One record per model and run: name, new tokens, prefill and decode speed, the text and the settings;
+    the prompt, the reference answer and the run's UTC time (``time_utc``, default now) beside them."""
     settings = cols[0]["settings"] if cols else {}
     return {
+        "time_utc": time_utc or utc_now(),
         "prompt": prompt,
         "reference_answer": answer,
         "settings": settings,
@@ -40,14 +61,17 @@ def compare_json(prompt: str, cols: list[dict[str, Any]], answer: str | None = N
 
 
 def results_csv(result: dict[str, Any]) -> str:
-    """The same records as CSV (settings as one JSON cell, token ids space-separated)."""
+    """The same records as CSV, one row per model, each with the run's UTC time, prompt and reference
+    answer (settings as one JSON cell, token ids space-separated)."""
     buf = io.StringIO()
-    fields = [*RESULT_FIELDS, "correct", "token_ids", "settings"]
+    run = ("time_utc", "prompt", "reference_answer")
+    fields = [*run, *RESULT_FIELDS, "correct", "token_ids", "settings"]
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in result["results"]:
         w.writerow(
             {
+                **{k: result.get(k) for k in run},
                 **{k: r.get(k) for k in RESULT_FIELDS},
                 "correct": r.get("correct"),
                 "token_ids": " ".join(map(str, r["token_ids"])),

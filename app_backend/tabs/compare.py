@@ -144,9 +144,10 @@ def compare(
 
     Columns on one base (the base itself and its adapters) generate in ONE batched ``generate``
     with a mixed-adapter batch (the base's row is "__base__"); other models run one after another.
-    A column is ``{"name", "model", "text", "token_ids", "new_tokens", "seconds", "tokens_per_s",
-    "first_token_s", "stats", "error", "settings"}``. A column that fails (cannot load, cannot take
-    this prompt, breaks while generating) gets its error in its own column; the others still run.
+    A column is ``{"name", "model", "text", "token_ids", "new_tokens", "prefill_s", "decode_tokens_per_s",
+    "seconds", "tokens_per_s", "stats", "error", "settings"}`` (times as the model made the tokens). A
+    column that fails (cannot load, cannot take this prompt, breaks while generating) gets its error in
+    its own column; the others still run.
     Bad settings for the whole request raise ``AppInputError`` before anything runs.
     ``stop_at_eos=False`` makes every column generate ``max_new_tokens`` (equal work per column, for
     throughput measurements); the UI always stops a column at its EOS.
@@ -177,8 +178,8 @@ def compare(
             new_tokens=0,
             seconds=0.0,
             tokens_per_s=0.0,
-            first_token_s=0.0,
-            latency_s=0.0,
+            prefill_s=0.0,
+            decode_tokens_per_s=None,
             stats="waiting…",
             error=None,
             settings=settings,
@@ -263,13 +264,7 @@ def _generate(
     for row, i in enumerate(batch):
         st, col = stats[row], cols[i]
         col["stats"] = "done · " + st.line() + (f" · batched ×{len(batch)}" if len(batch) > 1 else "")
-        col.update(
-            new_tokens=st.n_tokens,
-            seconds=round(st.total_s, 4),
-            tokens_per_s=round(st.tokens_per_s, 2),
-            first_token_s=round(st.first_token_s, 4),
-            latency_s=st.total_s,
-        )
+        col.update(st.fields())
     yield cols
 
 
