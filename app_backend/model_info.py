@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import struct
@@ -232,3 +233,60 @@ def cards_md(entries: list[ModelEntry | str], root: Path | None = None) -> str:
         else:
             parts.append(f"**{e}**: loaded in this app from the Load tab (no registry card)")
     return "\n\n---\n\n".join(parts) if parts else "No model picked."
+
+
+def _score_table(title: str, rows: list[str], columns: list[tuple[str, dict[str, Any]]]) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns)
+    body = "".join(
+        f"<tr><th class='row'>{html.escape(r.replace('__', ': ').replace('_', ' '))}</th>"
+        + "".join(
+            f"<td class='num'>{html.escape(_fraction(v[r]) if r in v else '—')}</td>" for _, v in columns
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<p class='scores-title'>{html.escape(title)}</p><div class='table-scroll'>"
+        f"<table class='scores'><tr><th></th>{head}</tr>{body}</table></div>"
+    )
+
+
+def modules_table_html(entries: list[ModelEntry]) -> str:
+    """One table per kind of eval for the picked models: modules (or MAD tasks) as rows, the models as
+    columns, with the base alone and the no-learning heuristic (and chance, for MAD) beside them; names
+    escaped, numbers never wrapped. Models without eval figures (e.g. loaded ones) are left out.
+
+    Example:
+        >>> modules_table_html([registry["SmolLM2 + MoRe"], registry["mad/mamba"]])  # doctest: +SKIP
+    """
+    parts = []
+    language = [e for e in entries if isinstance((e.meta or {}).get("per_module"), dict)]
+    if language:
+        cols = [(e.name, e.meta["per_module"]) for e in language]
+        bases = {e.base for e in language if e.base} - {e.name for e in language}
+        with_base = next((e.meta for e in language if isinstance(e.meta.get("base_per_module"), dict)), None)
+        if bases and with_base:
+            cols.append((f"base alone ({', '.join(sorted(bases))})", with_base["base_per_module"]))
+        heuristic = next(
+            (e.meta for e in language if isinstance(e.meta.get("heuristic_per_module"), dict)), None
+        )
+        if heuristic:
+            cols.append(("no-learning heuristic", heuristic["heuristic_per_module"]))
+        rows = list(dict.fromkeys(k for _, v in cols for k in v))
+        evals = {str(e.meta.get("eval")) for e in language if e.meta.get("eval")}
+        title = "Exact match per module" + (f" on {', '.join(sorted(evals))}" if evals else "")
+        parts.append(_score_table(title, rows, cols))
+    mad = [
+        e
+        for e in entries
+        if isinstance((e.meta or {}).get("mad_accuracy") or (e.meta or {}).get("accuracy"), dict)
+    ]
+    if mad:
+        cols = [(e.name, e.meta.get("mad_accuracy") or e.meta["accuracy"]) for e in mad]
+        for key, label in (("heuristic", "no-learning heuristic"), ("chance", "chance")):
+            ref = next((e.meta[key] for e in mad if isinstance(e.meta.get(key), dict)), None)
+            if ref:
+                cols.append((label, ref))
+        rows = list(dict.fromkeys(k for _, v in cols for k in v))
+        parts.append(_score_table("MAD test accuracy per task (asset build)", rows, cols))
+    return "".join(parts)

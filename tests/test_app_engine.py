@@ -256,12 +256,12 @@ def test_agreement_marks_and_export(svc):
     import csv
     import io
 
-    from app_backend.results import agreement_md, compare_json, is_right, reference_answer, results_csv
+    from app_backend.results import agreement_html, compare_json, is_right, reference_answer, results_csv
 
     cols = run(svc, "Hello there", [BASE, "tiny-base + LoRA (zero)", "tiny-base + LoRA"], 6)
     cols[0]["text"] = cols[1]["text"] = "It is 19."
     cols[2]["text"] = "It is 190."
-    md = agreement_md(cols, answer="19")
+    md = agreement_html(cols, answer="19")
     assert "2 of 3 columns say the same as #1" in md and "2 of 3 right" in md
     assert md.count("✓") == 2 and md.count("✗") == 1
     assert is_right("19", "19") and not is_right("190", "19") and not is_right("1.19", "19")

@@ -19,7 +19,7 @@ import gradio as gr
 from app_backend.generation import MAX_NEW_TOKENS
 from app_backend.model_info import model_card_md
 from app_backend.registry import AppInputError
-from app_backend.results import agreement_md, compare_json, reference_answer, results_csv
+from app_backend.results import agreement_html, compare_json, reference_answer, results_csv
 from app_backend.tabs.compare import MAX_COMPARE, compare_presets, preset_choices, preset_note
 from app_backend.ui.common import TabContext
 
@@ -186,7 +186,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
             done = f"Done: {len(cols) - len(failed)} of {len(cols)} models ran" + (
                 f"; failed: {', '.join(failed)} (see their columns)." if failed else "."
             )
-            yield [result, done, agreement_md(cols, answer), f.name, svc.cache_line(session)] + per_column(
+            yield [result, done, agreement_html(cols, answer), f.name, svc.cache_line(session)] + per_column(
                 cols
             )
 
