@@ -22,6 +22,7 @@ from app_backend.service import AppService
 from app_backend.tabs.compare import MAX_COMPARE
 from app_backend.ui import compare, hybrids, load, mad, sizes
 from app_backend.ui.common import TabContext
+from app_backend.ui.theme import CSS
 from app_backend.visitors import VisitorLimits, guard_events
 
 
@@ -36,7 +37,8 @@ def build_app(svc: AppService) -> gr.Blocks:
     limit = 2 if cpu else 4
     on_models = dict(concurrency_limit=limit, concurrency_id="models")  # every event that runs a model
 
-    with gr.Blocks(title="mad-models") as demo:
+    # Gradio's own copies of served files (the exports) go after an hour, checked every hour
+    with gr.Blocks(title="mad-models", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# mad-models: MoRe adapters and Manticore hybrids, side by side")
         gr.Markdown(svc.runtime.describe(), elem_id="runtime")
         gr.Markdown(status, elem_id="asset-status")
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     if svc.registry.problem:
         print(f"mad-models: {svc.registry.problem}", flush=True)
     demo = build_app(svc)
-    demo.launch(server_name=args.host, server_port=args.port or None, prevent_thread_lock=True)
+    demo.launch(server_name=args.host, server_port=args.port or None, prevent_thread_lock=True, css=CSS)
     if not args.no_warm:
         # the base model loads once the page is up (not before: loading holds the GIL and would slow
         # the server's start), so the first Compare does not wait for it

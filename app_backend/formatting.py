@@ -44,3 +44,12 @@ def number(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.4g}"
     return str(v)
+
+
+METHOD_NAMES = {"MORE": "MoRe", "LORA": "LoRA"}
+
+
+def method_name(peft_type: Any) -> str:
+    """How an adapter method is written on screen: PEFT's "MORE" is "MoRe", "LORA" is "LoRA"."""
+    value = str(getattr(peft_type, "value", peft_type))
+    return METHOD_NAMES.get(value.upper(), value)

@@ -245,6 +245,7 @@ def stream_generate_steps(
     top_k: int = 0,
     stats: list[GenStats] | None = None,
     stop_at_eos: bool = True,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[int, int]]:
     """One batched ``generate`` over several prompts; yields, after each decoding step, the list of
     ``(row, token id)`` it produced (rows that reached EOS drop out).
@@ -252,7 +253,8 @@ def stream_generate_steps(
     Prompts of unequal length are padded on the left (attention mask 0 there), so each row's tokens
     are the ones it gets alone. ``adapter_names`` (an ``AdapterHost`` model) runs row ``i`` with adapter
     ``adapter_names[i]`` ("__base__": none); ``hold`` is a context manager held around the generation
-    (the host's read lock). A row stops at its EOS; the others go on.
+    (the host's read lock). A row stops at its EOS; the others go on. ``stop``: an event that ends
+    generation at the next token when set (the app's Stop button); closing this generator early does too.
 
     Example:
         >>> for step in stream_generate_steps(host.model, [ids, ids], 8, adapter_names=["__base__", "a0"]):
@@ -300,10 +302,11 @@ def stream_generate_steps(
         top_p=None,
         top_k=None,
     )
-    stop = threading.Event()  # set when the caller stops reading (Stop button, client gone)
+    closed = threading.Event()  # set when the caller stops reading (closes this generator)
 
     def stop_requested(input_ids, scores, **kwargs):  # a StoppingCriteria: (B,) bools
-        return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+        end = closed.is_set() or (stop is not None and stop.is_set())
+        return torch.full((input_ids.shape[0],), end, dtype=torch.bool, device=input_ids.device)
 
     kwargs["stopping_criteria"] = StoppingCriteriaList([stop_requested])
     errors: list[BaseException] = []
@@ -338,7 +341,7 @@ def stream_generate_steps(
             if out:
                 yield out
     finally:  # also when the consumer closes this generator early: generate stops at the next token
-        stop.set()
+        closed.set()
     worker.join()
     if errors:
         raise errors[0]

@@ -27,6 +27,7 @@ from typing import Any
 
 from app_backend import formatting as fmt
 from app_backend.registry import ModelEntry
+from app_backend.render import md_escape
 
 HUB_URL = "https://huggingface.co"
 MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header larger than this is not read
@@ -170,7 +171,7 @@ def model_card_md(entry: ModelEntry, root: Path | None = None) -> str:
     """
     meta = entry.meta or {}
     config = entry.config
-    lines = [f"**{entry.name}**: {entry.description or entry.kind}"]
+    lines = [f"**{md_escape(entry.name)}**: {md_escape(entry.description or entry.kind)}"]
     card = readme_training(entry.path)
     trained_on = meta.get("trained_on") or card.get("task") or card.get("components")
     if trained_on:
@@ -231,7 +232,7 @@ def cards_md(entries: list[ModelEntry | str], root: Path | None = None) -> str:
         if isinstance(e, ModelEntry):
             parts.append(model_card_md(e, root))
         else:
-            parts.append(f"**{e}**: loaded in this app from the Load tab (no registry card)")
+            parts.append(f"**{md_escape(e)}**: loaded in this app from the Load tab (no registry card)")
     return "\n\n---\n\n".join(parts) if parts else "No model picked."
 
 

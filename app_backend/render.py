@@ -5,12 +5,25 @@ A rendering only one tab uses lives in that tab's module (``app_backend/tabs/``)
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pandas as pd
 
 from app_backend import formatting as fmt
 from mad_models.hybrid.cost import flatten_report
+
+
+def md_escape(text: Any) -> str:
+    r"""Text to put into Markdown as text: HTML escaped (an ``<img onerror=...>`` shows as written) and
+    Markdown's own punctuation backslash-escaped (a ``|`` cannot open a table column, ``*`` no emphasis).
+
+    Example:
+        >>> md_escape("a|b <img src=x>")
+        'a\\|b &lt;img src=x&gt;'
+    """
+    return re.sub(r"([\\`*_{}\[\]()#+!|~>-])", r"\\\1", html.escape(str(text), quote=False))
 
 
 def cost_rows(cost: Any) -> list[dict[str, Any]]:

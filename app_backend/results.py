@@ -28,6 +28,7 @@ RESULT_FIELDS = (
     "decode_tokens_per_s",
     "seconds",
     "tokens_per_s",
+    "stopped",
     "error",
     "text",
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -258,6 +259,14 @@ class AppService:
         """Load: :func:`app_backend.tabs.load.load` on this service (this browser session's models)."""
         return load_tab.load(self, *args, **kwargs)
 
+    def unload(self, name: str, session: str | None = None) -> str:
+        """Load: :func:`app_backend.tabs.load.unload` on this service."""
+        return load_tab.unload(self, name, session)
+
+    def loaded_names(self, session: str | None = None) -> list[str]:
+        """What this browser session loaded through the Load tab, in load order."""
+        return list(self.sessions.get(session or "", {}))
+
 
 def _local_tokenizer(source: str) -> Any:
     """The tokenizer saved next to a local model, loaded without remote code; None if there is none."""
@@ -280,14 +289,24 @@ def _first(e: BaseException) -> str:
 
 
 def _hub_message(source: str, base: str | None, e: Exception) -> str:
+    """One line for a failed pull: what does not fit and why, cut at a word, without server paths."""
+    from app_backend.results import clip
     from hub_tools import HubError
 
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"'/[^']*'|\"/[^\"]*\"", "the folder", text)  # a local path never reaches the page
+    missing = re.search(r"Target modules? (\{[^}]*\}|\[[^\]]*\]|\S+) not found", str(e))
+    if base and missing:
+        targets = ", ".join(sorted(re.findall(r"'([^']+)'", missing.group(1)))) or missing.group(1)
+        return (
+            f"{source} does not fit base {base!r}: the base has none of the adapter's target modules "
+            f"({targets}): it was trained on another kind of model; pick the base it was trained on."
+        )
     if base and ("size mismatch" in str(e) or "do not fit" in text or "does not fit" in text):
-        return f"{source} does not fit base {base!r}: its tensor names or shapes differ ({text[:200]})."
+        return f"{source} does not fit base {base!r}: its tensor names or shapes differ ({clip(text, 200)})."
     if isinstance(e, HubError):
-        return text
-    return f"Cannot load {source}: {type(e).__name__}: {text[:300]}"
+        return clip(text, 400)
+    return f"Cannot load {source}: {type(e).__name__}: {clip(text, 300)}"
 
 
 def component_labels(model: Any) -> list[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from mad_models.more import adapter_report
 N_COLS = 8  # MAX_COMPARE columns
 # the compare API answers (results JSON, status, agreement, CSV file, cache line), then per column
 # MAX_COMPARE texts, MAX_COMPARE stats lines and MAX_COMPARE cards
-HEAD = 5
+HEAD = 7  # results JSON, status, agreement, answer strip, CSV, JSON file, cache line; then the columns
 
 
 # fixtures (conftest.py): `assets`, the tiny models with presets; `client`, the app on them
@@ -36,11 +38,17 @@ def compare(client, prompt, models, max_new=12, mode="greedy", seed=0, temperatu
     values = [o.get("value") if isinstance(o, dict) else o for o in out]  # gr.update dicts
     assert values[HEAD : HEAD + len(models)] == [c["text"] for c in cols]  # the columns show the JSON
     for c, line in zip(cols, values[HEAD + N_COLS : HEAD + N_COLS + len(models)], strict=True):
-        c["stats"] = line
-    # the CSV download holds the same records
-    with open(out[3]["value"] if isinstance(out[3], dict) else out[3], encoding="utf-8") as f:
+        c["stats"] = html.unescape(re.sub(r"<[^>]+>", "", line))  # the line as the page shows it
+    # the CSV and JSON downloads hold the same records
+    with open(out[4]["value"] if isinstance(out[4], dict) else out[4], encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == models and [r["text"] for r in rows] == [c["text"] for c in cols]
+    assert all(r["prompt"] == prompt for r in rows)
+    with open(out[5]["value"] if isinstance(out[5], dict) else out[5], encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved["prompt"] == prompt and [r["token_ids"] for r in saved["results"]] == [
+        c["token_ids"] for c in cols
+    ]
     return cols
 
 
@@ -138,7 +146,7 @@ def test_picking_a_preset_fills_the_prompt_and_the_answer_marks_the_columns(clie
     )
     assert out[0]["reference_answer"] == "42"
     assert all(isinstance(r["correct"], bool) for r in out[0]["results"])
-    assert "reference answer `42`" in out[2]
+    assert "reference answer <code>42</code>" in out[2]
     # a value that is not a preset is refused by the dropdown's own check
     with pytest.raises(AppError, match="not in the list of choices"):
         client.predict("What is 8 times 6?", api_name="/compare_preset")
@@ -220,7 +228,7 @@ def test_mad_skills_accuracy_matches_a_direct_evaluation(client, assets):
 def test_load_tab(client, assets, tmp_path):
     # a repo that does not exist (offline Hub): a message naming it, no trace
     msg = client.predict("nobody-here/no-such-repo", "", "", api_name="/load")[0]
-    assert msg.startswith("⚠") and "nobody-here/no-such-repo" in msg and "Traceback" not in msg
+    assert "tab-error" in msg and "nobody-here/no-such-repo" in msg and "Traceback" not in msg
     # an adapter trained for another base: clean "does not fit"
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -241,16 +249,52 @@ def test_load_tab(client, assets, tmp_path):
         "does not fit base 'tiny-base'"
         in client.predict(str(tmp_path / "other"), "", "tiny-base", api_name="/load")[0]
     )
-    msg, models, hybrids = client.predict(str(assets / "language/lora"), "", "", api_name="/load")
+    msg, models, hybrids, _ = client.predict(str(assets / "language/lora"), "", "", api_name="/load")
     assert "is an adapter: pick the base" in msg
     assert models.get("choices") is None  # a failed load leaves the pickers as they are
     # a good local adapter loads through hub_tools and is then usable in Compare (same session)
-    msg, models, _ = client.predict(str(assets / "language/lora"), "", "tiny-base", api_name="/load")
+    msg, models, _, _ = client.predict(str(assets / "language/lora"), "", "tiny-base", api_name="/load")
     name = "loaded: lora"
     assert name in msg and "shares its base" in msg and str(assets) not in msg
     assert name in [c[0] if isinstance(c, list) else c for c in models["choices"]]
     cols = compare(client, "Hello there", [name, "tiny-base + LoRA"], max_new=8)
     assert cols[0]["token_ids"] == cols[1]["token_ids"]
+
+
+def test_load_offers_only_language_bases_and_names_the_missing_modules(client, app_url, assets, tmp_path):
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    offered = [c[0] if isinstance(c, list) else c for c in props["load-base"]["choices"]]
+    assert offered == ["", "tiny-base"]  # no adapter, no MAD model, no hybrid
+    mine = Client(app_url, verbose=False)  # a session of its own (each holds at most 3 loads)
+    with pytest.raises(AppError, match="mad/attention is not in the list of choices"):  # gradio checks
+        mine.predict(str(assets / "language/lora"), "", "mad/attention", api_name="/load")
+    # a language base that lacks the adapter's target modules says exactly that
+    from peft import LoraConfig, get_peft_model
+    from tiny import tiny_gpt2
+
+    get_peft_model(tiny_gpt2(), LoraConfig(r=2, target_modules=["c_attn"])).save_pretrained(
+        tmp_path / "gpt2-lora"
+    )
+    msg = mine.predict(str(tmp_path / "gpt2-lora"), "", "tiny-base", api_name="/load")[0]
+    assert "none of the adapter's target modules (c_attn)" in msg and str(tmp_path) not in msg
+
+    # two folders with the same name stay two models; one can be unloaded again
+    for sub in ("one", "two"):
+        (tmp_path / sub).mkdir()
+        __import__("shutil").copytree(assets / "mad/hybrid", tmp_path / sub / "hybrid")
+    first = mine.predict(str(tmp_path / "one/hybrid"), "", "", api_name="/load")
+    second = mine.predict(str(tmp_path / "two/hybrid"), "", "", api_name="/load")
+    assert "loaded: hybrid</b>" in first[0] and "loaded: hybrid (2)</b>" in second[0]
+    assert "same folder name" in second[0]
+    names = [c[0] if isinstance(c, list) else c for c in second[1]["choices"]]
+    assert "loaded: hybrid" in names and "loaded: hybrid (2)" in names
+    assert compare(mine, "1 2", ["loaded: hybrid (2)"], max_new=2)[0]["error"] is None
+    done, models, hybrids, loaded = mine.predict("loaded: hybrid", api_name="/unload")
+    assert "Unloaded loaded: hybrid." in done
+    assert [c[0] if isinstance(c, list) else c for c in loaded["choices"]] == ["loaded: hybrid (2)"]
+    assert "loaded: hybrid" not in [c[0] if isinstance(c, list) else c for c in models["choices"]]
+    msg = mine.predict("loaded: hybrid", api_name="/unload")[0]
+    assert "tab-error" in msg and "not one of the models this page loaded" in msg
 
 
 def test_registry_json_is_what_the_app_shows(client, assets):
@@ -280,7 +324,7 @@ def test_app_without_assets_starts_and_explains(tmp_path):
 
 
 def test_hybrid_mixtures_heatmap_is_the_models_weights(client, assets):
-    status, heat, weights, cost, summary, _ = client.predict("mad/hybrid", 0.25, api_name="/mixture")
+    status, heat, weights, cost, summary, _, lead = client.predict("mad/hybrid", 0.25, api_name="/mixture")
     assert "tab-ok" in status
     model = AutoModelForCausalLM.from_pretrained(assets / "mad/hybrid")
     expected = model.mixture_weights().tolist()
@@ -313,7 +357,23 @@ def test_hybrid_mixtures_heatmap_is_the_models_weights(client, assets):
         after["params / total"] - before["params / total"],
     ]
     assert total[3] < 0  # pruning drops parameters
-    _, _, _, _, summary_all, _ = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    # the summary leads with five rows: params, FLOPs/token, times each component alone, pairs run
+    rows = re.findall(
+        r"<tr><th class='row'>(.*?)</th><td class='num'>(.*?)</td><td class='num'>(.*?)</td>", lead
+    )
+    labels = [
+        k.split(" / ")[1] for k in before if k.startswith("standalone /") and k.endswith("flops_per_token")
+    ]
+    assert [r[0] for r in rows] == [
+        "parameters",
+        "FLOPs per token",
+        *[f"× {label} alone" for label in labels],
+        "(block, component) pairs run",
+    ]
+    assert len(rows) == 5 and rows[0][1:] == (f"{before['params / total']:,}", f"{after['params / total']:,}")
+    alone = before["flops_per_token / total"] / before[f"standalone / {labels[0]} / flops_per_token"]
+    assert rows[2][1] == f"{alone:.2f}×" and rows[4][1:] == ("4", "3")
+    _, _, _, _, summary_all, _, _ = client.predict("mad/hybrid", 0.5, api_name="/mixture")
     assert "keeps 2 of 4" in summary_all
     with pytest.raises(
         AppError, match="mad/attention is not in the list of choices"

@@ -101,6 +101,11 @@ def test_hybrid_tab_updates_live_with_the_slider(page):
     page.locator("#prune-threshold input[type=range]").fill("0.5")
     page.locator("#prune-summary").get_by_text("Pruning at 0.50 keeps 2 of 4").wait_for(timeout=WAIT)
     assert page.locator("#heatmap td.mix-cell[style*='line-through']").count() == 2
+    # the cost leads with a short summary; the full report is in a fold
+    summary = page.locator("#cost-summary table tr")
+    assert summary.count() == 6 and "parameters" in summary.nth(1).inner_text()
+    assert "(block, component) pairs run" in summary.nth(5).inner_text()
+    page.get_by_text("Full cost report").click()
     cost = page.locator("#cost-diff").inner_text()
     assert "before" in cost and "after" in cost and "Δ" in cost and "params / total" in cost
     # weights to 3 digits

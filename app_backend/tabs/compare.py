@@ -13,11 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
+import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
@@ -29,6 +31,7 @@ from app_backend.generation import (
     stream_generate_steps,
 )
 from app_backend.registry import AppInputError, Loaded, Registry
+from app_backend.results import clip
 
 if TYPE_CHECKING:
     from app_backend.service import AppService
@@ -38,6 +41,23 @@ MAX_COMPARE = 8  # output columns on the Compare tab
 
 MAX_PRESETS = 300  # a dropdown longer than this helps nobody; the rest are left out (and logged)
 LABEL_CHARS = 90  # a label shows the module and the question's start, on one line
+
+
+@dataclass
+class Run:
+    """One Compare run as the Stop button sees it: ``stop`` ends it, ``guard`` is held while its columns
+    change, ``cols`` are the columns (filled by :func:`compare`)."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    cols: list[dict[str, Any]] = field(default_factory=list)
+    prompt: str = ""
+    answer: str | None = None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """A copy of the columns as they are now (never half-way through a step)."""
+        with self.guard:
+            return copy.deepcopy(self.cols)
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,7 @@ def compare(
     progress: ProgressFn | None = None,
     session: str | None = None,
     stop_at_eos: bool = True,
+    run: Run | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Run one prompt through several models, yielding all columns after every new token.
 
@@ -151,6 +172,10 @@ def compare(
     Bad settings for the whole request raise ``AppInputError`` before anything runs.
     ``stop_at_eos=False`` makes every column generate ``max_new_tokens`` (equal work per column, for
     throughput measurements); the UI always stops a column at its EOS.
+
+    ``run`` (a :class:`Run`): its ``stop`` event ends the run at the next token or column, and its
+    ``guard`` lock is held while the columns change, so another thread (the Stop button) can read them
+    whole. Each column also has a ``state``: waiting, loading, ready, generating, done or error.
     """
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     names = [n for n in (names or []) if n]
@@ -180,26 +205,35 @@ def compare(
             tokens_per_s=0.0,
             prefill_s=0.0,
             decode_tokens_per_s=None,
+            stopped=False,
+            state="waiting",
             stats="waiting…",
             error=None,
             settings=settings,
         )
         for n in names
     ]
+    run = run if run is not None else Run()
+    run.cols = cols
     yield cols
     loaded: dict[int, Loaded] = {}
     prompts: dict[int, list[int]] = {}
     for i, col in enumerate(cols):
-        col["stats"] = f"loading {col['model']}…"
+        if run.stop.is_set():
+            return
+        with run.guard:
+            col["state"], col["stats"] = "loading", f"loading {col['model']}…"
         yield cols
         try:
             item = svc.get(col["model"], None, session)
             vocab = item.model.config.get_text_config().vocab_size
-            prompts[i] = encode_prompt(prompt, item.tokenizer, vocab, chat=chat)
-            loaded[i] = item
-            col["stats"] = "ready"
+            ids = encode_prompt(prompt, item.tokenizer, vocab, chat=chat)
+            with run.guard:
+                prompts[i], loaded[i] = ids, item
+                col["state"], col["stats"] = "ready", "ready"
         except Exception as e:  # noqa: BLE001  (one column's failure stops only that column)
-            _fail(col, e)
+            with run.guard:
+                _fail(col, e)
         yield cols
     # one batch per shared base: the base's own column joins as "__base__"
     groups: dict[int, list[int]] = {}
@@ -219,7 +253,9 @@ def compare(
         else:
             batches.append([i])
     for batch in batches:
-        yield from _generate(batch, cols, loaded, prompts, settings)
+        if run.stop.is_set():
+            return
+        yield from _generate(batch, cols, loaded, prompts, settings, run)
 
 
 def _generate(
@@ -228,13 +264,16 @@ def _generate(
     loaded: dict[int, Loaded],
     prompts: dict[int, list[int]],
     settings: dict[str, Any],
+    run: Run,
 ) -> Iterator[list[dict[str, Any]]]:
     first = loaded[batch[0]]
     shared = len(batch) > 1 or first.adapter is not None
     host = first.host
     stats = [GenStats() for _ in batch]
-    for i in batch:
-        cols[i]["stats"] = "generating…" + (f" (batched ×{len(batch)})" if len(batch) > 1 else "")
+    with run.guard:
+        for i in batch:
+            cols[i]["state"] = "generating"
+            cols[i]["stats"] = "generating…" + (f" (batched ×{len(batch)})" if len(batch) > 1 else "")
     yield cols
     try:
         for step in stream_generate_steps(
@@ -249,30 +288,40 @@ def _generate(
             top_k=settings["top_k"],
             stats=stats,
             stop_at_eos=settings["stop_at_eos"] and first.tokenizer is not None,
+            stop=run.stop,
         ):
-            for row, tok in step:
-                col, item = cols[batch[row]], loaded[batch[row]]
-                col["token_ids"].append(tok)
-                col["text"] = decode(col["token_ids"], item.tokenizer)
-                col["stats"] = f"generating · {stats[row].line()} (of {settings['max_new_tokens']})"
+            with run.guard:
+                for row, tok in step:
+                    col, item = cols[batch[row]], loaded[batch[row]]
+                    col["token_ids"].append(tok)
+                    col["text"] = decode(col["token_ids"], item.tokenizer)
+                    col["stats"] = f"generating · {stats[row].line()} (of {settings['max_new_tokens']})"
+                    col.update(stats[row].fields())
             yield cols  # once per step: every column of the batch moved on
     except Exception as e:  # noqa: BLE001
-        for i in batch:
-            _fail(cols[i], e)
+        with run.guard:
+            for i in batch:
+                _fail(cols[i], e)
         yield cols
         return
-    for row, i in enumerate(batch):
-        st, col = stats[row], cols[i]
-        col["stats"] = "done · " + st.line() + (f" · batched ×{len(batch)}" if len(batch) > 1 else "")
-        col.update(st.fields())
+    if run.stop.is_set():  # stopped mid-way: the Stop button says how far each column got
+        return
+    with run.guard:
+        for row, i in enumerate(batch):
+            st, col = stats[row], cols[i]
+            col["state"] = "done"
+            col["stats"] = "done · " + st.line() + (f" · batched ×{len(batch)}" if len(batch) > 1 else "")
+            col.update(st.fields())
     yield cols
 
 
 def _fail(col: dict[str, Any], e: Exception) -> None:
-    """Put an error into its column, as a message (unexpected errors are logged with their trace)."""
+    """Put an error into its column, as a message cut at a word (unexpected errors are logged with
+    their trace)."""
     if isinstance(e, AppInputError):
-        msg = str(e)
+        msg = clip(str(e), 400)
     else:
         log.error("compare: %s failed:\n%s", col["model"], traceback.format_exc())
-        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
-    col["error"], col["stats"], col["text"] = msg, "error", f"⚠ {msg}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        msg = clip(f"{type(e).__name__}: {first}", 300)
+    col["error"], col["state"], col["stats"], col["text"] = msg, "error", "error", f"⚠ {msg}"

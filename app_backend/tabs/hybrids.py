@@ -38,7 +38,8 @@ def cost_diff_rows(before: Any, after: Any) -> list[dict[str, Any]]:
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (vb, va))
         delta = (va - vb) if numeric else None
         pct = (100.0 * delta / vb) if numeric and vb else None
-        rows.append({"item": item, "before": vb, "after": va, "Δ": delta, "Δ %": pct})
+        label = item + (" (already inside the components' figures)" if item.endswith("/ heads") else "")
+        rows.append({"item": label, "before": vb, "after": va, "Δ": delta, "Δ %": pct})
     return rows
 
 
@@ -211,8 +212,72 @@ def mixture(
         "cost": model.cost_report(),
         "pruned_cost": pruned.cost_report(),
         "kept": [[k in kept[b] for k in range(weights.shape[1])] for b in range(weights.shape[0])],
+        "pairs_before": sum(len(b) for b in model.config.kept()),
         "threshold": threshold,
     }
+
+
+def _si(x: float) -> str:
+    """A large figure in thousands / millions / billions: 1234567 -> '1.23 M'."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def cost_summary_rows(before: dict, after: dict, pairs_before: int, pairs_after: int) -> list[dict[str, str]]:
+    """The cost of the full and the pruned hybrid in a few rows: parameters, FLOPs per token, those FLOPs
+    as a multiple of each component run alone, and the (block, component) pairs that run.
+
+    The components' figures include their LM heads: nothing comes on top of them but the projectors.
+
+    Example:
+        >>> rows = cost_summary_rows(report, pruned_report, 4, 3)  # doctest: +SKIP
+        >>> [r["cost"] for r in rows][:3]  # doctest: +SKIP
+        ['parameters', 'FLOPs per token', '× mad/attention alone']
+    """
+
+    def change(b: float, a: float) -> str:
+        return "0 %" if b == a else (f"{100.0 * (a - b) / b:+.1f} %" if b else "—")
+
+    pb, pa = before["params"]["total"], after["params"]["total"]
+    fb, fa = before["flops_per_token"]["total"], after["flops_per_token"]["total"]
+    rows = [
+        {"cost": "parameters", "full": f"{pb:,}", "pruned": f"{pa:,}", "change": change(pb, pa)},
+        {"cost": "FLOPs per token", "full": _si(fb), "pruned": _si(fa), "change": change(fb, fa)},
+    ]
+    for label, alone in before["standalone"].items():
+        f = alone["flops_per_token"]
+        rows.append(
+            {"cost": f"× {label} alone", "full": f"{fb / f:.2f}×", "pruned": f"{fa / f:.2f}×", "change": ""}
+        )
+    rows.append(
+        {
+            "cost": "(block, component) pairs run",
+            "full": str(pairs_before),
+            "pruned": str(pairs_after),
+            "change": change(pairs_before, pairs_after),
+        }
+    )
+    return rows
+
+
+def cost_summary_html(rows: list[dict[str, str]], threshold: float) -> str:
+    """The summary rows as a small table (names escaped, figures never wrapped)."""
+    head = (
+        "<tr><th>cost</th><th class='num'>full hybrid</th>"
+        f"<th class='num'>pruned at {threshold:.2f}</th><th class='num'>change</th></tr>"
+    )
+    body = "".join(
+        f"<tr><th class='row'>{html.escape(r['cost'])}</th><td class='num'>{html.escape(r['full'])}</td>"
+        f"<td class='num'>{html.escape(r['pruned'])}</td><td class='num'>{html.escape(r['change'])}</td></tr>"
+        for r in rows
+    )
+    note = (
+        "<p class='scores-title'>FLOPs per token at a 1,024-token context; each component's figures "
+        "include its LM head, and the mixed hybrid adds only its projectors.</p>"
+    )
+    return f"{note}<div class='table-scroll'><table class='scores cost-summary'>{head}{body}</table></div>"
 
 
 def component_labels(model: Any) -> list[str]:

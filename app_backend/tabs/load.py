@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
-from app_backend.registry import AppInputError
+from app_backend.registry import AppInputError, Registry
 from app_backend.visitors import current_visitor
 from mad_models.cards import is_hub_id
 
@@ -68,17 +68,19 @@ def load(
         raise AppInputError("That local path is not a directory.")
     if not looks_local and not is_hub_id(source):
         raise AppInputError(f"{source!r} is neither a Hub repo id (owner/name) nor a local directory.")
-    if base and (base not in svc.registry.entries or svc.registry.entries[base].kind == "adapter"):
-        raise AppInputError(f"Unknown base model {base!r}: pick one of the registered base models.")
+    if base and base not in adapter_bases(svc.registry):
+        raise AppInputError(
+            f"{base!r} is not a base for adapters here: pick one of {', '.join(adapter_bases(svc.registry))}."
+        )
     is_adapter = (local / "adapter_config.json").is_file() if looks_local else None
     if is_adapter and not base:
         raise AppInputError(f"{local.name} is an adapter: pick the base model it was trained on.")
     if looks_local and is_adapter is False and base:
         base = ""  # a whole model: the base (and its tokenizer) has nothing to do with it
     label = local.name if looks_local else source  # never a server path in the UI
-    name = f"loaded: {label}" + (f"@{revision}" if revision else "")
     key = f"loaded: {local.resolve() if looks_local else source}@{revision}|{base}"
     own = svc.sessions.setdefault(session or "", {})
+    name = unique_name(f"loaded: {label}" + (f"@{revision}" if revision else ""), key, own)
     if name not in own and len(own) >= svc.max_loaded_per_session:
         raise AppInputError(
             f"This session already holds {len(own)} loaded models (the limit is "
@@ -119,9 +121,49 @@ def load(
         params = sum(p.numel() for p in model.parameters())
     return {
         "name": name,
+        "renamed": name != f"loaded: {label}" + (f"@{revision}" if revision else ""),
         "kind": kind,
         "params": params,
         "model_type": model.config.model_type,
         "tokenizer": item.tokenizer is not None,
         "hybrid": hybrid,
     }
+
+
+def adapter_bases(registry: Registry) -> list[str]:
+    """The registered models an adapter may be loaded onto: the language models (not adapters, not
+    hybrids, not the MAD models, whose token-id vocabularies no language adapter was trained on)."""
+    return [
+        n
+        for n, e in registry.entries.items()
+        if e.kind != "adapter" and e.group == "language" and not e.is_hybrid
+    ]
+
+
+def unique_name(name: str, key: str, own: dict[str, str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``, ... when this session already holds another model under
+    it (two folders called ``hybrid`` stay two models)."""
+    if own.get(name, key) == key:
+        return name
+    n = 2
+    while own.get(f"{name} ({n})", key) != key:
+        n += 1
+    return f"{name} ({n})"
+
+
+def unload(svc: AppService, name: str, session: str | None = None) -> str:
+    """Drop ``name`` from this session's loaded models, and from memory unless another session holds it.
+
+    Example:
+        >>> unload(svc, "loaded: hybrid", session)  # doctest: +SKIP
+        'Unloaded loaded: hybrid.'
+    """
+    own = svc.sessions.get(session or "", {})
+    if name not in own:
+        raise AppInputError(f"{name!r} is not one of the models this page loaded.")
+    key = own.pop(name)
+    if not any(key in s.values() for s in svc.sessions.values()):
+        svc.cache.discard(key)
+        with svc.lock:
+            svc.pulled.pop(key, None)
+    return f"Unloaded {name}."

@@ -71,9 +71,10 @@ def grouped_bars_html(
     step = _nice_step(peak)
     y_max = step * math.ceil(peak / step)
     parts = [
+        # never narrower than 720 px (the text stays >= 11 px): a phone scrolls the chart sideways
         f"<svg class='sizes-chart' viewBox='0 0 {w} {h}' width='100%' role='img' "
         f"aria-label='{html.escape(y_title)} per {html.escape(x_title)}' "
-        f"style='max-width:{w}px;font-size:12px'>"
+        f"style='max-width:{w}px;min-width:720px;font-size:14px'>"
     ]
     for i in range(int(round(y_max / step)) + 1):  # y grid and tick labels
         v = i * step
@@ -122,7 +123,7 @@ def grouped_bars_html(
         for i, a in enumerate(adapters)
     )
     return (
-        "<div class='sizes-figure'>"
+        "<div class='sizes-figure' style='overflow-x:auto'>"
         + "".join(parts)
         + f"<div class='sizes-legend' style='display:flex;flex-wrap:wrap;padding-left:{left}px'>"
         + legend
@@ -170,7 +171,7 @@ def adapter_sizes(svc: AppService, progress: ProgressFn | None = None) -> dict[s
         totals.append(
             {
                 "adapter": n,
-                "method": rep.peft_type,
+                "method": fmt.method_name(rep.peft_type),
                 "trainable params": rep.trainable_params,
                 "bytes on disk": rep.bytes_on_disk,
                 "% of base": round(rep.percent_of_base, 4),

@@ -13,10 +13,18 @@ from app_backend.generation import MAX_NEW_TOKENS
 from app_backend.model_info import cards_md
 from app_backend.registry import AppInputError
 from app_backend.render import styled
-from app_backend.tabs.hybrids import HybridLab, cost_diff_rows, heatmap_html
+from app_backend.tabs.hybrids import (
+    HybridLab,
+    cost_diff_rows,
+    cost_summary_html,
+    cost_summary_rows,
+    heatmap_html,
+)
 from app_backend.tabs.mad import preset
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 from mad_models.mad import TASKS as MAD_TASKS
+
+COST_COLUMNS = ["item", "before", "after", "Δ", "Δ %"]
 
 
 def build(ctx: TabContext) -> dict[str, Any]:
@@ -47,24 +55,34 @@ def build(ctx: TabContext) -> dict[str, Any]:
         status = status_line("hybrid-status")
         heat = gr.HTML(elem_id="heatmap")
         prune_md = gr.Markdown(elem_id="prune-summary")
+        cost_md = gr.HTML(elem_id="cost-summary")
         weights_df = gr.Dataframe(
-            label="Mixture weights (blocks × components)", interactive=False, elem_id="mixture-weights"
-        )
-        cost_df = gr.Dataframe(
-            label="Cost: full hybrid (before) and pruned at the threshold (after)",
+            pd.DataFrame(columns=["block"]),
+            label="Mixture weights (blocks × components)",
             interactive=False,
-            column_widths=["40%", "15%", "15%", "15%", "15%"],
-            wrap=True,
-            max_height=420,
-            elem_id="cost-diff",
+            elem_id="mixture-weights",
         )
+        with gr.Accordion("Full cost report (every block and component)", open=False):
+            cost_df = gr.Dataframe(
+                pd.DataFrame(columns=COST_COLUMNS),
+                label="Cost: full hybrid (before) and pruned at the threshold (after)",
+                interactive=False,
+                column_widths=["40%", "15%", "15%", "15%", "15%"],
+                max_height=420,
+                elem_id="cost-diff",
+            )
         with gr.Accordion("Accuracy against prune threshold", open=True):
             gr.Markdown(
                 "The hybrid pruned at each threshold, scored on a fixed seeded MAD test batch "
                 "(the tasks it was trained on; computed once per hybrid)."
             )
             curve_btn = gr.Button("Score thresholds", elem_id="run-curve", size="sm")
-            curve_df = gr.Dataframe(interactive=False, elem_id="prune-curve", show_label=False)
+            curve_df = gr.Dataframe(
+                pd.DataFrame(columns=["threshold"]),
+                interactive=False,
+                elem_id="prune-curve",
+                show_label=False,
+            )
         with gr.Accordion("Compare pruned vs full", open=True):
             with gr.Row():
                 task = gr.Dropdown(list(MAD_TASKS), value="in_context_recall", label="Preset (MAD task)")
@@ -89,9 +107,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
         @errors_in_place(
             "",
             pd.DataFrame(columns=["block"]),
-            pd.DataFrame(columns=["item", "before", "after", "Δ", "Δ %"]),
+            pd.DataFrame(columns=COST_COLUMNS),
             "",
             gr.skip(),
+            "",
         )
         def mixture(name, threshold, request: gr.Request, progress=gr.Progress()):  # noqa: B008  (gradio injects both)
             if not name:
@@ -105,6 +124,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
             kept = sum(sum(r) for r in d["kept"])
             total = sum(len(r) for r in d["kept"])
             curve = lab.accuracy_curve(name, at=d["threshold"], progress=progress, compute=False)
+            summary = cost_summary_rows(d["cost"], d["pruned_cost"], d["pairs_before"], kept)
             return (
                 f"{name} at threshold {d['threshold']:.2f}.",
                 heatmap_html(d["weights"], d["components"], d["kept"]),
@@ -112,9 +132,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
                 styled(cost_diff_rows(d["cost"], d["pruned_cost"]), _cost_formats()),
                 f"Pruning at {d['threshold']:.2f} keeps {kept} of {total} (block, component) pairs.",
                 curve_table(curve) if curve else gr.skip(),
+                cost_summary_html(summary, d["threshold"]),
             )
 
-        mix_outputs = [status, heat, weights_df, cost_df, prune_md, curve_df]
+        mix_outputs = [status, heat, weights_df, cost_df, prune_md, curve_df, cost_md]
         mix_btn.click(
             mixture,
             [hybrid, threshold],

@@ -47,7 +47,8 @@ def build(ctx: TabContext) -> None:
             task = gr.Dropdown(tasks, value=first_task, label="Task", elem_id="mad-task")
             mad_pick = gr.CheckboxGroup(mad_list, value=mad_list[:4], label="Models", elem_id="mad-models")
             n_seq = gr.Number(64, label="Sequences in the fresh test batch", precision=0)
-            mad_seed = gr.Number(1, label="Seed (test batch drawn at 12345 + seed)", precision=0)
+            # seed 0: the standard test batch, the one the cards' figures were measured on
+            mad_seed = gr.Number(0, label="Seed (test batch drawn at 12345 + seed)", precision=0)
         desc0, prompt0, note0 = about_parts(first_task)
         describe = gr.Markdown(desc0, elem_id="mad-task-about")
         prompt = gr.Textbox(
@@ -60,6 +61,7 @@ def build(ctx: TabContext) -> None:
         mad_btn = gr.Button("Evaluate", elem_id="run-mad")
         status = status_line("mad-status")
         acc_df = gr.Dataframe(
+            pd.DataFrame(columns=ACC_COLUMNS),
             label="Accuracy on scored positions (with chance and a no-learning heuristic)",
             interactive=False,
             elem_id="mad-acc",

@@ -11,6 +11,8 @@ from app_backend.render import styled
 from app_backend.tabs.sizes import grouped_bars_html
 from app_backend.ui.common import TabContext, errors_in_place, status_line
 
+TOTALS_COLUMNS = ["adapter", "method", "trainable params", "size on disk", "% of base"]
+
 
 def build(ctx: TabContext) -> None:
     """Lay out the Adapter sizes tab inside the open ``gr.Blocks`` and wire its events."""
@@ -22,16 +24,25 @@ def build(ctx: TabContext) -> None:
         )
         sizes_btn = gr.Button("Compute adapter sizes", elem_id="run-sizes")
         status = status_line("sizes-status")
-        totals = gr.Dataframe(label="Per adapter", interactive=False, elem_id="sizes-totals", wrap=True)
+        totals = gr.Dataframe(
+            pd.DataFrame(columns=TOTALS_COLUMNS),
+            label="Per adapter",
+            interactive=False,
+            elem_id="sizes-totals",
+        )
         chart = gr.HTML(elem_id="sizes-chart", label="Trainable parameters per module type")
         by_type = gr.Dataframe(
+            pd.DataFrame(columns=["module type"]),
             label="Trainable parameters per module type (side by side)",
             interactive=False,
             elem_id="sizes-by-type",
         )
         with gr.Accordion("Per-layer breakdown", open=False):
             per_layer = gr.Dataframe(
-                label="Trainable parameters per layer", interactive=False, elem_id="sizes-per-layer"
+                pd.DataFrame(columns=["layer", "module types"]),
+                label="Trainable parameters per layer",
+                interactive=False,
+                elem_id="sizes-per-layer",
             )
         with gr.Accordion("What each adapter is", open=True):
             adapters = reg.adapters()
@@ -40,7 +51,7 @@ def build(ctx: TabContext) -> None:
             )
 
         @errors_in_place(
-            pd.DataFrame(columns=["adapter", "method", "trainable params", "size on disk"]),
+            pd.DataFrame(columns=TOTALS_COLUMNS),
             "",
             pd.DataFrame(columns=["module type"]),
             pd.DataFrame(columns=["layer", "module types"]),
