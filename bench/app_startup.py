@@ -14,8 +14,9 @@ the server answers. It records, from the moment the process is spawned:
 Targets (issue 23): page ready <= 10 s and first Compare <= 20 s on a quiet machine. The machine's load
 average is recorded next to every run: on a shared machine the figures are upper bounds.
 
-Then the tok/s check: each MAD model (one column, no batch) generates 32 tokens through the app's
-``compare`` API, and the same model generates 32 tokens in this process (``model.generate`` timed for 1
+Then the tok/s check (app and this process on ``--threads`` torch threads): each MAD model (one column,
+no batch) generates 32 tokens through the app's ``compare`` API, and the same model generates 32 tokens
+in this process (``model.generate`` timed for 1
 and for 32 tokens; decode = 31 tokens over the difference). The app's decode tok/s over the in-process
 one should be near 1 (it read 0.06-0.08 when tokens were timed as the page took them).
 Writes ``<out>.json`` and ``<out>.md``.
@@ -52,12 +53,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(assets: str | None, log: Path) -> tuple[subprocess.Popen, str, float]:
+def start_app(
+    assets: str | None, log: Path, threads: int | None = None
+) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
     if assets:
         cmd += ["--assets", assets]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    if threads is not None:
+        env["MAD_MODELS_THREADS"] = str(threads)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}/", t0
@@ -128,15 +133,15 @@ def one_start(browser, assets: str | None, log: Path) -> dict:
     }
 
 
-def tok_s_check(assets: str | None, log: Path, tokens: int = 32) -> list[dict]:
+def tok_s_check(assets: str | None, log: Path, tokens: int = 32, threads: int = 1) -> list[dict]:
     """The app's decode tok/s for each MAD model against the same model timed in this process."""
-    import torch
     from gradio_client import Client
 
+    from app_backend.generation import decode_speed
     from app_backend.registry import Registry
     from app_backend.service import AppService
 
-    proc, url, _ = start_app(assets, log)
+    proc, url, _ = start_app(assets, log, threads)
     rows = []
     try:
         wait_http(url, proc)
@@ -155,21 +160,13 @@ def tok_s_check(assets: str | None, log: Path, tokens: int = 32) -> list[dict]:
     finally:
         proc.terminate()
         proc.wait(30)
+    import torch
+
+    torch.set_num_threads(threads)  # as the app ran
     svc = AppService(Registry.from_dir(assets))  # the same loader, now with the cores to itself
     for row in rows:
         model = svc.get(row["model"]).model
-        ids = torch.tensor([[int(t) for t in "1 9 2 10 3 11 1".split()]])
-        kw = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
-        with torch.inference_mode():
-            model.generate(ids, max_new_tokens=4, **kw)  # warm
-            best = []
-            for _ in range(3):
-                t = time.perf_counter()
-                model.generate(ids, max_new_tokens=1, **kw)
-                one = time.perf_counter() - t
-                t = time.perf_counter()
-                model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
-                best.append((tokens - 1) / (time.perf_counter() - t - one))
+        best = decode_speed(model, [int(t) for t in "1 9 2 10 3 11 1".split()], tokens)
         row["in_process_decode_tok_s"] = round(statistics.median(best), 1)
         row["ratio_app_over_in_process"] = round(row["app_decode_tok_s"] / row["in_process_decode_tok_s"], 2)
     return rows
@@ -228,6 +225,13 @@ def main() -> None:
     ap.add_argument("--assets", default=str(ROOT / "assets"))
     ap.add_argument("--out", default=str(ROOT / "bench/results/app-startup"))
     ap.add_argument("--skip-speed", action="store_true", help="only the start-up runs")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the app and of this process in the tok/s check (default 1: on a busy "
+        "machine two threads' spinning dwarfs a tiny model's work)",
+    )
     args = ap.parse_args()
     if args.runs < 0:
         raise SystemExit("--runs must be >= 0")
@@ -241,7 +245,7 @@ def main() -> None:
             runs.append(one_start(browser, args.assets, log))
             print(f"run {i + 1}: {runs[-1]}", flush=True)
         browser.close()
-    speed = [] if args.skip_speed else tok_s_check(args.assets, log)
+    speed = [] if args.skip_speed else tok_s_check(args.assets, log, threads=args.threads)
     for row in speed:
         print(row, flush=True)
     record = {"runs": runs, "tok_s": speed, "cpus": os.cpu_count(), "targets": TARGETS, "assets": args.assets}

@@ -143,7 +143,8 @@ def free_port() -> int:
 def launch_app(assets: Path | None, log_path: Path, timeout: float = 90.0, env: dict | None = None):
     """Start `python app.py` on 127.0.0.1 and a free port; returns (url, process, seconds to ready).
 
-    ``env``: variables set on top of the defaults (offline Hub, CPU), e.g. ``SPACE_ID`` for public mode."""
+    ``env``: variables set on top of the defaults (offline Hub, CPU), e.g. ``SPACE_ID`` for public mode or
+    ``MAD_MODELS_THREADS``."""
     port = free_port()
     env = {
         **os.environ,
@@ -178,3 +179,22 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab of the app in a Playwright page; on a narrow page Gradio folds some tabs into its "…"
+    overflow menu, which is opened first."""
+    tab = page.get_by_role("tab", name=name)
+    if not tab.is_visible():
+        page.locator(".tab-wrapper .overflow-menu button, button.overflow-menu").first.click()
+    tab.click()
+
+
+def set_models(page, names: list[str]) -> None:
+    """Tick exactly ``names`` in the Compare tab's model list."""
+    boxes = page.locator("#models input[type=checkbox]")
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        label = box.locator("xpath=..").inner_text().strip()
+        if box.is_checked() != (label in names):
+            box.click()

@@ -4,7 +4,7 @@ columns follow the pick, loaded models belong to the browser session (Stop: test
 from __future__ import annotations
 
 import pytest
-from app_fixture import ARTIFACTS, TINY_PRESETS
+from app_fixture import ARTIFACTS, TINY_PRESETS, set_models
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
 # fixtures (conftest.py): `assets` (tiny models with presets), `app_url` (the app on them), `browser`
@@ -16,15 +16,6 @@ def open_app(browser, app_url):
     page.get_by_text("Device:").wait_for(timeout=120_000)
     page.locator("#models input[type=checkbox]").first.wait_for(timeout=60_000)
     return page
-
-
-def set_models(page, names: list[str]) -> None:
-    boxes = page.locator("#models input[type=checkbox]")
-    for i in range(boxes.count()):
-        box = boxes.nth(i)
-        label = box.locator("xpath=..").inner_text().strip()
-        if box.is_checked() != (label in names):
-            box.click()
 
 
 def no_error_pills(page) -> None:

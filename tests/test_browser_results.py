@@ -11,10 +11,9 @@ import csv
 import io
 import re
 import shutil
-import time
 
 import pytest
-from app_fixture import ARTIFACTS
+from app_fixture import ARTIFACTS, open_tab, set_models
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
 pytestmark = pytest.mark.slow
@@ -37,49 +36,51 @@ def odd_folders(assets, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def in_process_speed(assets):
-    """The MAD attention model's decode tok/s in this process: generate 1 and TOKENS tokens, the
-    difference is TOKENS - 1 decode steps (best of three, as the machine is shared)."""
+def app_url(assets, tmp_path_factory):
+    """The app on one torch thread, like the in-process reference below: with two threads on a busy
+    2-core machine, OpenMP's spinning makes a tiny model up to 20 times slower, in either process."""
+    from app_fixture import launch_app, stop
+
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    url, proc, _ = launch_app(assets, log, timeout=240, env={"MAD_MODELS_THREADS": "1"})
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def in_process_speed(assets) -> float:
+    """The MAD attention model's decode tok/s in this process on one thread (best of three), measured
+    right after the app's run so both see the same machine (a shared machine swings within minutes)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from app_backend.generation import decode_speed
+
     model = AutoModelForCausalLM.from_pretrained(assets / "mad/attention").eval()
-    ids = torch.tensor([[int(t) for t in PROMPT.split()]])
-    kw = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
-    speeds = []
-    with torch.inference_mode():
-        model.generate(ids, max_new_tokens=4, **kw)
-        for _ in range(3):
-            t = time.perf_counter()
-            model.generate(ids, max_new_tokens=1, **kw)
-            one = time.perf_counter() - t
-            t = time.perf_counter()
-            model.generate(ids, max_new_tokens=TOKENS, min_new_tokens=TOKENS, **kw)
-            speeds.append((TOKENS - 1) / max(1e-6, time.perf_counter() - t - one))
-    return max(speeds)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return max(decode_speed(model, [int(t) for t in PROMPT.split()], TOKENS))
+    finally:
+        torch.set_num_threads(threads)
 
 
-def open_tab(page, name: str) -> None:
-    """Click a tab; on a narrow page Gradio folds some tabs into its "…" overflow menu."""
-    tab = page.get_by_role("tab", name=name)
-    if not tab.is_visible():
-        page.locator(".tab-wrapper .overflow-menu button, button.overflow-menu").first.click()
-    tab.click()
-
-
-def set_models(page, names: list[str]) -> None:
-    boxes = page.locator("#models input[type=checkbox]")
-    for i in range(boxes.count()):
-        box = boxes.nth(i)
-        label = box.locator("xpath=..").inner_text().strip()
-        if box.is_checked() != (label in names):
-            box.click()
-
-
-def download(page, elem: str) -> str:
+def download(page, elem: str, not_href: str | None = None) -> tuple[str, str]:
+    """(href, text) of the file offered in ``elem`` (in the folded "Raw results"); ``not_href``: wait
+    until the offered file is another one."""
+    if not page.locator(f"#{elem}").is_visible():
+        page.get_by_text("Raw results (JSON, CSV)").click()
     link = page.locator(f"#{elem} a[href]").first
     link.wait_for(timeout=WAIT)
-    return page.request.get(link.get_attribute("href")).text()
+    if not_href is not None:
+        page.wait_for_function(
+            "([sel, old]) => { const a = document.querySelector(sel); return a && a.href !== old }",
+            arg=[f"#{elem} a[href]", not_href],
+            timeout=WAIT,
+        )
+    href = link.evaluate("a => a.href")
+    return href, page.request.get(href).text()
 
 
 def column_states(page, n: int) -> list[str]:
@@ -106,7 +107,7 @@ def single_line_numbers(page, selector: str) -> None:
 
 
 @pytest.mark.parametrize("width", [1440, 390])
-def test_compare_results_read_true(browser, app_url, odd_folders, in_process_speed, width):
+def test_compare_results_read_true(browser, app_url, assets, odd_folders, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto(app_url)
     page.locator("#run-compare").wait_for(timeout=WAIT)
@@ -137,13 +138,16 @@ def test_compare_results_read_true(browser, app_url, odd_folders, in_process_spe
     assert XSS in page.locator("#answer-strip").inner_text()
     no_injection(page)
 
-    # tok/s as fast as the model makes tokens: within a factor of the in-process speed (the old figures,
-    # timed when the page read each token, were 12-17 times too low)
+    # tok/s as fast as the model makes tokens: within a factor of the in-process speed. The old figures,
+    # timed when the page read each token, were 12-17 times too low on a quiet machine; under load the
+    # app's process (sharing the cores with the browser, streaming) may honestly run slower than this one.
     app_speed = float(DECODE.search(page.locator("#stats-0").inner_text()).group(1))
-    assert in_process_speed / 4 < app_speed < in_process_speed * 4, (app_speed, in_process_speed)
+    alone = in_process_speed(assets)
+    assert alone / 8 < app_speed < alone * 8, (app_speed, alone)
 
     # the CSV: one row per column with the prompt, the reference answer and the UTC time
-    table = list(csv.DictReader(io.StringIO(download(page, "compare-csv"))))
+    href, text = download(page, "compare-csv")
+    table = list(csv.DictReader(io.StringIO(text)))
     assert [r["name"] for r in table] == names
     assert all(
         r["prompt"] == PROMPT and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["time_utc"])
@@ -152,7 +156,7 @@ def test_compare_results_read_true(browser, app_url, odd_folders, in_process_spe
     assert "reference_answer" in table[0] and float(table[0]["decode_tokens_per_s"]) == pytest.approx(
         app_speed, rel=0.02
     )
-    assert re.search(r"compare-\d{8}T\d{6}Z", page.locator("#compare-csv").inner_text())
+    assert re.search(r"compare-\d{8}T\d{6}Z-[0-9a-f]{6}\.csv$", href)  # named by its UTC time
 
     if width == 390:  # the phone layout
         prompt, models = page.locator("#prompt").bounding_box(), page.locator("#models").bounding_box()
@@ -163,6 +167,16 @@ def test_compare_results_read_true(browser, app_url, odd_folders, in_process_spe
         single_line_numbers(page, "#agreement td, #modules-table td")
         height = page.evaluate("document.documentElement.scrollHeight")
         assert height < 3200, height  # was 5,100 px with four columns
+        # a chart keeps readable text and scrolls sideways in its own box
+        open_tab(page, "Adapter sizes")
+        page.locator("#run-sizes").click()
+        figure = page.locator("#sizes-chart .sizes-figure")
+        figure.locator("rect.bar").first.wait_for(timeout=WAIT)
+        assert figure.evaluate("f => f.scrollWidth > f.clientWidth")
+        assert min(t.bounding_box()["height"] for t in figure.locator("text.x-tick").all()) >= 10
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1
+        single_line_numbers(page, "#sizes-totals td")
+        open_tab(page, "Compare outputs")
     page.screenshot(path=str(ARTIFACTS / f"compare-results-{width}.png"), full_page=True)
 
     # 3. Stop: nothing stays "generating" or "loading", each column says how far it got, exports come out
@@ -175,7 +189,7 @@ def test_compare_results_read_true(browser, app_url, odd_folders, in_process_spe
     states = column_states(page, 3)
     assert not any("generating" in s or "loading" in s for s in states), states
     assert any(re.search(r"stopped after \d+ tokens?", s) for s in states), states
-    partial = list(csv.DictReader(io.StringIO(download(page, "compare-csv"))))
+    partial = list(csv.DictReader(io.StringIO(download(page, "compare-csv", not_href=href)[1])))
     assert [r["name"] for r in partial] == names and all(r["prompt"] == PROMPT for r in partial)
     assert any(r["stopped"] == "True" and 0 < int(r["new_tokens"]) < 256 for r in partial)
     page.locator("#agreement table").wait_for(timeout=WAIT)

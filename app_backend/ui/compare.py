@@ -123,7 +123,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
                 elem_id="compare-preset",
             )
             preset_info = gr.Markdown("", elem_id="compare-preset-answer")
-        with gr.Row():
+        with gr.Row(elem_classes=["stack-on-phone"]):
             max_new = gr.Number(32, label=f"Max new tokens (≤ {MAX_NEW_TOKENS})", precision=0, min_width=120)
             mode = gr.Radio(["greedy", "sample"], value="greedy", label="Decoding", min_width=120)
             chat = gr.Checkbox(True, label="Chat template (with the adapters' training system turn)")
