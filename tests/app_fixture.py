@@ -182,19 +182,23 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def open_tab(page, name: str) -> None:
-    """Click a tab of the app in a Playwright page; on a narrow page Gradio folds some tabs into its "…"
-    overflow menu, which is opened first."""
+    """Click a tab of the app in a Playwright page. On a narrow page Gradio folds some tabs into its
+    "More tabs" menu, where they are plain buttons: the menu is opened and the tab's button clicked."""
     tab = page.get_by_role("tab", name=name)
-    if not tab.is_visible():
-        page.locator(".tab-wrapper .overflow-menu button, button.overflow-menu").first.click()
-    tab.click()
+    if tab.is_visible():
+        tab.click()
+        return
+    page.get_by_role("button", name="More tabs").click()
+    page.locator(".overflow-dropdown").get_by_role("button", name=name, exact=True).click()
 
 
 def set_models(page, names: list[str]) -> None:
-    """Tick exactly ``names`` in the Compare tab's model list."""
+    """Tick exactly ``names`` in the Compare tab's model list, in that order: the picked list (and with it
+    the columns and the exports' rows) follows the order of ticking, so everything is unticked first."""
     boxes = page.locator("#models input[type=checkbox]")
+    labels = [boxes.nth(i).locator("xpath=..").inner_text().strip() for i in range(boxes.count())]
     for i in range(boxes.count()):
-        box = boxes.nth(i)
-        label = box.locator("xpath=..").inner_text().strip()
-        if box.is_checked() != (label in names):
-            box.click()
+        if boxes.nth(i).is_checked():
+            boxes.nth(i).click()
+    for name in names:
+        boxes.nth(labels.index(name)).click()

@@ -125,7 +125,8 @@ def test_compare_bad_input_is_a_clean_message(client, prompt, models, max_new, m
     if message.startswith("The prompt is too long"):  # depends on each model's tokenizer: per column
         assert message in out[0]["results"][0]["error"]
         return
-    assert message in status and "Traceback" not in status  # one status line, not an error pill
+    # the red box every tab uses for errors, in the status line: no pill, no trace
+    assert "tab-error" in status and message in status and "Traceback" not in status
     assert out[0] is None  # and no stale results
 
 
@@ -154,11 +155,33 @@ def test_picking_a_preset_fills_the_prompt_and_the_answer_marks_the_columns(clie
     assert client.predict(["What is 7 times 6?"], api_name="/compare_preset")[1] == "Pick one preset."
 
 
+def test_the_page_before_any_run(client):
+    """Sampling controls hidden under greedy, MAD's seed 0 (the cards' batch), empty tables with their real
+    column names (never a made-up "1 2 3")."""
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    assert props["sampling"]["visible"] is False
+    seeds = [p for p in props.values() if str(p.get("label", "")).startswith("Seed (test batch")]
+    assert [p["value"] for p in seeds] == [0]
+    headers = {e: props[e]["value"]["headers"] for e in ("sizes-totals", "mad-acc", "cost-diff")}
+    assert headers == {
+        "sizes-totals": ["adapter", "method", "trainable params", "size on disk", "% of base"],
+        "mad-acc": ["model", "accuracy", "correct", "scored", "seq_len"],
+        "cost-diff": ["item", "before", "after", "Δ", "Δ %"],
+    }
+    first = {e: props[e]["value"]["headers"][:1] for e in ("mixture-weights", "prune-curve", "sizes-by-type")}
+    assert first == {
+        "mixture-weights": ["block"],
+        "prune-curve": ["threshold"],
+        "sizes-by-type": ["module type"],
+    }
+
+
 def test_adapter_sizes_are_the_exact_reports(client, assets):
     status, totals, chart, by_type, per_layer = client.predict(api_name="/adapter_sizes")
     assert "3 adapters" in status and "tab-error" not in status
     rows = {r[0]: dict(zip(totals["headers"], r, strict=True)) for r in totals["data"]}
     assert set(rows) == {"tiny-base + LoRA (zero)", "tiny-base + LoRA", "tiny-base + MoRe"}
+    assert rows["tiny-base + MoRe"]["method"] == "MoRe"  # PEFT's "MORE" is written as the paper does
     for name, sub in [("tiny-base + LoRA", "lora"), ("tiny-base + MoRe", "more")]:
         base = AutoModelForCausalLM.from_pretrained(assets / "language/base")
         rep = adapter_report(PeftModel.from_pretrained(base, assets / f"language/{sub}"))

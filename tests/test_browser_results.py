@@ -145,6 +145,38 @@ def test_compare_results_read_true(browser, app_url, assets, odd_folders, width)
     alone = in_process_speed(assets)
     assert alone / 8 < app_speed < alone * 8, (app_speed, alone)
 
+    # the results lead: the answer strip right under Run, the agreement right under the outputs (the
+    # cards are folded), whatever the width
+    run_y = page.locator("#run-compare").bounding_box()["y"]
+    strip_y, first_col = (
+        page.locator("#answer-strip").bounding_box()["y"],
+        page.locator("#col-0").bounding_box(),
+    )
+    assert run_y < strip_y < first_col["y"], (run_y, strip_y, first_col)
+    cols_end = max(b["y"] + b["height"] for b in (page.locator(f"#col-{i}").bounding_box() for i in range(3)))
+    gap = page.locator("#agreement").bounding_box()["y"] - cols_end
+    assert 0 <= gap < 150, gap
+
+    if width == 390:  # the phone layout
+        prompt, models = page.locator("#prompt").bounding_box(), page.locator("#models").bounding_box()
+        assert prompt["width"] > 300 and prompt["y"] + prompt["height"] <= models["y"] + 1  # stacked
+        assert (
+            page.evaluate("document.documentElement.scrollWidth") <= width + 1
+        )  # nothing wider than the page
+        single_line_numbers(page, "#agreement td, #modules-table td")
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height < 3200, height  # was 5,100 px with four columns (measured before any fold opens)
+        # a chart keeps readable text and scrolls sideways in its own box
+        open_tab(page, "Adapter sizes")
+        page.locator("#run-sizes").click()
+        figure = page.locator("#sizes-chart .sizes-figure")
+        figure.locator("rect.bar").first.wait_for(timeout=WAIT)
+        assert figure.evaluate("f => f.scrollWidth > f.clientWidth")
+        assert min(t.bounding_box()["height"] for t in figure.locator("text.x-tick").all()) >= 10
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1
+        single_line_numbers(page, "#sizes-totals td")
+        open_tab(page, "Compare outputs")
+
     # the CSV: one row per column with the prompt, the reference answer and the UTC time
     href, text = download(page, "compare-csv")
     table = list(csv.DictReader(io.StringIO(text)))
@@ -157,26 +189,6 @@ def test_compare_results_read_true(browser, app_url, assets, odd_folders, width)
         app_speed, rel=0.02
     )
     assert re.search(r"compare-\d{8}T\d{6}Z-[0-9a-f]{6}\.csv$", href)  # named by its UTC time
-
-    if width == 390:  # the phone layout
-        prompt, models = page.locator("#prompt").bounding_box(), page.locator("#models").bounding_box()
-        assert prompt["width"] > 300 and prompt["y"] + prompt["height"] <= models["y"] + 1  # stacked
-        assert (
-            page.evaluate("document.documentElement.scrollWidth") <= width + 1
-        )  # nothing wider than the page
-        single_line_numbers(page, "#agreement td, #modules-table td")
-        height = page.evaluate("document.documentElement.scrollHeight")
-        assert height < 3200, height  # was 5,100 px with four columns
-        # a chart keeps readable text and scrolls sideways in its own box
-        open_tab(page, "Adapter sizes")
-        page.locator("#run-sizes").click()
-        figure = page.locator("#sizes-chart .sizes-figure")
-        figure.locator("rect.bar").first.wait_for(timeout=WAIT)
-        assert figure.evaluate("f => f.scrollWidth > f.clientWidth")
-        assert min(t.bounding_box()["height"] for t in figure.locator("text.x-tick").all()) >= 10
-        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1
-        single_line_numbers(page, "#sizes-totals td")
-        open_tab(page, "Compare outputs")
     page.screenshot(path=str(ARTIFACTS / f"compare-results-{width}.png"), full_page=True)
 
     # 3. Stop: nothing stays "generating" or "loading", each column says how far it got, exports come out
