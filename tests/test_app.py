@@ -160,8 +160,7 @@ def test_the_page_before_any_run(client):
     column names (never a made-up "1 2 3")."""
     props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
     assert props["sampling"]["visible"] is False
-    seeds = [p for p in props.values() if str(p.get("label", "")).startswith("Seed (test batch")]
-    assert [p["value"] for p in seeds] == [0]
+    assert props["mad-seed"]["value"] == 0
     headers = {e: props[e]["value"]["headers"] for e in ("sizes-totals", "mad-acc", "cost-diff")}
     assert headers == {
         "sizes-totals": ["adapter", "method", "trainable params", "size on disk", "% of base"],

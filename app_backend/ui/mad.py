@@ -48,7 +48,9 @@ def build(ctx: TabContext) -> None:
             mad_pick = gr.CheckboxGroup(mad_list, value=mad_list[:4], label="Models", elem_id="mad-models")
             n_seq = gr.Number(64, label="Sequences in the fresh test batch", precision=0)
             # seed 0: the standard test batch, the one the cards' figures were measured on
-            mad_seed = gr.Number(0, label="Seed (test batch drawn at 12345 + seed)", precision=0)
+            mad_seed = gr.Number(
+                0, label="Seed (test batch drawn at 12345 + seed)", precision=0, elem_id="mad-seed"
+            )
         desc0, prompt0, note0 = about_parts(first_task)
         describe = gr.Markdown(desc0, elem_id="mad-task-about")
         prompt = gr.Textbox(
