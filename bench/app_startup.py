@@ -248,7 +248,13 @@ def main() -> None:
     speed = [] if args.skip_speed else tok_s_check(args.assets, log, threads=args.threads)
     for row in speed:
         print(row, flush=True)
-    record = {"runs": runs, "tok_s": speed, "cpus": os.cpu_count(), "targets": TARGETS, "assets": args.assets}
+    record = {
+        "runs": runs,
+        "tok_s": speed,
+        "cpus": os.cpu_count(),
+        "targets": TARGETS,
+        "assets": os.path.relpath(args.assets, ROOT),
+    }
     Path(args.out + ".json").write_text(json.dumps(record, indent=1) + "\n")
     Path(args.out + ".md").write_text(markdown(runs, speed, os.cpu_count() or 0))
     log.unlink(missing_ok=True)
