@@ -140,7 +140,7 @@ def test_a_visitor_cannot_open_the_owners_private_repo_with_the_spaces_token(spa
     assert model.peft_config["default"].r == 2
     seen = len(space.hub.state.seen_tokens)
     msg = load(visitor(space, "10.0.1.1"), "owner/private-lora")
-    assert msg.startswith("⚠") and "owner/private-lora" in msg, msg
+    assert "tab-error" in msg and "owner/private-lora" in msg, msg
     assert SPACE_TOKEN not in space.hub.state.seen_tokens[seen:]  # no request of the app carried it
 
 
@@ -152,7 +152,7 @@ def test_one_visitors_load_leaves_the_base_everyone_uses_as_it_was(space):
     before = generated(a)
     msg = load(b, "me/pissa")
     assert generated(a) == before, "another visitor's Load changed the base model's outputs"
-    assert msg.startswith("⚠") and "init_lora_weights 'pissa' is refused" in msg, msg
+    assert "tab-error" in msg and "init_lora_weights 'pissa' is refused" in msg, msg
 
 
 # ------------------------------------------------------------- hole 6: what a public Load takes and keeps
@@ -161,15 +161,15 @@ def test_one_visitors_load_leaves_the_base_everyone_uses_as_it_was(space):
 def test_public_load_takes_only_adapters_and_hybrids_within_the_size_cap(space):
     v = visitor(space, "10.0.6.1")
     msg = load(v, "me/plain-lm", base="")
-    assert msg.startswith("⚠") and "a plain causal LM, and only adapters and Manticore hybrids" in msg, msg
+    assert "tab-error" in msg and "a plain causal LM, and only adapters and Manticore hybrids" in msg, msg
     msg = load(v, "me/big-lora")
-    assert msg.startswith("⚠") and f"at most 64 files and {CAP_MB} MiB" in msg, msg
+    assert "tab-error" in msg and f"at most 64 files and {CAP_MB} MiB" in msg, msg
     assert fetched(space, "me/big-lora") == []  # refused from the file listing: nothing downloaded
 
 
 def test_public_load_downloads_only_what_it_needs_and_keeps_nothing(space):
     msg = load(visitor(space, "10.0.6.2"), "me/junk-hybrid", base="")
-    assert msg.startswith("Loaded **loaded: me/junk-hybrid**: hybrid"), msg
+    assert "Loaded <b>loaded: me/junk-hybrid</b>: hybrid" in msg and "tab-ok" in msg, msg
     files = fetched(space, "me/junk-hybrid")
     assert files and all(f.endswith((".json", ".safetensors")) for f in files), files
     cache = space.home / "hub"
@@ -178,12 +178,13 @@ def test_public_load_downloads_only_what_it_needs_and_keeps_nothing(space):
 
 def test_the_load_limit_holds_per_visitor_not_per_client(space):
     tabs = [visitor(space, "10.0.6.3") for _ in range(3)]
-    assert load(tabs[0], "me/lora-0").startswith("Loaded")
-    assert load(tabs[0], "me/lora-1").startswith("Loaded")
-    assert load(tabs[1], "me/lora-2").startswith("Loaded")
+    ok = "<div class='tab-ok'>Loaded"  # the Load tab's success line
+    assert load(tabs[0], "me/lora-0").startswith(ok)
+    assert load(tabs[0], "me/lora-1").startswith(ok)
+    assert load(tabs[1], "me/lora-2").startswith(ok)
     msg = load(tabs[2], "me/lora-3")
-    assert msg.startswith("⚠") and "You already hold 3 loaded models" in msg, msg
-    assert load(visitor(space, "10.0.6.4"), "me/lora-3").startswith("Loaded")  # another visitor may
+    assert "tab-error" in msg and "You already hold 3 loaded models" in msg, msg
+    assert load(visitor(space, "10.0.6.4"), "me/lora-3").startswith(ok)  # another visitor may
 
 
 # ------------------------------------------------------------- holes 12, 13 through the app
@@ -192,9 +193,9 @@ def test_the_load_limit_holds_per_visitor_not_per_client(space):
 def test_errors_name_the_repo_and_revisions_are_checked(space):
     v = visitor(space, "10.0.12.1")
     msg = load(v, "me/no-type", base="")
-    assert msg.startswith("⚠") and "me/no-type" in msg and "snapshots" not in msg and "/tmp" not in msg, msg
+    assert "tab-error" in msg and "me/no-type" in msg and "snapshots" not in msg and "/tmp" not in msg, msg
     msg = load(v, "me/lora-0", revision="../../../../escape/REFWRITE")
-    assert msg.startswith("⚠") and "is not a valid git ref name" in msg, msg
+    assert "tab-error" in msg and "is not a valid git ref name" in msg, msg
 
 
 # ------------------------------------------------------------- hole 11: fairness between visitors
@@ -234,4 +235,4 @@ def test_a_regex_bomb_does_not_freeze_the_space(space):
     (col,) = small.result(timeout=120)[0]["results"]
     assert col["new_tokens"] == 4
     msg = bomb.result(timeout=60)[0]
-    assert msg.startswith("⚠") and "exclude_modules" in msg and "plain module name" in msg, msg
+    assert "tab-error" in msg and "exclude_modules" in msg and "plain module name" in msg, msg
