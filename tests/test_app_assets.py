@@ -189,10 +189,10 @@ def test_bundled_assets_are_small_safetensors_with_cards():
         assert meta["presets"] == pick_presets(val)
     assert params["SmolLM2 + MoRe"] == params["SmolLM2 + LoRA r=4 (MoRe's count)"] == 322_560
     assert params["SmolLM2 + LoRA r=16"] == 4 * 322_560
-    # the README shows the figures the build wrote (one command regenerates both)
+    # the results page shows the figures the build wrote (one command regenerates both)
     lines = (BUNDLED / "language/results.md").read_text().splitlines()
     table = "\n".join(x for x in lines if x.startswith("|"))
-    assert table.startswith("| model |") and table in (ROOT / "README.md").read_text()
+    assert table.startswith("| model |") and table in (ROOT / "bench/RESULTS.md").read_text()
     for e in reg.entries.values():
         if e.path is not None:
             assert (e.path / "README.md").is_file(), e.name

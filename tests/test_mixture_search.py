@@ -1,4 +1,4 @@
-"""Search fixes of issue 10: held-out alternating DARTS, GAEA floor, simplex jobs, DASH tau, run keys,
+"""The hybrid's mixture search: held-out alternating DARTS, GAEA floor, simplex jobs, DASH tau, run keys,
 zero weights that do not run."""
 
 import json

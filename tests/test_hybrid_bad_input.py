@@ -1,4 +1,4 @@
-"""Manticore hybrids facing bad input (issue 12): loaded mixtures are validated, from_components leaves the
+"""Manticore hybrids facing bad input: loaded mixtures are validated, from_components leaves the
 caller's models alone and refuses one object twice, unequal padded vocabularies never raise IndexError, and
 the tokenizer fingerprint covers every stage that maps text to ids."""
 
