@@ -40,6 +40,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -68,6 +69,11 @@ METHODS: dict[str, tuple[str, dict, list[str]]] = {
 }
 
 _FACTS = {"testbed": "facts", "data_seed": 0, "n_top": 1, "batch_size": 32, "reduction_factor": 3}
+# the mathematics pilots: a 200-per-module subset of the train split (the cache of all of it costs too much
+# for a pilot), dev carved from train as bench/reproduce_more.py does
+_MATH = {"data_seed": 0, "n_top": 1, "batch_size": 32, "reduction_factor": 3, "dev_per_module": 20,
+         "train_per_module": 200, "steps": 300, "lrs": [3e-3, 1e-2, 3e-2], "seeds": [0],
+         "methods": list(GATE)}  # fmt: skip
 SETTINGS: dict[str, dict] = {
     # the pilots: LoRA r=1 against r=16 on each candidate testbed, one seed, a small grid
     "pilot-facts": {
@@ -78,30 +84,8 @@ SETTINGS: dict[str, dict] = {
         "seeds": [0],
         "methods": list(GATE),
     },
-    "pilot-cipher": {
-        "testbed": "math-cipher",
-        "data_seed": 0,
-        "n_top": 1,
-        "batch_size": 32,
-        "reduction_factor": 3,
-        "dev_per_module": 20,
-        "steps": 600,
-        "lrs": [3e-3, 1e-2, 3e-2],
-        "seeds": [0],
-        "methods": list(GATE),
-    },
-    "pilot-math": {
-        "testbed": "mathematics",
-        "data_seed": 0,
-        "n_top": 1,
-        "batch_size": 32,
-        "reduction_factor": 3,
-        "dev_per_module": 20,
-        "steps": 600,
-        "lrs": [3e-3, 1e-2, 3e-2],
-        "seeds": [0],
-        "methods": list(GATE),
-    },
+    "pilot-cipher": {**_MATH, "testbed": "math-cipher"},
+    "pilot-math": {**_MATH, "testbed": "mathematics"},
     "quick": {
         **_FACTS,
         "facts": 400,
@@ -119,6 +103,10 @@ SETTINGS: dict[str, dict] = {
         "methods": list(METHODS),
     },
 }
+CACHE = ROOT / "runs" / "more-capacity-cache"  # lower-layer outputs, shared by every mode (a few 100 MB)
+# the order methods run in after the gate: MoRe's default and LoRA at its count and at 4x / 10x it first
+ORDER = ["MoRe k=4 r=1", "LoRA r=4", "LoRA r=40", "MoRe k=8 r=1", "LoRA r=8", "LoRA r=32", "MoRe k=4 r=2",
+         "MoRe k=16 r=1", "MoRe k=2 r=1", "LoRA r=2"]  # fmt: skip
 PILOTS = {"facts": "pilot-facts", "cipher": "pilot-cipher", "mathematics": "pilot-math"}
 Z_GATE = 3.0
 CHANCE = 1 / 20  # the facts testbeds: every answer uniform over its relation's 20 values
@@ -135,6 +123,7 @@ def load_splits(s: dict) -> dict[str, list[dict]]:
     DATA_DIR = ROOT / "data" / "mathematics"  # noqa: N806 (the library takes rows, never reads data/)
 
     dev, train = split_rows(load_qa_rows(DATA_DIR / "train.jsonl"), s["dev_per_module"], last=True)
+    train, _ = split_rows(train, s.get("train_per_module"), last=False)  # a pilot's cheaper subset
     splits = {"train": train, "dev": dev, "test": load_qa_rows(DATA_DIR / "val.jsonl")}
     return digit_cipher(splits, s["data_seed"]) if s["testbed"] == "math-cipher" else splits
 
@@ -206,24 +195,29 @@ class Bench:
         for name, rows in splits.items():
             if name == "facts":  # trained questions: the train split's own cache
                 continue
-            self.cached[name] = self._cache(name, qa_dataset(rows, self.tok))
+            self.cached[name] = self._cache(name, rows, qa_dataset(rows, self.tok))
         if "facts" in splits:
             where = {(r["prompt"], r["answer"]): i for i, r in enumerate(splits["train"])}
             idx = [where[(r["prompt"], r["answer"])] for r in splits["facts"]]
             self.cached["facts"] = [self.cached["train"][i] for i in idx]
 
-    def _cache(self, name: str, data):
-        """The split's lower-layer outputs, from ``work`` when computed before (same data, weights)."""
+    def _cache(self, name: str, rows: list[dict], data):
+        """The split's lower-layer outputs, from ``CACHE`` when computed before for the same rows, weights
+        and top layers (by any mode: the pilot's cache serves the full setting)."""
+        key = hashlib.sha256(
+            json.dumps([rows, self.rec.settings["weights"], self.s["n_top"]], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path = CACHE / f"{name}-{key}.safetensors"
+        with (CACHE / f"{name}-{key}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another worker computing it: wait, then read it
+            return self._cache_locked(name, data, path)
+
+    def _cache_locked(self, name: str, data, path: Path):
         from safetensors.torch import load_file, save_file
 
         from mad_models.training.top_layers import cache_lower_outputs
 
-        key = hashlib.sha256(
-            json.dumps(
-                [self.rec.settings["data"], self.rec.settings["weights"], self.s["n_top"], name]
-            ).encode()
-        ).hexdigest()[:16]
-        path = self.rec.work / f"cache-{name}-{key}.safetensors"
         if path.exists():
             flat = load_file(str(path))
             lengths = flat["lengths"].tolist()
@@ -718,10 +712,17 @@ def write_report(rec: Records, s: dict, mode: str, out_dir: Path, note: str) -> 
     if result["missing"]:
         lines += ["", f"**Unfinished: no complete seeds yet for {', '.join(result['missing'])}.**"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
-    (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
+    _write(out_dir / f"{name}.json", json.dumps(result, indent=1))
+    _write(out_dir / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
+
+
+def _write(path: Path, text: str) -> None:
+    """Write whole or not at all (two workers may write the report)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def table_lines(stats: dict, fixed: dict, s: dict) -> list[str]:
@@ -860,7 +861,17 @@ def main(argv: list[str] | None = None) -> int:
         "--report-only", action="store_true", help="write the report from the records, train nothing"
     )
     ap.add_argument("--progress", action="store_true", help="tqdm bars")
+    ap.add_argument(
+        "--worker",
+        default="0/1",
+        help="i/n: this process is worker i of n sharing the records (start n of them; e.g. 0/2 and 1/2)",
+    )
     a = ap.parse_args(argv)
+    try:
+        a.worker, a.workers = (int(x) for x in a.worker.split("/"))
+        assert 0 <= a.worker < a.workers
+    except (ValueError, AssertionError):
+        ap.error(f"--worker must be i/n with 0 <= i < n, got {a.worker!r}")
     if a.quick and a.pilot:
         ap.error("--quick and --pilot are different settings; give one")
     if a.threads < 1:
@@ -909,17 +920,22 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "chance" not in rows and s["testbed"] == "facts":
         rec.add({"key": "chance", **{sp: {"em": CHANCE} for sp in splits if sp != "train"}})
-    for m in GATE:  # the gate first
+    # the gate first (worker i of n takes GATE[i]; the others wait for it), then every method's lr search
+    # and seed 0, most informative first, then the other seeds; worker i takes every n-th method
+    mine = [m for j, m in enumerate(GATE) if a.workers == 1 or j % a.workers == a.worker]
+    for m in mine:
         run_method(bench, m, [])
-    g = gate(rec.rows())
+    while (g := gate(rec.rows())) is None:
+        time.sleep(30)
     print(
         f"[gate] LoRA r=1 {g['r1']:.3f}, r=16 {g['r16']:.3f} on dev: {g['z']:.1f} standard errors", flush=True
     )
     if g["passed"] and not mode.startswith("pilot"):
-        order = sorted(s["methods"], key=lambda m: (m not in GATE, METHODS[m][0] != "more", m))
-        for m in order:  # every method's lr search and seed 0, then the other seeds
+        order = [m for m in ORDER if m in s["methods"] and m not in GATE]
+        order += [m for m in s["methods"] if m not in order and m not in GATE]
+        for m in order[a.worker :: a.workers]:
             run_method(bench, m, [])
-        for m in order:
+        for m in [*GATE, *order][a.worker :: a.workers]:
             run_method(bench, m, [x for x in s["seeds"] if x != 0])
     note = (
         f"This session: {(time.perf_counter() - t_wall) / 60:.0f} min wall, "

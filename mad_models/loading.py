@@ -222,11 +222,8 @@ def _hub_snapshot_revision() -> str | None:
 def _file_sha256(path: str) -> str:
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def smollm2_source() -> dict[str, str]:
