@@ -11,7 +11,7 @@ import torch
 from tiny import tiny_llama
 
 import mad_models  # noqa: F401  (registers MoRe with peft)
-from mad_models.more.search import open_storage, search_more, weights_digest
+from mad_models.more_search import open_storage, search_more, weights_digest
 from mad_models.training.text import token_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from tiny import tiny_llama
 import mad_models
-from mad_models.more.search import search_more
+from mad_models.more_search import search_more
 from mad_models.training.text import token_blocks
 
 data = token_blocks(torch.arange(480) % 11 + 3, 24)
