@@ -134,15 +134,17 @@ def cmd_more_search(a) -> None:
 
     from mad_models.more_search import search_more
 
-    base, tok, train, val = _adapter_data(a)
-    dev_rows = train_rows = None
-    if a.metric == "exact_match":
-        if tok is None:
-            raise CLIError("--metric exact_match generates answers: give a tokenizer (--tokenizer)")
+    dev_rows = train_rows = test_rows = None
+    if a.metric == "exact_match":  # prompt/answer rows, checked before anything loads
         if a.eval_data:
             dev_rows = _qa_rows(a.eval_data, "--eval-data")
         else:
             train_rows = _qa_rows(a.data, "--data")
+        if a.test_data:
+            test_rows = _qa_rows(a.test_data, "--test-data")
+    base, tok, train, val = _adapter_data(a)
+    if a.metric == "exact_match" and tok is None:
+        raise CLIError("--metric exact_match generates answers: give a tokenizer (--tokenizer)")
     if val is None:  # no --eval-data: choose on held-out rows, never on rows the candidates trained on
         n = len(train)
         if n < 2:
@@ -159,14 +161,12 @@ def cmd_more_search(a) -> None:
             f"no --eval-data: choosing on the last {held} of {n} rows, held out from training",
             file=sys.stderr,
         )
-    test, test_rows = None, None
+    test = None
     if a.test_data:
         from mad_models.training.text import load_jsonl
 
         test = load_jsonl(a.test_data, tok, block_size=a.block_size)
         check_token_ids(test, base.get_input_embeddings().num_embeddings, a.test_data)
-        if a.metric == "exact_match":
-            test_rows = _qa_rows(a.test_data, "--test-data")
     metric_fn = None
     if a.metric == "exact_match":
         from mad_models.training.exact_match import evaluate_exact_match
@@ -209,13 +209,14 @@ def cmd_more_search(a) -> None:
 
 
 def _qa_rows(path: str, flag: str) -> list[dict]:
-    """Prompt/answer rows of ``path`` for exact match; a bad file is a one-line error naming ``flag``."""
+    """Prompt/answer rows of ``path`` for exact match; a bad file is a one-line error naming ``flag`` (exit
+    code 1, as any unreadable data file)."""
     from mad_models.training.exact_match import load_qa_rows
 
     try:
         return load_qa_rows(path)
     except ValueError as err:
-        raise CLIError(f"{flag} for --metric exact_match: {err}") from None
+        raise ValueError(f"{flag} for --metric exact_match: {err}") from None
 
 
 def _eval_model(a):
