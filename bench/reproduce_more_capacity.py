@@ -5,7 +5,7 @@
     PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more_capacity.py --pilot facts    # a testbed pilot
     PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more_capacity.py --report-only    # table from records
 
-Why this testbed (``bench/results/more-capacity-pilot.md``): on DeepMind mathematics every adapter sits at
+Why this testbed (``bench/results/more-capacity-pilots.md``): on DeepMind mathematics every adapter sits at
 the base model's arithmetic plateau (LoRA r=1 and r=16 tie), so it cannot test a claim about parameters.
 Each candidate testbed gets a cheap pilot, LoRA r=1 against LoRA r=16 at their own lrs; the gate asks for a
 difference of at least 3 standard errors on held-out questions before any table is made.
@@ -84,6 +84,17 @@ SETTINGS: dict[str, dict] = {
         "seeds": [0],
         "methods": list(GATE),
     },
+    # the killed pilots left one rung of LoRA r=1 each (bench/results/more-capacity-pilots.md); this one
+    # asks what the full run hangs on, in <= 25 CPU min: does an adapter on the top layer learn the held-out
+    # paraphrases at all, and does r=16 leave r=1 behind? One lr for both (no lr search: not the gate)
+    "pilot-facts-probe": {
+        **_FACTS,
+        "facts": 800,
+        "steps": 300,
+        "lrs": [1e-2],
+        "seeds": [0],
+        "methods": ["LoRA r=16", "LoRA r=1"],
+    },
     "pilot-cipher": {**_MATH, "testbed": "math-cipher"},
     "pilot-math": {**_MATH, "testbed": "mathematics"},
     "quick": {
@@ -107,7 +118,8 @@ CACHE = ROOT / "runs" / "more-capacity-cache"  # lower-layer outputs, shared by 
 # the order methods run in after the gate: MoRe's default and LoRA at its count and at 4x / 10x it first
 ORDER = ["MoRe k=4 r=1", "LoRA r=4", "LoRA r=40", "MoRe k=8 r=1", "LoRA r=8", "LoRA r=32", "MoRe k=4 r=2",
          "MoRe k=16 r=1", "MoRe k=2 r=1", "LoRA r=2"]  # fmt: skip
-PILOTS = {"facts": "pilot-facts", "cipher": "pilot-cipher", "mathematics": "pilot-math"}
+PILOTS = {"facts": "pilot-facts", "facts-probe": "pilot-facts-probe", "cipher": "pilot-cipher",
+          "mathematics": "pilot-math"}  # fmt: skip
 Z_GATE = 3.0
 CHANCE = 1 / 20  # the facts testbeds: every answer uniform over its relation's 20 values
 
@@ -650,7 +662,7 @@ def write_report(rec: Records, s: dict, mode: str, out_dir: Path, note: str) -> 
     }
     lines = [f"# MoRe vs LoRA where capacity matters ({mode} setting)", ""]
     if mode.startswith("pilot"):
-        return _pilot_report(result, out_dir, rows)
+        return _pilot_report(result, out_dir, rec)
     tests = paired_tests(stats, rows, s) if g and g["passed"] else []
     pl = plateau(stats, rows, s) if g and g["passed"] else {}
     result.update({"paired_tests": tests, "plateau": pl, "answer": answer_paragraph(stats, pl, tests, g)})
@@ -812,39 +824,115 @@ def plot(stats: dict, fixed: dict, path: Path, s: dict) -> None:
     plt.close(fig)
 
 
-def _pilot_report(result: dict, out_dir: Path, rows: dict) -> dict:
-    """Merge this pilot into bench/results/more-capacity-pilot.{json,md}."""
-    path = out_dir / "more-capacity-pilot.json"
-    allp = json.loads(path.read_text()) if path.exists() else {}
-    result["trials"] = {m: rows[f"{m}|lr"]["trials"] for m in GATE if f"{m}|lr" in rows}
-    allp[result["mode"]] = result
-    path.write_text(json.dumps(allp, indent=1))
-    lines = [
-        "# Capacity testbed pilots: LoRA r=1 against LoRA r=16, each at its own lr",
-        "",
-        "Regenerate one: `PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more_capacity.py --pilot "
-        "facts|cipher|mathematics`. One seed, adapters on all 7 linear layers of the top layer(s), the "
-        f"difference on dev (held out, never trained on) in paired standard errors; the gate asks "
-        f">= {Z_GATE:g}.",
-        "",
-        "| pilot | testbed | steps x batch | lrs | LoRA r=1 dev | LoRA r=16 dev | diff (SE) | z | trained "
-        "questions r=1 / r=16 | gate |",
-        "|---|---|---|---|---:|---:|---|---:|---|---|",
-    ]
-    for mode, p in sorted(allp.items()):
-        st, g = p["settings"], p["gate"]
-        if g is None:
-            lines.append(f"| {mode} | {st['testbed']} | | | | | | | | not finished |")
+READING = "<!-- reading: written by hand; the generator keeps everything below this line -->"
+
+
+def pilot_trials(rec: Records) -> dict[str, list[dict]]:
+    """Every lr trial of the gate's methods in the pilot's Optuna journal, finished or not: its state, the dev
+    exact match at each rung reached and the final value (a RUNNING trial is running now, or was killed)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = {x.study_name for x in optuna.get_all_study_summaries(rec.storage())}
+    out = {}
+    for m in GATE:
+        if m not in names:
             continue
-        facts = f"{g['facts_r1']:.3f} / {g['facts_r16']:.3f}" if g["facts_r1"] is not None else "-"
-        lines.append(
-            f"| {mode} | {st['testbed']} | {st['steps']} x {st['batch_size']} | {st['lrs']} "
-            f"| {g['r1']:.3f} | "
-            f"{g['r16']:.3f} | {g['diff']:+.3f} ({g['se']:.3f}) | {g['z']:.1f} | {facts} | "
-            f"{'passed' if g['passed'] else 'failed'} |"
+        study = optuna.load_study(study_name=m, storage=rec.storage())
+        out[m] = [
+            {
+                "lr": t.params.get("lr"),
+                "state": t.state.name,
+                "rungs": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+                "value": t.value,
+            }
+            for t in study.trials
+        ]
+    return out
+
+
+def _pilot_report(result: dict, out_dir: Path, rec: Records) -> dict:
+    """bench/results/more-capacity-pilots.{json,md} from the records of every pilot beside ``rec`` (finished
+    or not), the hand-written reading below ``READING`` kept."""
+    pilots = {}
+    for mode in PILOTS.values():
+        folder = rec.dest.parent / mode
+        if not (folder / "settings.json").exists():
+            continue
+        r = (
+            rec
+            if folder == rec.dest
+            else Records(folder, rec.work, json.loads((folder / "settings.json").read_text()))
         )
-    (out_dir / "more-capacity-pilot.md").write_text("\n".join(lines) + "\n")
+        rows = r.rows()
+        pilots[mode] = {
+            "settings": r.settings,
+            "gate": gate(rows),
+            "dev_rows": len(rows["base"]["dev"]["hits"]) if "base" in rows else None,
+            "fixed": {
+                k: {sp: v["em"] for sp, v in rows[k].items() if sp != "key"}
+                for k in ("chance", "heuristic", "base")
+                if k in rows
+            },  # fmt: skip
+            "finished": {
+                m: {"lr": rows[f"{m}|lr"]["lr"], "trials": rows[f"{m}|lr"]["trials"]}
+                for m in GATE
+                if f"{m}|lr" in rows
+            },  # fmt: skip
+            "journal": pilot_trials(r),
+        }
+    _write(out_dir / "more-capacity-pilots.json", json.dumps(pilots, indent=1))
+    lines = [
+        "# Capacity testbed pilots: LoRA r=1 against LoRA r=16",
+        "",
+        "Regenerate (from the records in `bench/results/more-capacity-runs/pilot-*/`, no training): "
+        "`PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more_capacity.py --pilot facts --report-only`; "
+        "run or resume one: `--pilot facts|facts-probe|cipher|mathematics`. One seed, adapters on all 7 "
+        "linear layers of the top decoder layer, exact match on dev (held out, never trained on); the gate "
+        f"asks LoRA r=1 and r=16, each at its own lr, to differ by >= {Z_GATE:g} paired standard errors.",
+        "",
+        "| pilot | testbed | steps x batch | lr grid | dev rows | chance | no-learning heuristic "
+        "| untuned base | LoRA r=1 | LoRA r=16 | diff (SE), z | gate |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    for mode, p in pilots.items():
+        st, g, fx = p["settings"], p["gate"], p["fixed"]
+
+        def em(key, fx=fx):
+            return f"{fx[key]['dev']:.3f}" if key in fx else "-"
+
+        def partial(m, p=p, st=st):
+            done = p["finished"].get(m)
+            if done:
+                return f"{done['trials'][_lr(done['lr'])]['dev_em']:.3f} (lr {done['lr']:g})"
+            seen = [
+                f"{v:.3f} at step {k} of {st['steps']} (lr {t['lr']:g}, {t['state'].lower()})"
+                for t in p["journal"].get(m, [])
+                for k, v in list(t["rungs"].items())[-1:]
+            ]
+            return "; ".join(seen) or "not run"
+
+        n = p["dev_rows"] or "-"
+        if g:
+            verdict = f"{g['diff']:+.3f} ({g['se']:.3f}), {g['z']:.1f}"
+            gate_txt = "**passed**" if g["passed"] else "failed"
+        else:
+            verdict, gate_txt = "-", "not reached"
+        lines.append(
+            f"| {mode} | {st['testbed']} | {st['steps']} x {st['batch_size']} | {st['lrs']} | {n} | "
+            f"{em('chance')} | {em('heuristic')} | {em('base')} | {partial(GATE[0])} | {partial(GATE[1])} | "
+            f"{verdict} | {gate_txt} |"
+        )
+    lines += [
+        "",
+        "A LoRA cell is the dev exact match of the finished lr search (its chosen lr), else the last rung "
+        "an unfinished trial reached (dev exact match at that step; `running` means running now or killed).",
+    ]
+    md = out_dir / "more-capacity-pilots.md"
+    reading = md.read_text().partition(READING)[2] if md.exists() and READING in md.read_text() else "\n"
+    _write(md, "\n".join(lines) + "\n\n" + READING + reading)
     print("\n".join(lines))
+    result["pilots"] = pilots
     return result
 
 
@@ -922,7 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
         rec.add({"key": "chance", **{sp: {"em": CHANCE} for sp in splits if sp != "train"}})
     # the gate first (worker i of n takes GATE[i]; the others wait for it), then every method's lr search
     # and seed 0, most informative first, then the other seeds; worker i takes every n-th method
-    mine = [m for j, m in enumerate(GATE) if a.workers == 1 or j % a.workers == a.worker]
+    first = [m for m in s["methods"] if m in GATE] + [m for m in GATE if m not in s["methods"]]
+    mine = [m for j, m in enumerate(first) if a.workers == 1 or j % a.workers == a.worker]
     for m in mine:
         run_method(bench, m, [])
     while (g := gate(rec.rows())) is None:

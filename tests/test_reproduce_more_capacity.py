@@ -156,3 +156,43 @@ def test_the_gate_the_pairing_and_the_answer():
     assert pl["more_reaching"] == "MoRe k=4 r=1" and pl["fraction_of_plateau_rank"] == pytest.approx(0.25)
     text = rmc.answer_paragraph(stats, pl, tests, None)
     assert "MoRe k=4 r=1 (400 parameters, 0.590): 25% of the parameters of LoRA" in text
+
+
+def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
+    import optuna
+
+    runs, out = tmp_path / "more-capacity-runs", tmp_path / "out"
+    weights = {"source": "gguf", "sha256": "1" * 64}
+    done = rmc.Records(
+        runs / "pilot-facts", tmp_path / "w", {**rmc.SETTINGS["pilot-facts"], "weights": weights}
+    )
+    done.add({"key": "base", "dev": {"em": 0.0, "hits": "0" * 200}})
+    done.add({"key": "heuristic", "dev": {"em": 0.085}})
+    for m, hits in (("LoRA r=1", "1" * 20 + "0" * 180), ("LoRA r=16", "1" * 90 + "0" * 110)):
+        trial = {"state": "COMPLETE", "steps": 600, "dev_em": hits.count("1") / 200}
+        done.add({"key": f"{m}|lr", "lr": 0.01, "edge": None, "trials": {"1e-02": trial}})
+        done.add(_run(m, 0, hits, params=10))
+    killed = rmc.Records(
+        runs / "pilot-math", tmp_path / "w", {**rmc.SETTINGS["pilot-math"], "weights": weights}
+    )
+    study = optuna.create_study(study_name="LoRA r=1", storage=killed.storage(), direction="maximize")
+    trial = study.ask({"lr": optuna.distributions.CategoricalDistribution([0.003, 0.01, 0.03])})
+    trial.report(0.15555, 100)  # then the process was killed: the trial stays RUNNING in the journal
+    (out / "more-capacity-pilots.md").parent.mkdir(parents=True)
+    (out / "more-capacity-pilots.md").write_text(f"old table\n{rmc.READING}\nWhat the pilots say.\n")
+    rmc.write_report(killed, rmc.SETTINGS["pilot-math"], "pilot-math", out, "")
+    md = (out / "more-capacity-pilots.md").read_text()
+    facts_row = next(x for x in md.splitlines() if x.startswith("| pilot-facts |"))
+    assert "0.100 (lr 0.01) | 0.450 (lr 0.01) | +0.350 (0.034), 10.4 | **passed** |" in facts_row
+    math_row = next(x for x in md.splitlines() if x.startswith("| pilot-math |"))
+    assert (
+        f"at step 100 of 300 (lr {trial.params['lr']:g}, running) | not run | - | not reached |" in math_row
+    )
+    assert (
+        "0.156" in math_row
+        and "old table" not in md
+        and md.endswith(f"{rmc.READING}\nWhat the pilots say.\n")
+    )
+    js = json.loads((out / "more-capacity-pilots.json").read_text())
+    assert js["pilot-math"]["journal"]["LoRA r=1"][0]["rungs"] == {"100": 0.15555}
+    assert js["pilot-facts"]["gate"]["passed"] and js["pilot-facts"]["dev_rows"] == 200
