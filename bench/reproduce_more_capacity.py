@@ -868,6 +868,7 @@ def _pilot_report(result: dict, out_dir: Path, rec: Records) -> dict:
         pilots[mode] = {
             "settings": r.settings,
             "gate": gate(rows),
+            "not_the_gate": len(r.settings["lrs"]) == 1,  # one lr for both: z is a probe's, not the gate's
             "dev_rows": len(rows["base"]["dev"]["hits"]) if "base" in rows else None,
             "fixed": {
                 k: {sp: v["em"] for sp, v in rows[k].items() if sp != "key"}
@@ -892,8 +893,8 @@ def _pilot_report(result: dict, out_dir: Path, rec: Records) -> dict:
         f"asks LoRA r=1 and r=16, each at its own lr, to differ by >= {Z_GATE:g} paired standard errors.",
         "",
         "| pilot | testbed | steps x batch | lr grid | dev rows | chance | no-learning heuristic "
-        "| untuned base | LoRA r=1 | LoRA r=16 | diff (SE), z | gate |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|",
+        "| untuned base | LoRA r=1 | LoRA r=16 | diff (SE), z | gate | trained questions r=1 / r=16 |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for mode, p in pilots.items():
         st, g, fx = p["settings"], p["gate"], p["fixed"]
@@ -913,20 +914,24 @@ def _pilot_report(result: dict, out_dir: Path, rec: Records) -> dict:
             return "; ".join(seen) or "not run"
 
         n = p["dev_rows"] or "-"
+        verdict, gate_txt, trained = "-", "not reached", "-"
         if g:
             verdict = f"{g['diff']:+.3f} ({g['se']:.3f}), {g['z']:.1f}"
             gate_txt = "**passed**" if g["passed"] else "failed"
-        else:
-            verdict, gate_txt = "-", "not reached"
+            if p["not_the_gate"]:
+                gate_txt = f"not the gate (one lr): z {'>=' if g['passed'] else '<'} {Z_GATE:g}"
+            if g["facts_r1"] is not None:
+                trained = f"{g['facts_r1']:.3f} / {g['facts_r16']:.3f}"
         lines.append(
             f"| {mode} | {st['testbed']} | {st['steps']} x {st['batch_size']} | {st['lrs']} | {n} | "
             f"{em('chance')} | {em('heuristic')} | {em('base')} | {partial(GATE[0])} | {partial(GATE[1])} | "
-            f"{verdict} | {gate_txt} |"
+            f"{verdict} | {gate_txt} | {trained} |"
         )
     lines += [
         "",
         "A LoRA cell is the dev exact match of the finished lr search (its chosen lr), else the last rung "
-        "an unfinished trial reached (dev exact match at that step; `running` means running now or killed).",
+        "an unfinished trial reached (dev exact match at that step; `running` means running now or killed). "
+        "Trained questions: one trained question per fact, scored when a run ends.",
     ]
     md = out_dir / "more-capacity-pilots.md"
     reading = md.read_text().partition(READING)[2] if md.exists() and READING in md.read_text() else "\n"

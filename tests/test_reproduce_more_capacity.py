@@ -172,6 +172,9 @@ def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
         trial = {"state": "COMPLETE", "steps": 600, "dev_em": hits.count("1") / 200}
         done.add({"key": f"{m}|lr", "lr": 0.01, "edge": None, "trials": {"1e-02": trial}})
         done.add(_run(m, 0, hits, params=10))
+    probe = rmc.Records(runs / "pilot-facts-probe", tmp_path / "w", rmc.SETTINGS["pilot-facts-probe"])
+    for row in done.rows().values():
+        probe.add(row)  # the same figures at one lr: a probe, not the gate
     killed = rmc.Records(
         runs / "pilot-math", tmp_path / "w", {**rmc.SETTINGS["pilot-math"], "weights": weights}
     )
@@ -183,10 +186,15 @@ def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
     rmc.write_report(killed, rmc.SETTINGS["pilot-math"], "pilot-math", out, "")
     md = (out / "more-capacity-pilots.md").read_text()
     facts_row = next(x for x in md.splitlines() if x.startswith("| pilot-facts |"))
-    assert "0.100 (lr 0.01) | 0.450 (lr 0.01) | +0.350 (0.034), 10.4 | **passed** |" in facts_row
+    assert (
+        "0.100 (lr 0.01) | 0.450 (lr 0.01) | +0.350 (0.034), 10.4 | **passed** | 1.000 / 1.000 |" in facts_row
+    )
+    probe_row = next(x for x in md.splitlines() if x.startswith("| pilot-facts-probe |"))
+    assert "| +0.350 (0.034), 10.4 | not the gate (one lr): z >= 3 |" in probe_row
     math_row = next(x for x in md.splitlines() if x.startswith("| pilot-math |"))
     assert (
-        f"at step 100 of 300 (lr {trial.params['lr']:g}, running) | not run | - | not reached |" in math_row
+        f"at step 100 of 300 (lr {trial.params['lr']:g}, running) | not run | - | not reached | - |"
+        in math_row
     )
     assert (
         "0.156" in math_row
@@ -196,3 +204,4 @@ def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
     js = json.loads((out / "more-capacity-pilots.json").read_text())
     assert js["pilot-math"]["journal"]["LoRA r=1"][0]["rungs"] == {"100": 0.15555}
     assert js["pilot-facts"]["gate"]["passed"] and js["pilot-facts"]["dev_rows"] == 200
+    assert js["pilot-facts-probe"]["not_the_gate"] and not js["pilot-facts"]["not_the_gate"]
