@@ -49,8 +49,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from capacity_data import digit_cipher, generate  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a file: `bench` and `mad_models` from the checkout
+from bench.capacity_data import digit_cipher, generate  # noqa: E402
+from bench.paired_tests import mcnemar_p  # noqa: E402
 
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # k=16 needs blocks of >= 16 outputs: k_proj and v_proj (576 -> 192) have 12 per block, so they are left out
@@ -456,11 +457,7 @@ def mcnemar(a: str, b: str) -> dict:
     """Exact McNemar test on paired hit strings: discordant counts and the two-sided binomial p-value."""
     only_a = sum(1 for x, y in zip(a, b, strict=True) if x == "1" and y == "0")
     only_b = sum(1 for x, y in zip(a, b, strict=True) if x == "0" and y == "1")
-    n = only_a + only_b
-    if n == 0:
-        return {"only_a": 0, "only_b": 0, "p": 1.0}
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))
-    return {"only_a": only_a, "only_b": only_b, "p": min(1.0, 2 * tail / 2**n)}
+    return {"only_a": only_a, "only_b": only_b, "p": mcnemar_p(only_a, only_b)}
 
 
 def bootstrap(a: list[float], b: list[float], reps: int = 10_000, seed: int = 0) -> dict:

@@ -90,8 +90,7 @@ def test_chosen_on_dev_reported_on_test_with_a_third_as_first_rung(tmp_path):
 WORKER = """
 import json, sys, time, torch
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-from tiny import tiny_llama
+from tests.tiny import tiny_llama  # the checkout is on PYTHONPATH
 import mad_models
 from mad_models.more_search import search_more
 from mad_models.training.text import token_blocks
@@ -110,7 +109,7 @@ print(json.dumps(table.rows))
 
 def test_two_workers_on_one_journal_file_finish_one_study_and_run_no_trial_twice(tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(ROOT / "tests")))
+    script.write_text(WORKER)
     journal = tmp_path / "search.journal"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [

@@ -1,27 +1,13 @@
 """bench/reproduce_more_capacity.py and bench/capacity_data.py: the splits, the records guard, the gate and
 the paired statistics (the training itself is tests/test_top_layers.py's)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cd = _load("capacity_data")
-rmc = _load("reproduce_more_capacity")
+from bench import capacity_data as cd
+from bench import reproduce_more_capacity as rmc
 
 
 def test_the_facts_splits_are_seeded_and_the_paraphrases_held_out():
