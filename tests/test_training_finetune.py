@@ -104,6 +104,15 @@ def test_enumerate_candidates_share_one_budget_and_keep_every_target_set():
     assert [c.params for c in cands] == sorted((c.params for c in cands), reverse=True)
     capped = enumerate_candidates(base, budget, target_sets=two_sets, max_per_target_set=1)
     assert {c.target_modules for c in capped} == set(two_sets)  # the cap never drops a whole set
+    widest = max(c.nblocks for c in cands if c.target_modules == two_sets[0])
+    assert [c.nblocks for c in capped if c.target_modules == two_sets[0]] == [widest]  # nor the widest k
+    # q_proj 64 -> 64, v_proj 64 -> 32: k=8 would give 4 outputs per block, under k*r, so k <= 4 fits
+    three = enumerate_candidates(
+        base, budget, nblocks=(1, 2, 4, 8), target_sets=two_sets[:1], max_per_target_set=2, lora_rank=8
+    )
+    assert sorted((c.nblocks, c.block_rank) for c in three) == [(2, 4), (4, 2)]  # the 2 widest k, one each
+    ones = enumerate_candidates(base, budget, nblocks=(1,), target_sets=two_sets[:1], lora_rank=8)
+    assert {(c.nblocks, c.block_rank) for c in ones} == {(1, 1), (1, 2), (1, 4)}  # not k=1 r=8: the baseline
     absolute = enumerate_candidates(base, 1000, target_sets=[("q_proj", "v_proj")])
     assert absolute and max(c.params for c in absolute) <= 1000
     assert resolve_budget(base, 1000).description == "1,000 trainable parameters (absolute)"
@@ -120,9 +129,12 @@ def test_enumerate_candidates_share_one_budget_and_keep_every_target_set():
 
 
 def _study(path):
+    """The (candidate, lr) study of the one search in ``path`` (its seed runs are a second study)."""
     import optuna
 
-    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{path}")
+    (summary,) = [
+        s for s in optuna.get_all_study_summaries(f"sqlite:///{path}") if "-seeds" not in s.study_name
+    ]
     return optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{path}")
 
 
@@ -160,7 +172,7 @@ def test_search_more_tunes_each_lr_with_successive_halving_and_reports_lora(tmp_
     assert means == sorted(means)  # loss: lower first
     md = table.to_markdown()
     assert md.startswith("Budget: 1 x LoRA r=2 on q_proj, v_proj (896) = 896 trainable parameters.")
-    assert "SuccessiveHalvingPruner" in md and "| seed range |" in md and "won with eval_loss" in md
+    assert "SuccessiveHalvingPruner" in md and "| seed range |" in md and "won on dev with eval_loss" in md
     # one Optuna study: every (candidate, lr) pair finished, complete or pruned by successive halving
     study = _study(tmp_path / "search.db")
     states = [t.state for t in study.trials]

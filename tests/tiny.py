@@ -62,13 +62,13 @@ def tiny_gpt_neo(seed: int = 0, vocab: int = VOCAB) -> GPTNeoForCausalLM:
     return GPTNeoForCausalLM(cfg).eval()
 
 
-def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, vocab: int = VOCAB, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,

@@ -31,13 +31,18 @@ EXAMPLES = {
 JSONL rows: {"prompt": ..., "answer": ...} | {"text": ...} | {"text": ..., "label": 1}
             | {"input_ids": [...], "labels": [...]}""",
     "more search": """examples:
-  mad-models more search --base-model smollm2 --data arith.jsonl --eval-data arith-val.jsonl --budget 0.5 \\
-      --lora-rank 8 --lora-targets q_proj,v_proj --steps 50 --lrs 1e-4,1e-3,1e-2 --out runs/more-search
+  mad-models more search --base-model smollm2 --data arith.jsonl --eval-data arith-dev.jsonl \\
+      --test-data arith-test.jsonl --metric exact_match --budget 0.5 --lora-rank 8 \\
+      --lora-targets q_proj,v_proj --steps 60 --lrs 1e-4,1e-3,1e-2 --out runs/more-search
   mad-models more search --base-model ./my-model --data train.jsonl --budget 200000 --nblocks 2,4,8 \\
       --target-sets "q_proj,v_proj;q_proj,k_proj,v_proj,o_proj" --out runs/s2
+  # workers on many machines, one study: the same command on each, one shared storage
+  mad-models more search ... --storage postgresql://user@db/search --out runs/s3
+  mad-models more search ... --storage /shared/search.journal --out runs/s4
 --budget: an integer is a parameter count; a number with a point (0.5, 1.0) is that share of LoRA at
 --lora-rank on --lora-targets. Budgets under one LoRA rank are refused. Each candidate gets its own lr
-from --lrs (Optuna, successive halving); the table has a LoRA baseline row and the seed range.""",
+from --lrs (Optuna, successive halving from --min-resource steps on); the table has a LoRA baseline row
+and the seed range. Choices are made on --eval-data (dev); --test-data is scored once at the end.""",
     "more eval": """examples:
   mad-models more eval --model smollm2 --data data/mathematics/val.jsonl
   mad-models more eval --model assets/language/more --data data/mathematics/val.jsonl --out preds.jsonl
@@ -125,20 +130,52 @@ def cmd_more_train(a) -> None:
 
 
 def cmd_more_search(a) -> None:
+    from torch.utils.data import Subset
+
     from mad_models.more_search import search_more
 
-    base, _, train, val = _adapter_data(a)
-    if val is None:  # no --eval-data: rank on held-out rows, never on rows the candidates trained on
-        from torch.utils.data import Subset
-
+    dev_rows = train_rows = test_rows = None
+    if a.metric == "exact_match":  # prompt/answer rows, checked before anything loads
+        if a.eval_data:
+            dev_rows = _qa_rows(a.eval_data, "--eval-data")
+        else:
+            train_rows = _qa_rows(a.data, "--data")
+        if a.test_data:
+            test_rows = _qa_rows(a.test_data, "--test-data")
+    base, tok, train, val = _adapter_data(a)
+    if a.metric == "exact_match" and tok is None:
+        raise CLIError("--metric exact_match generates answers: give a tokenizer (--tokenizer)")
+    if val is None:  # no --eval-data: choose on held-out rows, never on rows the candidates trained on
         n = len(train)
         if n < 2:
             raise CLIError(f"--data has {n} row(s); give --eval-data, or at least 2 rows to hold some out")
         held = max(1, n // 10)
         train, val = Subset(train, range(n - held)), Subset(train, range(n - held, n))
+        if train_rows is not None:
+            if len(train_rows) != n:
+                raise CLIError(
+                    "--metric exact_match needs prompt/answer rows in --data (one example per row)"
+                )
+            dev_rows = train_rows[n - held :]
         print(
-            f"no --eval-data: ranking on the last {held} of {n} rows, held out from training", file=sys.stderr
+            f"no --eval-data: choosing on the last {held} of {n} rows, held out from training",
+            file=sys.stderr,
         )
+    test = None
+    if a.test_data:
+        from mad_models.training.text import load_jsonl
+
+        test = load_jsonl(a.test_data, tok, block_size=a.block_size)
+        check_token_ids(test, base.get_input_embeddings().num_embeddings, a.test_data)
+    metric_fn = None
+    if a.metric == "exact_match":
+        from mad_models.training.exact_match import evaluate_exact_match
+
+        rows = {"dev": dev_rows, "test": test_rows}
+
+        def metric_fn(model, split: str) -> float:
+            return evaluate_exact_match(model, tok, rows[split], batch_size=a.batch_size)["exact_match"]
+
     target_sets = (
         [[t for t in s.split(",") if t] for s in a.target_sets.split(";")] if a.target_sets else None
     )
@@ -147,6 +184,7 @@ def cmd_more_search(a) -> None:
         train,
         val,
         budget=a.budget,
+        test=test,
         lora_rank=a.lora_rank,
         lora_targets=[t for t in a.lora_targets.split(",") if t] if a.lora_targets else None,
         nblocks=a.nblocks,
@@ -159,12 +197,26 @@ def cmd_more_search(a) -> None:
         seeds=a.seeds,
         batch_size=a.batch_size,
         output_dir=a.out,
+        storage=a.storage,
+        metric_fn=metric_fn,
+        metric_name="exact_match" if metric_fn else None,
         seed=a.seed,
         progress=not a.no_progress,
     )
     md = table.to_markdown()
     Path(a.out, "table.md").write_text(md + "\n")
     print(md)
+
+
+def _qa_rows(path: str, flag: str) -> list[dict]:
+    """Prompt/answer rows of ``path`` for exact match; a bad file is a one-line error naming ``flag`` (exit
+    code 1, as any unreadable data file)."""
+    from mad_models.training.exact_match import load_qa_rows
+
+    try:
+        return load_qa_rows(path)
+    except ValueError as err:
+        raise ValueError(f"{flag} for --metric exact_match: {err}") from None
 
 
 def _eval_model(a):
@@ -244,16 +296,45 @@ def add_commands(groups) -> None:
     _add_adapter_data(p)
     p.add_argument("--budget", type=parameter_budget, required=True)
     p.add_argument("--lora-rank", type=positive_int, default=8)
-    p.add_argument("--nblocks", type=int_list, default=[1, 2, 4, 8, 16])
+    p.add_argument(
+        "--test-data", help="test JSONL: scored once at the end, chooses nothing (choices use --eval-data)"
+    )
+    p.add_argument(
+        "--metric",
+        choices=("loss", "exact_match"),
+        default="loss",
+        help="what chooses and ranks: the loss, or greedy exact match on prompt/answer rows (higher better)",
+    )
+    p.add_argument(
+        "--nblocks",
+        type=int_list,
+        default=[2, 4, 8, 16],
+        help="MoRe block counts to try (1 is LoRA: the baseline row already covers it)",
+    )
     p.add_argument("--block-ranks", type=int_list, default=[1, 2, 4, 8])
     p.add_argument("--target-sets", help="';'-separated sets of ','-separated names")
     p.add_argument(
         "--lora-targets", help="targets of the LoRA the budget and the baseline refer to (default: first set)"
     )
-    p.add_argument("--max-candidates", type=positive_int, default=3, help="largest few per target set")
+    p.add_argument(
+        "--max-candidates",
+        type=positive_int,
+        default=3,
+        help="per target set: one candidate per distinct --nblocks (its largest block rank), widest first",
+    )
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--lrs", type=float_list, default=[1e-4, 1e-3, 1e-2], help="lr grid, e.g. 1e-4,1e-3,1e-2")
-    p.add_argument("--min-resource", type=positive_int, help="steps per successive-halving rung")
+    p.add_argument(
+        "--min-resource",
+        type=positive_int,
+        help="the first successive-halving rung, in steps: no trial is pruned before it (default: a third of "
+        "--steps)",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage shared by workers: a journal file path, or an RDB URL (sqlite:///..., "
+        "postgresql://...); default: SQLite in --out",
+    )
     p.add_argument("--seeds", type=positive_int, default=2, help="seeds at each finished candidate's lr")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)

@@ -123,7 +123,9 @@ def loss_and_counts(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, tor
     - MAD batches ``{"input_ids", "targets"}``: targets already shifted, cross-entropy on the logits;
     - causal-LM batches with ``labels`` (unshifted, as transformers expects): the model's own loss,
       token accuracy on the shifted labels;
-    - classification batches with ``labels`` (B,): the model's loss, accuracy of the argmax class.
+    - classification batches with ``labels`` (B,): the model's loss, accuracy of the argmax class;
+    - a model that scores only some positions (``top_layers.TopLayers``) returns their logits (N, V) and
+      target ``labels`` (N,) itself.
     """
     if "targets" in batch:
         logits = model(input_ids=batch["input_ids"]).logits  # (B, T, V)
@@ -133,9 +135,11 @@ def loss_and_counts(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, tor
         )
     else:
         out = model(**batch)
-        loss, logits, targets = out.loss, out.logits, batch["labels"]
-        if logits.dim() == 3:  # causal LM: position t predicts label t + 1
-            logits, targets = logits[:, :-1], targets[:, 1:]
+        loss, logits, targets = out.loss, out.logits, getattr(out, "labels", None)
+        if targets is None:
+            targets = batch["labels"]
+            if logits.dim() == 3:  # causal LM: position t predicts label t + 1
+                logits, targets = logits[:, :-1], targets[:, 1:]
     with torch.no_grad():
         mask = targets != IGNORE
         correct = ((logits.argmax(-1) == targets) & mask).sum()
