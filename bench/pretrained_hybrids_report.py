@@ -110,7 +110,8 @@ def write_report(bench) -> dict:
         p = results["projectors"]
         pre_lines.append(
             f"| projectors of the hybrid (components frozen, uniform mixture) | {p['params']:,} | - | "
-            f"{s['projectors']['steps']} | - | {p['dev_bits']:.3f} | {p['seconds']:.0f} |"
+            f"{s['projectors']['steps']} | {p.get('dev_bits_before', float('nan')):.3f} (before) | "
+            f"{p['dev_bits']:.3f} | {p['seconds']:.0f} |"
         )
 
     # ---- the main table

@@ -204,3 +204,44 @@ def test_score_files_refuses_bad_input_with_one_clear_message(tmp_path):
         score_files(folder, [bad])
     assert score_files(folder, [text])["n_chars"] == 6
     assert Path(folder / "tokenizer.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_hybrid_eval_command_scores_a_plain_model_and_a_hybrid(tmp_path, capsys):
+    import json
+
+    from mad_models.cli import main
+    from mad_models.hybrid import ManticoreForCausalLM
+
+    tok = train_char_tokenizer(load_split("pretrain_dev").values(), max_length=32)
+    gpt = build_model("gpt_neox", len(tok), width=16, layers=2, heads=2, max_len=32, rotary_pct=1.0)
+    mamba = build_model("mamba", len(tok), width=16, layers=2, state_size=4)
+    gpt.config._name_or_path, mamba.config._name_or_path = "gpt", "mamba"
+    hybrid = ManticoreForCausalLM.from_components([gpt, mamba], n_blocks=2)
+    texts = [t[:700] for t in load_split("dev").values()][:2]
+    files = []
+    for i, text in enumerate(texts):
+        files.append(tmp_path / f"t{i}.txt")
+        files[-1].write_text(text)
+    for name, model in (("gpt", gpt), ("hybrid", hybrid)):
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        out = tmp_path / f"{name}.json"
+        assert (
+            main(["hybrid", "eval", "--model", str(folder), "--text", *map(str, files), "--out", str(out)])
+            == 0
+        )
+        printed = json.loads(capsys.readouterr().out)
+        assert json.loads(out.read_text()) == printed
+        expected = bits_per_char(model, tok, texts)
+        assert printed["bits_per_char"] == pytest.approx(expected["bits_per_char"], rel=1e-6)
+        assert printed["n_chars"] == printed["n_tokens"] == sum(map(len, texts))
+        assert [f["n_chars"] for f in printed["files"]] == [len(t) for t in texts]
+    # bad input: one line naming the problem, exit code 1, nothing written
+    with pytest.raises(SystemExit) as exit_:
+        main(["hybrid", "eval", "--model", str(tmp_path / "gpt"), "--text", str(tmp_path / "nope.txt"),
+              "--out", str(tmp_path / "bad.json")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and "nope.txt does not exist" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.json").exists()

@@ -32,7 +32,7 @@ def train_char_tokenizer(texts: Iterable[str], max_length: int = 1024):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    chars = sorted({c for t in texts for c in t})
+    chars = sorted(set().union(*map(set, texts)))
     if not chars:
         raise ValueError("no characters to build a tokenizer from (empty texts)")
     vocab = {EOS: 0, UNK: 1}
