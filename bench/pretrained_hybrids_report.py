@@ -76,7 +76,8 @@ def _fmt_int(values: list) -> str:
     return " / ".join(f"{v:,.0f}" for v in values)
 
 
-def write_report(bench) -> dict:
+def write_report(bench, plot: bool = True) -> dict:
+    """``<stem>.md`` and ``<stem>.json`` from the records, ``<stem>.png`` with ``plot``; returns the JSON."""
     from reproduce_pretrained_hybrids import LABELS, hand_designs, label, row_names
 
     s, results, mode = bench.s, bench.results(), bench.mode
@@ -271,7 +272,8 @@ def write_report(bench) -> dict:
         "training_seconds": total_seconds,
     }
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
-    plot(pre, table, uni, out / f"{stem}.png")
+    if plot:
+        draw(pre, table, uni, out / f"{stem}.png")
     return doc
 
 
@@ -424,7 +426,7 @@ def verdict(
     return " ".join(parts)
 
 
-def plot(pre: dict, table: dict, uni: dict | None, path: Path) -> None:
+def draw(pre: dict, table: dict, uni: dict | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -698,11 +698,12 @@ class Bench:
         return record
 
     def run(self) -> None:
+        """Every unit not recorded yet; the table (without the plot) is rewritten after each one."""
         self.unit_unigram()
         self.unit_pretrain("gpt-neox")
         self.unit_pretrain("mamba")
         self.unit_projectors()
-        self.write_report()
+        self.write_report(plot=False)
         rows = row_names(self.s)
         for seed in self.s["seeds"]:  # breadth first: every row's first seed before any second seed
             for row in rows:
@@ -710,14 +711,14 @@ class Bench:
                     self.unit_search(seed)
                 if row == "attention-wide":
                     self.unit_pretrain("gpt-neox-wide")
-                self.unit_row(row, seed)
-                self.write_report()
+                if f"{row}|seed{seed}" not in self.results():
+                    self.unit_row(row, seed)
+                    self.write_report(plot=False)
 
-    # ------------------------------------------------------------------------------------------ report
-    def write_report(self) -> dict:
+    def write_report(self, plot: bool = True) -> dict:
         from pretrained_hybrids_report import write_report  # beside this script
 
-        return write_report(self)
+        return write_report(self, plot=plot)
 
 
 def is_rung(k: int, factor: int) -> bool:

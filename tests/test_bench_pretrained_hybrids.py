@@ -20,7 +20,7 @@ TINY = {
     "n_blocks": 4,
     "pretrain": {"steps": 4, "lr": 3e-3, "warmup": 1, "eval_every": 2, "eval_blocks": 4},
     "projectors": {"steps": 2, "lr": 1e-3},
-    "finetune": {"steps": 2, "lrs": [1e-3, 3e-3], "min_resource": 1, "reduction_factor": 2},
+    "finetune": {"steps": 2, "lrs": [3e-3], "min_resource": 2, "reduction_factor": 2},
     "arch_lrs": [0.05],
     "dev_blocks": 4,
     "seeds": [0, 1],
