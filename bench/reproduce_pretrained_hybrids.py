@@ -563,7 +563,7 @@ class Bench:
         """Alternating DARTS from the projector-pretrained hybrid: arch lr tuned on dev (seed 0)."""
         from torch.utils.data import default_collate
 
-        from mad_models.training.search import search_mixtures
+        from mad_models.training.mixture_search import search_mixtures
 
         key = f"search|seed{seed}"
         if key in self.results():

@@ -107,7 +107,6 @@ Score it on any text: `mad-models hybrid eval --model assets/{name} --text FILE`
 def build_text(out: Path, registry: dict, setting: str = "full", work: Path | None = None) -> list[dict]:
     """Bundle the three text models into ``out/text/`` and register them; returns their entries."""
     from build_assets.builder import _done, _register, build_key
-
     from mad_models.training.bits_per_char import score_files
     from mad_models.training.shakespeare import DATA_DIR, VAL_TEXTS
 

@@ -123,9 +123,9 @@ def test_tiny_pretrain_join_search_finetune_on_shakespeare(tmp_path, one_thread)
     """The bench's chain on real text at tiny widths: every stage lowers the loss it trains."""
     from mad_models.hybrid import ManticoreForCausalLM
     from mad_models.training.causal_lm import train_causal_lm
+    from mad_models.training.mixture_search import search_mixtures
     from mad_models.training.projectors import pretrain_projectors
     from mad_models.training.retrain import retrain
-    from mad_models.training.search import search_mixtures
     from mad_models.training.text import text_blocks
 
     ctx = 32
