@@ -169,6 +169,10 @@ def build_text(out: Path, registry: dict, setting: str = "full", work: Path | No
             meta.update(mixture=record["mixture"], layout=record["layout"])
             meta["components"] = ["text/gpt-neox", "text/mamba"]
         (target / "README.md").write_text(text_card(name, meta))
+        # what hub_tools' push puts on the Hub card: the data and the bits per character
+        keys = ("trained_on", "val", "val_bits_per_char", "val_n_chars", "dev_bits_per_char",
+                "unigram_val_bits_per_char", "command", "report")  # fmt: skip
+        (target / "bits_per_char.json").write_text(json.dumps({k: meta[k] for k in keys}, indent=1) + "\n")
         description = f"Shakespeare, character level: {meta['description']}"
         entry = {"name": name, "kind": "causal_lm", "path": name, "group": "text",
                  "description": description, "meta": meta}  # fmt: skip
