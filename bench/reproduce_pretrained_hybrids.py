@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from run_records import RunRecords  # noqa: E402
 
 import mad_models  # noqa: E402,F401  (registers the "manticore" model type)
 
@@ -168,16 +169,7 @@ class Bench:
         self.progress = progress
         self.t0 = time.perf_counter()
         now = json.loads(json.dumps({**s, "data": data_digest(), "script": "pretrained-hybrids/1"}))
-        work.mkdir(parents=True, exist_ok=True)
-        for where in (records / "settings.json", work / "settings.json"):
-            if where.exists():
-                before = json.loads(where.read_text())
-                if before != now:
-                    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-                    raise SystemExit(
-                        f"{where.parent} holds a run with other settings ({', '.join(changed)} differ); "
-                        "use another --work / --records, or delete them to start over"
-                    )
+        guarded = [RunRecords(where, now) for where in (records, work)]  # other settings are refused
         if not (work / "results.jsonl").exists() and (records / "results.jsonl").exists():
             for item in records.iterdir():  # a fresh work dir resumes from the records kept in the repo
                 dest = work / item.name
@@ -186,18 +178,13 @@ class Bench:
                 else:
                     shutil.copyfile(item, dest)
             print(f"[resume] started {work} from the records in {records}", flush=True)
-        (work / "settings.json").write_text(json.dumps(now, indent=1))
-        self.results_path = work / "results.jsonl"
+        self.run_records = guarded[1]
 
     def results(self) -> dict[str, dict]:
-        if not self.results_path.exists():
-            return {}
-        rows = [json.loads(x) for x in self.results_path.read_text().splitlines() if x.strip()]
-        return {r["key"]: r for r in rows}
+        return self.run_records.all()
 
     def add(self, row: dict) -> None:
-        with self.results_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.run_records.add(row)
         self.keep_records()
 
     def keep_records(self) -> None:
