@@ -1,13 +1,15 @@
 """The report of ``bench/reproduce_pretrained_hybrids.py``: Markdown, JSON and a plot from its records.
 
 Everything here is computed from ``results.jsonl`` (one record per finished unit), so ``--report-only``
-rewrites the report on any machine from ``bench/results/pretrained-hybrids[-quick]-runs/``.
+rewrites the report on any machine from ``bench/results/pretrained-hybrids[-quick]-runs/``. Run as a
+script, it is that command: ``python bench/pretrained_hybrids_report.py --quick``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +80,7 @@ def _fmt_int(values: list) -> str:
 
 def write_report(bench, plot: bool = True) -> dict:
     """``<stem>.md`` and ``<stem>.json`` from the records, ``<stem>.png`` with ``plot``; returns the JSON."""
-    from reproduce_pretrained_hybrids import LABELS, hand_designs, label, row_names
+    from bench.reproduce_pretrained_hybrids import LABELS, hand_designs, label, row_names
 
     s, results, mode = bench.s, bench.results(), bench.mode
     seeds = s["seeds"]
@@ -351,7 +353,7 @@ def verdict(
     hands: list[str],
 ) -> str:
     """The paragraph, computed from the figures whatever they show."""
-    from reproduce_pretrained_hybrids import label
+    from bench.reproduce_pretrained_hybrids import label
 
     if not table:
         return "Nothing finished yet."
@@ -431,7 +433,8 @@ def draw(pre: dict, table: dict, uni: dict | None, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from reproduce_pretrained_hybrids import label
+
+    from bench.reproduce_pretrained_hybrids import label
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
     for name, r in pre.items():
@@ -474,3 +477,10 @@ def draw(pre: dict, table: dict, uni: dict | None, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # the same as `reproduce_pretrained_hybrids.py --report-only`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
+    from bench.reproduce_pretrained_hybrids import main
+
+    sys.exit(main([*sys.argv[1:], "--report-only"]))

@@ -49,13 +49,12 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
 
 import torch  # noqa: E402
-from run_records import RunRecords  # noqa: E402
 
 import mad_models  # noqa: E402,F401  (registers the "manticore" model type)
+from bench.run_records import RunRecords  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 A, M = 0, 1  # component indices in every hybrid: attention (GPT-NeoX), Mamba
@@ -703,7 +702,7 @@ class Bench:
                     self.write_report(plot=False)
 
     def write_report(self, plot: bool = True) -> dict:
-        from pretrained_hybrids_report import write_report  # beside this script
+        from bench.pretrained_hybrids_report import write_report
 
         return write_report(self, plot=plot)
 

@@ -28,10 +28,9 @@ TEXT_MODELS = {"text/gpt-neox": "attention", "text/mamba": "mamba", "text/hybrid
 
 
 def _bench_module():
-    bench_dir = str(REPO / "bench")
-    if bench_dir not in sys.path:
-        sys.path.insert(0, bench_dir)
-    import reproduce_pretrained_hybrids
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # bench/ is a package of the checkout, not of the wheel
+    from bench import reproduce_pretrained_hybrids
 
     return reproduce_pretrained_hybrids
 

@@ -2,14 +2,11 @@
 for, records resume on a fresh work dir, and other settings are refused."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import reproduce_pretrained_hybrids as bench  # noqa: E402
+from bench import reproduce_pretrained_hybrids as bench
 
 TINY = {
     "max_chars": 2000,  # the first lines of each pretraining and fine-tuning text
