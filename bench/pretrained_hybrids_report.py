@@ -192,9 +192,7 @@ def write_report(bench, plot: bool = True) -> dict:
         for split in ("pretrain", "pretrain_dev", "finetune", "arch", "dev", "val")
     }
     threads = getattr(bench, "threads", 1)
-    command = (
-        f"PYTHONPATH=$PWD .venv/bin/python bench/reproduce_pretrained_hybrids.py{flag} --threads {threads}"
-    )
+    command = f".venv/bin/python bench/reproduce_pretrained_hybrids.py{flag} --threads {threads}"
     unfinished = []
     if missing:
         more = " ..." if len(missing) > 6 else ""

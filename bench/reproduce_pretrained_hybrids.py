@@ -1,8 +1,8 @@
 """Pretrained hybrids on Shakespeare: two small LMs of different families pretrained here, joined, fine-tuned.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/reproduce_pretrained_hybrids.py --quick --threads 2  # <= 30 min
-    PYTHONPATH=$PWD .venv/bin/python bench/reproduce_pretrained_hybrids.py --threads 2          # full, ~3 h
-    PYTHONPATH=$PWD .venv/bin/python bench/reproduce_pretrained_hybrids.py --measure            # s/step, plan
+    .venv/bin/python bench/reproduce_pretrained_hybrids.py --quick --threads 2  # 158 min on our shared box
+    .venv/bin/python bench/reproduce_pretrained_hybrids.py --threads 2          # full: hours (see --measure)
+    .venv/bin/python bench/reproduce_pretrained_hybrids.py --measure            # s/step, plan
 
 Data (``mad_models.training.shakespeare``): one character tokenizer trained on the train texts; pretraining on
 the tragedies and histories, fine-tuning on the comedies, romances and poems (a genre shift), every choice on

@@ -160,7 +160,7 @@ def build_text(out: Path, registry: dict, setting: str = "full", work: Path | No
             "setting": setting,
             "report": f"bench/results/{stem}.md",
             "command": (
-                f"PYTHONPATH=$PWD python bench/reproduce_pretrained_hybrids.py{flag} && "
+                f"python bench/reproduce_pretrained_hybrids.py{flag} && "
                 f"python -m build_assets build --only text --text-setting {setting}"
             ),
         }

@@ -214,7 +214,7 @@ def test_hybrid_eval_command_scores_a_plain_model_and_a_hybrid(tmp_path, capsys)
     from mad_models.hybrid import ManticoreForCausalLM
 
     tok = train_char_tokenizer(load_split("pretrain_dev").values(), max_length=32)
-    gpt = build_model("gpt_neox", len(tok), width=16, layers=2, heads=2, max_len=32, rotary_pct=1.0)
+    gpt = build_model("gpt_neox", len(tok), width=16, layers=2, heads=2, max_len=32)
     mamba = build_model("mamba", len(tok), width=16, layers=2, state_size=4)
     gpt.config._name_or_path, mamba.config._name_or_path = "gpt", "mamba"
     hybrid = ManticoreForCausalLM.from_components([gpt, mamba], n_blocks=2)
