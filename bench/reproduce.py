@@ -1,11 +1,13 @@
-"""Reproduce, at our scale, both comparisons of the README: one command, two resumable parts.
+"""Reproduce, at our scale, the comparisons of the README: one command, resumable parts.
 
 1. MAD (``bench/reproduce_mad.py``): attention, Mamba and their Manticore hybrids on the six MAD tasks,
    against chance and a no-learning heuristic.
 2. MoRe vs LoRA (``bench/reproduce_more.py``): SmolLM2-135M-Instruct fine-tuned on DeepMind's
    mathematics questions, each method at its own tuned lr, exact match on val against parameters.
+3. Pretrained hybrids on text (``bench/reproduce_pretrained_hybrids.py``): GPT-NeoX and Mamba pretrained
+   on Shakespeare, joined, searched and fine-tuned, against each alone, hand-designed layouts and unigram.
 
-    python bench/reproduce.py --quick                # both parts, small settings
+    python bench/reproduce.py --quick                # every part, small settings
     python bench/reproduce.py --quick --part more    # one part only
     python bench/reproduce.py --work runs/repro      # the full setting; re-run the same line to resume
 
@@ -20,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `bench` from the checkout
 
-from bench import reproduce_mad, reproduce_more  # noqa: E402
+from bench import reproduce_mad, reproduce_more, reproduce_pretrained_hybrids  # noqa: E402
 
-PARTS = {"mad": reproduce_mad.main, "more": reproduce_more.main}
+PARTS = {"mad": reproduce_mad.main, "more": reproduce_more.main, "text": reproduce_pretrained_hybrids.main}
 
 
 def main(argv: list[str] | None = None) -> int:

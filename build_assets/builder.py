@@ -1,6 +1,6 @@
 """Build the demo assets the app shows: ``python -m build_assets build``.
 
-Two sets, written to ``assets/`` (safetensors + configs + model cards; ``registry.json`` lists them):
+Three sets, written to ``assets/`` (safetensors + configs + model cards; ``registry.json`` lists them):
 
 1. **MAD set.** A tiny attention model (GPT-NeoX) and a tiny Mamba, each trained from scratch on a mix
    of four MAD tasks (``MAD_MIX``: the ones a component learns within the build's budget); their
@@ -13,6 +13,10 @@ Two sets, written to ``assets/`` (safetensors + configs + model cards; ``registr
    train minus the dev rows) with the MoRe-vs-LoRA experiment's setup (``mad_models.training.mathematics``),
    each at the lr the experiment chose for it on dev, equal steps and batch; scored by exact match on
    all of val.jsonl (``evaluate_exact_match``), next to the untuned base and a no-learning heuristic.
+3. **Text set** (``--only text``, from a finished ``bench/reproduce_pretrained_hybrids.py`` run; see
+   ``build_assets/text.py``): character-level GPT-NeoX and Mamba pretrained on Shakespeare's tragedies and
+   histories and fine-tuned on his comedies, romances and poems, and their best hybrid on dev, each with
+   its val bits per character. Only built when asked for: it needs the benchmark's records.
 
 Seeds are fixed, so a re-run writes the same files. A finished asset is skipped when its build key (a
 hash of the settings that make it) is unchanged; unfinished training resumes from its checkpoints in
@@ -21,6 +25,7 @@ hash of the settings that make it) is unchanged; unfinished training resumes fro
 Example:
     python -m build_assets build --threads 1     # full profile (MAD set ~8 min, language ~26 min)
     python -m build_assets build --profile smoke # seconds: a check that every step runs
+    python -m build_assets build --only text --text-setting full  # after the text benchmark
 """
 
 from __future__ import annotations
@@ -851,6 +856,9 @@ ORDER = [
     "mad/mamba",
     "mad/hybrid",
     "mad/hybrid-pruned",
+    "text/gpt-neox",
+    "text/mamba",
+    "text/hybrid",
 ]
 
 
@@ -881,10 +889,13 @@ def build(
     only: str | None = None,
     base_loader: Callable[[], tuple[Any, Any]] | None = None,
     base_entry: dict | None = None,
+    text_setting: str = "full",
 ) -> dict:
-    """Build (or bring up to date) every asset; returns the registry written to ``out/registry.json``.
+    """Build (or bring up to date) the MAD and language assets, or one set (``only``: "mad", "language",
+    "text"); returns the registry written to ``out/registry.json``.
 
-    ``base_loader``/``base_entry`` swap SmolLM2 for another base (the tests use a tiny one).
+    ``base_loader``/``base_entry`` swap SmolLM2 for another base (the tests use a tiny one). The text set
+    is built only with ``only="text"``, from the ``text_setting`` ("full" or "quick") benchmark's records.
 
     Example:
         >>> reg = build("assets", profile="smoke")  # doctest: +SKIP
@@ -894,8 +905,8 @@ def build(
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    if only not in (None, "mad", "language"):
-        raise ValueError(f"only must be 'mad' or 'language', got {only!r}")
+    if only not in (None, "mad", "language", "text"):
+        raise ValueError(f"only must be 'mad', 'language' or 'text', got {only!r}")
     out, work = Path(out), Path(work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -914,6 +925,11 @@ def build(
         }
         build_language(out, work, p, registry, base_loader or _smollm2_loader, entry["name"], entry)
         _write_registry(out, registry)
+    if only == "text":
+        from build_assets.text import build_text
+
+        build_text(out, registry, text_setting)
+        _write_registry(out, registry)
     return registry
 
 
@@ -930,14 +946,17 @@ def main(argv: list[str] | None = None) -> int:
         "--work", default=str(REPO / "runs" / "assets"), help="checkpoints and logs (not committed)"
     )
     b.add_argument("--profile", default="full", choices=sorted(PROFILES))
-    b.add_argument("--only", choices=["mad", "language"], help="build one set only")
+    b.add_argument("--only", choices=["mad", "language", "text"], help="build one set only (text: only so)")
+    b.add_argument(
+        "--text-setting", choices=["full", "quick"], default="full", help="the text benchmark to bundle from"
+    )
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the build never needs the network
     t0 = time.perf_counter()
-    reg = build(args.out, args.work, args.profile, args.only)
+    reg = build(args.out, args.work, args.profile, args.only, text_setting=args.text_setting)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(
         f"[assets] {len(reg['models'])} models in {args.out} ({total / 2**20:.1f} MiB) "

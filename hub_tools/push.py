@@ -39,7 +39,7 @@ from hub_tools.provenance import (
     remap_strings,
     scrub_local_paths,
 )
-from mad_models.cards import EvalLike, adapter_card, hybrid_card, is_hub_id
+from mad_models.cards import EvalLike, adapter_card, causal_lm_card, hybrid_card, is_hub_id
 from mad_models.more.report import adapter_report
 from mad_models.peft_saving import embedding_targeted
 
@@ -235,11 +235,14 @@ def push_hybrid(
     training: Mapping[str, Any] | None = None,
     max_shard_size: int | str = "2GB",
     timeout: float | None = DEFAULT_TIMEOUT,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> CommitInfo:
     """Push a Manticore hybrid: config.json, model.safetensors (sharded past `max_shard_size`), the
     generation config, the tokenizer files when `tokenizer` is given, and README.md, in one commit.
+    A plain causal LM (one of a hybrid's components) is pushed the same way with a card of its own.
 
-    `training` holds the training / search settings shown in the card.
+    `training` holds the training / search settings shown in the card; `evaluation` the data and bits per
+    character measured on it (a ``bits_per_char.json`` record, see ``mad_models.cards.evaluation_section``).
 
     Example:
         >>> url = push_hybrid(hybrid, "me/pythia-mamba-manticore", commit_message="searched on MAD")
@@ -282,18 +285,32 @@ def push_hybrid(
                 license = base_license(bases, endpoint=endpoint, token=token, timeout=timeout)
         comps = [{**c, "name_or_path": local_names.get(c["name_or_path"], c["name_or_path"])} for c in comps]
         cost = remap_strings(cost, local_names) if cost else cost
-        card = hybrid_card(
-            repo_id,
-            components=comps,
-            component_names=names,
-            mixture_weights=weights,
-            cost_report=cost,
-            license=license,
-            eval_results=eval_results,
-            training=public_settings(training),
-            files=_sizes(out),
-            has_tokenizer=any((out / f).is_file() for f in TOKENIZER_FILES),
-        )
+        has_tokenizer = any((out / f).is_file() for f in TOKENIZER_FILES)
+        if getattr(hybrid.config, "model_type", None) == "manticore":
+            card = hybrid_card(
+                repo_id,
+                components=comps,
+                component_names=names,
+                mixture_weights=weights,
+                cost_report=cost,
+                license=license,
+                eval_results=eval_results,
+                training=public_settings(training),
+                files=_sizes(out),
+                has_tokenizer=has_tokenizer,
+                evaluation=evaluation,
+            )
+        else:
+            card = causal_lm_card(
+                repo_id,
+                model_type=str(hybrid.config.model_type),
+                params=sum(p.numel() for p in hybrid.parameters()),
+                license=license,
+                eval_results=eval_results,
+                evaluation=evaluation,
+                files=_sizes(out),
+                has_tokenizer=has_tokenizer,
+            )
         card.save(out / "README.md")
         scrub_local_paths(out, list(local_names))
         scrub_token_files(out, folder_files(out), token)  # a token in the training settings goes out as ***
@@ -315,8 +332,9 @@ def push(model_or_dir, repo_id: str, *, base_model=None, tokenizer=None, **kwarg
 
     A directory holding adapter_config.json is loaded onto `base_model` (a model, a repo id or a local
     dir; defaults to the id in the adapter config) so the card can report sizes; any other directory is
-    loaded as a hybrid, with its tokenizer files when present. Keyword arguments go to push_adapter /
-    push_hybrid.
+    loaded as a hybrid (or a plain causal LM), with its tokenizer files when present, and its
+    ``bits_per_char.json`` (data and bits per character, as the bundled text models carry) goes to the
+    card. Keyword arguments go to push_adapter / push_hybrid.
 
     Example:
         >>> push("runs/more-arith/final", "me/smollm2-more-arith", private=True)
@@ -349,6 +367,9 @@ def push(model_or_dir, repo_id: str, *, base_model=None, tokenizer=None, **kwarg
                     f"hub_tools never runs code from a folder ({redact(str(err)).splitlines()[0]}). Pass "
                     "tokenizer= with a tokenizer you loaded, or remove auto_map from tokenizer_config.json."
                 ) from None
+        record = path / "bits_per_char.json"
+        if record.is_file() and "evaluation" not in kwargs and not (path / "adapter_config.json").is_file():
+            kwargs["evaluation"] = json.loads(record.read_text())
     else:
         model = model_or_dir
     if isinstance(model, PeftModel):

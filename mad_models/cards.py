@@ -143,6 +143,48 @@ def files_section(files: Mapping[str, int], *, note: str = "") -> list[str]:
     return lines + ([note, ""] if note else [])
 
 
+def evaluation_section(evaluation: Mapping[str, Any]) -> list[str]:
+    """Card lines stating what a model was trained on and its measured bits per character (a
+    ``bits_per_char.json`` record: ``trained_on``, ``val``, ``val_bits_per_char``, ``dev_bits_per_char``,
+    ``unigram_val_bits_per_char``, ``command``; each optional)."""
+    ev = evaluation
+    lines = ["## Data and bits per character", ""]
+    if ev.get("trained_on"):
+        lines += [f"Trained on: {ev['trained_on']}", ""]
+    rows = []
+    if ev.get("val_bits_per_char") is not None:
+        rows.append([ev.get("val", "val"), ev["val_bits_per_char"]])
+    if ev.get("dev_bits_per_char") is not None:
+        rows.append(["dev (every choice was made on it)", ev["dev_bits_per_char"]])
+    if ev.get("unigram_val_bits_per_char") is not None:
+        rows.append(["unigram character frequencies on val (no learning)", ev["unigram_val_bits_per_char"]])
+    if rows:
+        lines += [_table(["scored on", "bits per character"], rows), ""]
+    if ev.get("command"):
+        lines += [f"Made by: `{ev['command']}`", ""]
+    return lines
+
+
+def evaluation_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
+    """The model-index entry of a ``bits_per_char.json`` record (empty without ``val_bits_per_char``)."""
+    if evaluation.get("val_bits_per_char") is None:
+        return []
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type="text",
+            dataset_name=str(evaluation.get("val", "val")),
+            metric_type="bits_per_char",
+            metric_value=float(evaluation["val_bits_per_char"]),
+        )
+    ]
+
+
+def _evals(eval_results: Iterable[EvalLike] | None, evaluation: Mapping[str, Any] | None) -> list | None:
+    """The card's model-index: the given results, else the ``bits_per_char.json`` record's, else none."""
+    return _eval_results(eval_results) or (evaluation_results(evaluation) if evaluation else None) or None
+
+
 def _card(data: ModelCardData, body: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
 
@@ -247,8 +289,10 @@ def hybrid_card(
     tags: Sequence[str] = (),
     files: Mapping[str, int] | None = None,
     has_tokenizer: bool | None = None,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """Card for a Manticore hybrid.
+    """Card for a Manticore hybrid (``evaluation``: a ``bits_per_char.json`` record, see
+    :func:`evaluation_section`).
 
     `components` rows hold at least ``name_or_path`` and ``revision``; `mixture_weights` is one row per block
     with one weight per entry of `component_names`.
@@ -259,7 +303,7 @@ def hybrid_card(
         >>> card.data.library_name
         'transformers'
     """
-    evals = _eval_results(eval_results)
+    evals = _evals(eval_results, evaluation)
     bases = [c["name_or_path"] for c in components if is_hub_id(c.get("name_or_path"))]
     data = ModelCardData(
         base_model=bases or None,
@@ -306,6 +350,8 @@ def hybrid_card(
             _table(["block", *component_names], [[i, *row] for i, row in enumerate(mixture_weights)]),
             "",
         ]
+    if evaluation:
+        body += evaluation_section(evaluation)
     if cost_report:
         body += ["## Cost report", "", cost_tables(cost_report), ""]
     if training:
@@ -317,6 +363,50 @@ def hybrid_card(
             "component.",
             None: "",
         }[has_tokenizer]
+        body += files_section(files, note=note)
+    body += ["## Usage", "", usage_snippet(repo_id)]
+    return _card(data, "\n".join(body))
+
+
+def causal_lm_card(
+    repo_id: str,
+    *,
+    model_type: str,
+    params: int,
+    license: str | None = None,
+    eval_results: Iterable[EvalLike] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    files: Mapping[str, int] | None = None,
+    has_tokenizer: bool | None = None,
+) -> ModelCard:
+    """Card for a plain causal LM (one of a hybrid's components, say), with its data and bits per character
+    when ``evaluation`` gives them.
+
+    Example:
+        >>> card = causal_lm_card("me/m", model_type="mamba", params=1000,
+        ...                       evaluation={"val_bits_per_char": 2.1, "val": "val plays"})
+        >>> "| val plays | 2.1 |" in str(card), card.data.eval_results[0].metric_type
+        (True, 'bits_per_char')
+    """
+    evals = _evals(eval_results, evaluation)
+    data = ModelCardData(
+        library_name="transformers",
+        license=license,
+        pipeline_tag="text-generation",
+        tags=["mad-models", model_type],
+        model_name=repo_id.split("/")[-1] if evals else None,
+        eval_results=evals,
+    )
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A {model_type} causal language model ({params:,} parameters) pushed with mad-models' hub_tools.",
+        "",
+    ]
+    if evaluation:
+        body += evaluation_section(evaluation)
+    if files:
+        note = "The tokenizer files are included." if has_tokenizer else ""
         body += files_section(files, note=note)
     body += ["## Usage", "", usage_snippet(repo_id)]
     return _card(data, "\n".join(body))

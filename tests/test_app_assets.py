@@ -166,7 +166,7 @@ def test_build_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["build", "--profile", "enormous"])
     assert "invalid choice" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="only must be 'mad' or 'language'"):
+    with pytest.raises(ValueError, match="only must be 'mad', 'language' or 'text'"):
         build("/tmp/unused", profile="smoke", only="vision")
 
 

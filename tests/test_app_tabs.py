@@ -205,3 +205,43 @@ def test_colliding_preset_labels_are_numbered():
     a, b = Preset(start + "1?", "1", "m", ("x",)), Preset(start + "2?", "2", "m", ("x",))
     (la, va), (lb, vb) = preset_choices([a, b])
     assert la != lb and lb == la + " (2)" and (va, vb) == (a.prompt, b.prompt)
+
+
+def test_text_hybrid_generates_next_to_its_components(tmp_path):
+    """The Hybrid tab's text rows: the hybrid first, then each component its registry entry names, each the
+    greedy continuation its own generate gives."""
+    from tiny import tiny_char_tokenizer, tiny_mamba, tiny_neox
+    from transformers import AutoModelForCausalLM
+
+    from app_backend.service import AppService
+    from app_backend.tabs.hybrids import text_next_to_components
+    from mad_models.hybrid import ManticoreForCausalLM
+
+    tok = tiny_char_tokenizer()
+    gpt, mamba = tiny_neox(seed=1, vocab=len(tok), layers=2), tiny_mamba(seed=2, vocab=len(tok), layers=2)
+    hybrid = ManticoreForCausalLM.from_components([gpt, mamba], n_blocks=2, mixture=[[0.7, 0.3], [0.2, 0.8]])
+    for path, model in (("text/gpt", gpt), ("text/mamba", mamba), ("text/hybrid", hybrid)):
+        model.save_pretrained(tmp_path / path)
+        tok.save_pretrained(tmp_path / path)
+    reg = _registry(tmp_path, [
+        {"name": "text/gpt", "kind": "causal_lm", "path": "text/gpt", "group": "text",
+         "meta": {"val_bits_per_char": 2.5}},
+        {"name": "text/mamba", "kind": "causal_lm", "path": "text/mamba", "group": "text"},
+        {"name": "text/hybrid", "kind": "causal_lm", "path": "text/hybrid", "group": "text",
+         "meta": {"components": ["text/gpt", "text/mamba"], "val_bits_per_char": 2.25}},
+        {"name": "mad/hybrid", "kind": "causal_lm", "path": "text/hybrid", "group": "mad"},
+    ])  # fmt: skip
+    svc = AppService(reg)
+    d = text_next_to_components(svc, "text/hybrid", "To be", 6)
+    assert [(r["model"], r["role"], r["val bits/char"]) for r in d["rows"]] == [
+        ("text/hybrid", "hybrid", 2.25), ("text/gpt", "component", 2.5), ("text/mamba", "component", None)
+    ]  # fmt: skip
+    ids = tok("To be", return_tensors="pt").input_ids
+    for row, path in zip(d["rows"], ("text/hybrid", "text/gpt", "text/mamba"), strict=True):
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / path).eval()
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id)
+        assert row["continuation"] == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True), path
+    assert len({r["continuation"] for r in d["rows"]}) > 1  # three different models, not one answer copied
+    with pytest.raises(AppInputError, match="names no components"):
+        text_next_to_components(svc, "mad/hybrid", "To be", 6)

@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     ["hybrid", "pretrain-projectors"],
     ["hybrid", "search"],
     ["hybrid", "prune"],
+    ["hybrid", "eval"],
     ["more", "train"],
     ["more", "search"],
     ["push"],

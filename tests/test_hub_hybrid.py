@@ -137,3 +137,42 @@ def test_hybrid_license_unknown_when_components_disagree_and_push_from_dir(hub, 
         RepoContentError, match=r"run': model.safetensors does not match config.json: shape mismatches"
     ):
         pull(tmp_path / "run")  # refused before building the model
+
+
+def test_text_models_push_from_dir_with_data_and_bits_per_char_and_pull(hub, tmp_path, monkeypatch):
+    """The bundled text models' folders (a plain component and a hybrid, each with its tokenizer and
+    bits_per_char.json): pushed from the folder, their cards state the data and bits/char; pulled back."""
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    tok = tiny_char_tokenizer()
+    mamba = tiny_mamba(seed=2, vocab=len(tok))
+    hybrid = ManticoreForCausalLM.from_components([tiny_neox(seed=1, vocab=len(tok)), mamba], n_blocks=2)
+    hybrid.set_mixture([[0.6, 0.4], [0.1, 0.9]])
+    record = {
+        "trained_on": "Shakespeare's tragedies and histories, then his comedies",
+        "val": "val plays: julius_caesar, twelfth_night, winters_tale",
+        "val_bits_per_char": 2.345,
+        "dev_bits_per_char": 2.4,
+        "unigram_val_bits_per_char": 4.78,
+        "command": "python -m build_assets build --only text",
+    }
+    for name, model in (("mamba", mamba), ("hybrid", hybrid)):
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "bits_per_char.json").write_text(json.dumps({**record, "val_bits_per_char": len(name) / 2}))
+        push(folder, f"me/text-{name}")
+        files = hub.files(f"me/text-{name}")
+        assert "tokenizer.json" in files and "bits_per_char.json" not in files  # the card says it
+        card = ModelCard(files["README.md"].decode())
+        assert "## Data and bits per character" in card.text
+        assert f"| {record['val']} | {len(name) / 2:.4g} |" in card.text
+        assert "Trained on: Shakespeare's tragedies and histories" in card.text
+        assert "| unigram character frequencies on val (no learning) | 4.78 |" in card.text
+        result = card.data.eval_results[0]
+        assert (result.metric_type, result.metric_value) == ("bits_per_char", len(name) / 2)
+        pulled = pull(f"me/text-{name}")
+        with torch.no_grad():
+            assert torch.equal(pulled(IDS).logits, model.eval()(IDS).logits)
+    mamba_card = ModelCard(hub.files("me/text-mamba")["README.md"].decode())
+    assert "A mamba causal language model" in mamba_card.text and "Manticore" not in mamba_card.text
+    assert "| 1 | 0.1 | 0.9 |" in ModelCard(hub.files("me/text-hybrid")["README.md"].decode()).text

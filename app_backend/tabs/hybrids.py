@@ -1,5 +1,6 @@
 """The Hybrid mixtures tab: mixture weights and what pruning keeps (:func:`mixture`), cost before/after
-pruning, accuracy against the prune threshold, pruned vs full outputs.
+pruning, accuracy against the prune threshold, pruned vs full outputs, and a text hybrid's continuation
+next to its components' (:func:`text_next_to_components`).
 
 Example:
     >>> cost_diff_rows({"params / total": 10}, {"params / total": 4})
@@ -278,6 +279,45 @@ def cost_summary_html(rows: list[dict[str, str]], threshold: float) -> str:
         "include its LM head, and the mixed hybrid adds only its projectors.</p>"
     )
     return f"{note}<div class='table-scroll'><table class='scores cost-summary'>{head}{body}</table></div>"
+
+
+def text_next_to_components(
+    svc: AppService, name: str, prompt: str, max_new_tokens: int = 64, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Greedy continuations of a text prompt by a hybrid with a tokenizer and by each of its components (the
+    registry entries its ``meta.components`` names), with their val bits per character when recorded.
+
+    Returns ``{"prompt", "new_tokens", "rows": [{"model", "role", "val bits/char", "continuation"}]}``,
+    the hybrid first.
+    """
+    from app_backend.generation import check_max_new_tokens, decode, encode_prompt, stream_generate
+
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    entry = svc.registry.entries.get(name)
+    components = list((entry.meta or {}).get("components") or []) if entry is not None else []
+    if not components:
+        raise AppInputError(
+            f"{name!r} names no components in its registry entry (meta.components): text generation next "
+            "to the components is for the text hybrids (e.g. text/hybrid)."
+        )
+    rows = []
+    for model_name, role in [(name, "hybrid"), *((c, "component") for c in components)]:
+        loaded = svc.get(model_name, progress)
+        if loaded.tokenizer is None:
+            raise AppInputError(f"{model_name!r} has no tokenizer: it takes token ids, not text.")
+        vocab = loaded.model.config.get_text_config().vocab_size
+        ids = encode_prompt(prompt, loaded.tokenizer, vocab, chat=False)
+        new = list(stream_generate(loaded.model, ids, max_new_tokens))  # greedy
+        meta = svc.registry.entries[model_name].meta if model_name in svc.registry.entries else {}
+        rows.append(
+            {
+                "model": model_name,
+                "role": role,
+                "val bits/char": (meta or {}).get("val_bits_per_char"),
+                "continuation": decode(new, loaded.tokenizer),
+            }
+        )
+    return {"prompt": prompt, "new_tokens": max_new_tokens, "rows": rows}
 
 
 def component_labels(model: Any) -> list[str]:

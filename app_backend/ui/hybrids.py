@@ -19,6 +19,7 @@ from app_backend.tabs.hybrids import (
     cost_summary_html,
     cost_summary_rows,
     heatmap_html,
+    text_next_to_components,
 )
 from app_backend.tabs.mad import preset
 from app_backend.ui.common import TabContext, errors_in_place, status_line
@@ -97,6 +98,20 @@ def build(ctx: TabContext) -> dict[str, Any]:
             pvf_status = status_line("pvf-status")
             pvf_html = gr.HTML(elem_id="pvf-table")
             pvf_json = gr.JSON(visible=False)
+        with gr.Accordion("Text: the hybrid next to its components", open=True):
+            gr.Markdown(
+                "For the text hybrids (e.g. text/hybrid, character-level Shakespeare): greedy continuations "
+                "of a prompt by the hybrid and by each pretrained component it joins, with their val bits "
+                "per character. The mixture above is this hybrid's."
+            )
+            with gr.Row():
+                text_prompt = gr.Textbox(
+                    "ROMEO.\n", label="Prompt (text)", lines=2, scale=3, elem_id="text-gen-prompt"
+                )
+                text_new = gr.Number(64, label=f"New tokens (≤ {MAX_NEW_TOKENS})", precision=0)
+            text_btn = gr.Button("Generate next to its components", elem_id="run-text-gen")
+            text_status = status_line("text-gen-status")
+            text_df = gr.Dataframe(interactive=False, wrap=True, show_label=False, elem_id="text-gen")
         with gr.Accordion("What this hybrid is", open=False):
             card = gr.Markdown(cards(first), elem_id="hybrid-card")
 
@@ -197,6 +212,28 @@ def build(ctx: TabContext) -> dict[str, Any]:
             [pvf_status, pvf_html, pvf_json],
             api_name="pruned_vs_full",
             show_progress_on=[pvf_status],
+            **on_models,
+        )
+
+        @errors_in_place("", None)
+        def text_generation(name, prompt, max_new, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+            if max_new is None:
+                raise AppInputError("The number of new tokens must be a whole number.")
+            with svc.session_scope(_session(request)):
+                d = text_next_to_components(svc, name, prompt, int(max_new), progress)
+            bits = {"val bits/char": lambda v: "—" if v is None else f"{v:.3f}"}
+            return (
+                f"Greedy, up to {d['new_tokens']} new tokens from {name} and its {len(d['rows']) - 1} "
+                "components.",
+                styled(d["rows"], bits),
+            )
+
+        text_btn.click(
+            text_generation,
+            [hybrid, text_prompt, text_new],
+            [text_status, text_df],
+            api_name="text_next_to_components",
+            show_progress_on=[text_status],
             **on_models,
         )
     return {"hybrid": hybrid}

@@ -1,6 +1,6 @@
 """Command line: ``mad-models`` / ``python -m mad_models``.
 
-Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune``,
+Subcommands: ``mad train|eval``, ``hybrid build|pretrain-projectors|search|prune|eval``,
 ``more train|search|eval``, and those of installed plugins (hub_tools' ``push``, ``pull``,
 ``space push``, through the ``mad_models.commands`` entry point). Every one has ``--help`` with
 examples. Training commands resume from ``<out>/checkpoints`` when run again with the same ``--out``

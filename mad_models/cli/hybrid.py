@@ -1,4 +1,4 @@
-"""``mad-models hybrid build|pretrain-projectors|search|prune``: Manticore hybrids of pretrained models."""
+"""``mad-models hybrid build|pretrain-projectors|search|prune|eval``: hybrids of pretrained models."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ EXAMPLES = {
     "hybrid prune": """examples:
   mad-models hybrid prune --model runs/search/final --threshold 0.25 --out runs/pruned
   mad-models hybrid prune --model runs/search/final --argmax --out runs/pruned-argmax""",
+    "hybrid eval": """examples:
+  mad-models hybrid eval --model assets/text/hybrid --text data/shakespeare/val/*.txt
+  mad-models hybrid eval --model runs/search/final --text a.txt b.txt --context 256 --out scores.json
+Prints JSON: bits_per_char, n_chars, n_tokens (all files together), context, stride, and the same per
+file. Any causal LM folder (a hybrid or a plain model) with its tokenizer; each file is scored whole, in
+windows of --context tokens (default: the tokenizer's model_max_length).""",
 }
 
 
@@ -304,9 +310,23 @@ def cmd_hybrid_prune(a) -> None:
     print_json({**report, "saved": saved})
 
 
+def cmd_hybrid_eval(a) -> None:
+    import json
+
+    from mad_models.training.bits_per_char import score_files
+
+    res = score_files(a.model, a.text, context=a.context, stride=a.stride, batch_size=a.batch_size)
+    if a.out_file:
+        out = Path(a.out_file)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+        tmp.replace(out)  # never a half-written file
+    print_json(res)
+
+
 def add_commands(groups) -> None:
-    """Add the ``hybrid`` group (``build``, ``pretrain-projectors``, ``search``, ``prune``) to ``groups``."""
-    hyb = add_group(groups, "hybrid", "Manticore hybrids: build, pretrain projectors, search, prune")
+    """Add the ``hybrid`` group (``build``, ``pretrain-projectors``, ``search``, ``prune``, ``eval``)."""
+    hyb = add_group(groups, "hybrid", "Manticore hybrids: build, pretrain projectors, search, prune, eval")
     p = add_command(
         hyb, "build", "stitch pretrained components into a hybrid", EXAMPLES["hybrid build"], cmd_hybrid_build
     )
@@ -365,3 +385,17 @@ def add_commands(groups) -> None:
     p.add_argument("--retrain-steps", type=int, default=0, help="then retrain N steps on --task")
     p.add_argument("--out", required=True)
     add_train_args(p, lr=2e-4, batch_size=32, with_out=False)
+
+    p = add_command(
+        hyb,
+        "eval",
+        "bits per character of a causal LM on text files",
+        EXAMPLES["hybrid eval"],
+        cmd_hybrid_eval,
+    )
+    p.add_argument("--model", required=True, help="a saved causal LM or hybrid, with its tokenizer")
+    p.add_argument("--text", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
+    p.add_argument("--out", dest="out_file", help="also write the JSON to this file")
+    p.add_argument("--context", type=positive_int, help="window in tokens (default: the tokenizer's)")
+    p.add_argument("--stride", type=positive_int, help="tokens between windows (default: --context)")
+    p.add_argument("--batch-size", type=positive_int, default=16)

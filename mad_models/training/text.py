@@ -48,7 +48,8 @@ def text_blocks(texts: Sequence[str], tokenizer, block_size: int) -> ListDataset
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     for t in texts:
-        stream += tokenizer(t, add_special_tokens=False)["input_ids"] + eos
+        # verbose=False: a whole text is longer than model_max_length on purpose (it is cut into blocks)
+        stream += tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] + eos
     return token_blocks(stream, block_size)
 
 
