@@ -34,7 +34,7 @@ def client(tmp_path_factory):
 def test_bundled_hybrid_heatmap_and_mad_skills(client):
     registry = json.loads((ASSETS / "registry.json").read_text())
     assert {m["name"] for m in registry["models"]} >= {"mad/hybrid", "mad/hybrid-pruned", "SmolLM2 + MoRe"}
-    status, heat, weights, cost, summary, _ = client.predict("mad/hybrid", 0.5, api_name="/mixture")
+    status, heat, weights, cost, summary, _, _ = client.predict("mad/hybrid", 0.5, api_name="/mixture")
     assert "tab-ok" in status
     hybrid = AutoModelForCausalLM.from_pretrained(ASSETS / "mad/hybrid").eval()
     assert [row[1:] for row in weights["data"]] == hybrid.mixture_weights().tolist()
