@@ -588,10 +588,18 @@ def plateau(stats: dict, rows: dict, s: dict) -> dict:
     }
 
 
-def answer_paragraph(stats: dict, pl: dict, tests: list[dict], g: dict | None) -> str:
-    """The computed answer to: at what fraction of LoRA's parameters does MoRe reach LoRA's plateau here?"""
+def answer_paragraph(
+    stats: dict, pl: dict, tests: list[dict], g: dict | None, missing: list[str] | None = None
+) -> str:
+    """The computed answer to: at what fraction of LoRA's parameters does MoRe reach LoRA's plateau here?
+    Provisional while ``missing`` (methods without every seed) is not empty."""
     if not pl:
         return "Not enough finished methods yet."
+    if missing:
+        return (
+            "Provisional, from the finished runs only (see the unfinished methods below): "
+            + answer_paragraph(stats, pl, tests, g)
+        )
     best, first = pl["lora_best"], pl["lora_plateau_from"]
     text = (
         f"LoRA's best held-out exact match is {pl['lora_best_em']:.3f} ({best}, {stats[best]['params']:,} "
@@ -606,6 +614,8 @@ def answer_paragraph(stats: dict, pl: dict, tests: list[dict], g: dict | None) -
             "of LoRA at "
             f"the start of its plateau and {pl['fraction_of_best']:.0%} of LoRA's best. "
         )
+    elif not any(stats[m]["kind"] == "more" for m in stats):
+        text += "No MoRe configuration has finished yet. "
     else:
         top = max(
             (m for m in stats if stats[m]["kind"] == "more"),
@@ -662,7 +672,13 @@ def write_report(rec: Records, s: dict, mode: str, out_dir: Path, note: str) -> 
         return _pilot_report(result, out_dir, rec)
     tests = paired_tests(stats, rows, s) if g and g["passed"] else []
     pl = plateau(stats, rows, s) if g and g["passed"] else {}
-    result.update({"paired_tests": tests, "plateau": pl, "answer": answer_paragraph(stats, pl, tests, g)})
+    result.update(
+        {
+            "paired_tests": tests,
+            "plateau": pl,
+            "answer": answer_paragraph(stats, pl, tests, g, result["missing"]),
+        }
+    )
     lines += [
         f"Regenerate: `PYTHONPATH=$PWD .venv/bin/python bench/reproduce_more_capacity.py"
         f"{' --quick' if mode == 'quick' else ''}` (resumes from `bench/results/more-capacity-runs/{mode}/`; "
