@@ -46,9 +46,12 @@ LABEL_CHARS = 90  # a label shows the module and the question's start, on one li
 @dataclass
 class Run:
     """One Compare run as the Stop button sees it: ``stop`` ends it, ``guard`` is held while its columns
-    change, ``cols`` are the columns (filled by :func:`compare`)."""
+    change, ``cols`` are the columns (filled by :func:`compare`), ``drawn`` is set once the run's last
+    state has been handed to the page."""
 
     stop: threading.Event = field(default_factory=threading.Event)
+    drawn: threading.Event = field(default_factory=threading.Event)
+    stopped_by_button: bool = False  # not by a newer run from the same page
     guard: threading.Lock = field(default_factory=threading.Lock)
     cols: list[dict[str, Any]] = field(default_factory=list)
     prompt: str = ""

@@ -285,30 +285,39 @@ def build(ctx: TabContext) -> dict[str, Any]:
                 yield [None, "", "", "", None, None, gr.skip()] + per_column(cols) + [gr.skip()]
                 shown = time.monotonic()
                 for _ in runs:  # at most UPDATES_PER_S redraws: the page keeps up, generation is not slowed
+                    if run.stop.is_set():  # no redraw after Stop (the run ends at the next token)
+                        continue
                     if time.monotonic() - shown >= 1.0 / UPDATES_PER_S:
                         yield [gr.skip()] * 7 + per_column(run.snapshot()) + [gr.skip()]
                         shown = time.monotonic()
             finally:
                 active.end(session, run)
-            if run.stop.is_set():  # Stop drew the end of this run
+            # this generator draws the run's last state itself, so nothing it sent earlier can land after
+            # it; a run ended by a newer one from the same page draws nothing (the newer one owns the page)
+            if run.stop.is_set() and not run.stopped_by_button:
                 return
-            yield finished(run, run.snapshot(), session, stopped=False) + [enabled()]
+            stopped = run.stop.is_set()
+            run.drawn.set()
+            cols = mark_stopped(run.snapshot()) if stopped else run.snapshot()
+            yield finished(run, cols, session, stopped=stopped) + [enabled()]
 
         def stop_run(request: gr.Request):
             """End this page's run at the next token; each column says how far it got, and the partial
-            results are exported and compared like full ones."""
+            results are exported and compared like full ones.
+
+            The run's own event draws that last state (one writer, so no redraw of it can arrive after
+            it); Stop draws it only when the run's current step (a model load, say) does not end within
+            STOP_WAIT_S, and the run draws it again, with what the step made, when the step ends."""
             session = request.session_hash if request is not None else ""
             run = active.get(session)
             if run is None:  # nothing running (already done): just make sure Run can be pressed
                 return [gr.skip()] * (7 + 2 * MAX_COMPARE) + [enabled()]
+            run.stopped_by_button = True
             run.stop.set()
-            if not run.guard.acquire(timeout=STOP_WAIT_S):  # a step in progress ends within a token
-                log.warning("stop: the run's step did not end in %.0f s", STOP_WAIT_S)
-            else:
-                run.guard.release()
-            active.end(session, run)
-            cols = mark_stopped(run.snapshot())
-            return finished(run, cols, session, stopped=True) + [enabled()]
+            if run.drawn.wait(timeout=STOP_WAIT_S):
+                return [gr.skip()] * (7 + 2 * MAX_COMPARE) + [gr.skip()]
+            log.warning("stop: the run's step did not end in %.0f s", STOP_WAIT_S)
+            return finished(run, mark_stopped(run.snapshot()), session, stopped=True) + [enabled()]
 
         outputs = [raw, status, agreement, strip, csv_file, json_file, cache_md] + outs + stats + [run]
         busy = run.click(
@@ -319,7 +328,7 @@ def build(ctx: TabContext) -> dict[str, Any]:
             api_visibility="private",
             show_progress="hidden",
         )
-        run_event = busy.then(
+        busy.then(
             compare,
             [prompt, models, max_new, mode, seed, temperature, top_k, chat],
             outputs,
@@ -327,7 +336,6 @@ def build(ctx: TabContext) -> dict[str, Any]:
             show_progress="hidden",  # each column shows its own progress line
             **on_models,
         )
-        stop.click(
-            stop_run, None, outputs, cancels=[run_event], api_visibility="private", show_progress="hidden"
-        )
+        # no cancels= on the run's event: the run ends itself at the next token and draws its stopped state
+        stop.click(stop_run, None, outputs, api_visibility="private", show_progress="hidden")
     return {"models": models}
