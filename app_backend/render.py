@@ -12,7 +12,6 @@ from typing import Any
 import pandas as pd
 
 from app_backend import formatting as fmt
-from mad_models.hybrid.cost import flatten_report
 
 
 def md_escape(text: Any) -> str:
@@ -28,6 +27,8 @@ def md_escape(text: Any) -> str:
 
 def cost_rows(cost: Any) -> list[dict[str, Any]]:
     """A hybrid cost report (dict, or object with to_dict) as table rows."""
+    from mad_models.hybrid.cost import flatten_report  # mad_models.hybrid imports transformers
+
     d = cost.to_dict() if hasattr(cost, "to_dict") else dict(cost)
     return [{"item": k, "value": _fmt(v)} for k, v in flatten_report(d).items()]
 

@@ -110,10 +110,8 @@ class AppService:
                 raise IncompatibleModelError(
                     f"{spec.get('name', key)}: the adapter does not fit base {spec['base']!r}: {e}"
                 ) from e
-            del model
-            return Loaded(
-                key, host.view(aid), base.tokenizer, host.adapters[aid], 0.0, spec["base"], host, aid
-            )
+            del model  # its view (the base with this adapter alone) is built on first use: Loaded.model
+            return Loaded(key, None, base.tokenizer, host.adapters[aid], 0.0, spec["base"], host, aid)
         # a whole model (hybrids included): its own tokenizer or none, never the base's
         tok = _local_tokenizer(spec["source"])
         model = model.to(rt.device).eval()

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError, Registry
 from app_backend.visitors import current_visitor
-from mad_models.cards import is_hub_id
 
 if TYPE_CHECKING:
     from app_backend.service import AppService
@@ -49,6 +48,8 @@ def load(
     clients. A revision is refused for a local dir (there is nothing to check out), and each session may hold
     ``max_loaded_per_session`` models.
     """
+    from mad_models.cards import is_hub_id  # it imports mad_models.hybrid, hence transformers
+
     source = (source or "").strip()
     revision = (revision or "").strip()
     if not source:

@@ -1,0 +1,79 @@
+"""Speed to first use (issue 23; measured by bench/app_startup.py): the page is built without the model
+stack, and loading the Compare tab's models builds nothing Compare does not use."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from app_fixture import build_tiny_assets
+from peft import PeftModel
+
+from app_backend.registry import Registry
+from app_backend.service import AppService
+
+ROOT = Path(__file__).resolve().parents[1]
+# what only loading a model needs: transformers and peft (with everything they import) cost about 5 CPU-s
+# of a ~6 CPU-s start, which a visitor would otherwise wait through before the page is served
+MODEL_STACK = ("transformers", "peft", "bitsandbytes", "accelerate", "hub_tools", "mad_models.training")
+
+
+def test_building_the_page_imports_no_model_stack():
+    code = (
+        "import sys\n"
+        "import app\n"
+        "from app_backend.registry import Registry\n"
+        "from app_backend.service import AppService\n"
+        f"demo = app.build_app(AppService(Registry.from_dir({str(ROOT / 'assets')!r})))\n"
+        "assert demo.fns, 'no events built'\n"
+        f"print('HEAVY', sorted(m for m in {MODEL_STACK!r} if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []", out.stdout[-500:]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    build_tiny_assets(root)
+    return root
+
+
+@pytest.fixture
+def svc(assets):
+    return AppService(Registry.from_dir(assets))
+
+
+def test_an_adapter_view_is_built_on_first_use_not_at_load(svc, assets):
+    base = svc.get("tiny-base")
+    item = svc.get("tiny-base + MoRe")
+    assert item.__dict__["_model"] is None  # loading built no view: Compare runs the host's rows
+    assert item.config is base.host.model.config  # Compare reads the vocabulary without one
+    *_, cols = svc.compare("Hello", ["tiny-base", "tiny-base + MoRe"], 4, chat=False)
+    assert all(c["error"] is None and c["new_tokens"] == 4 for c in cols)
+    assert item.__dict__["_model"] is None
+    view = item.model  # asked for: built now, once, over the host's tensors
+    assert item.model is view and item.__dict__["_model"] is view
+    base_ptrs = {p.data_ptr() for p in base.model.parameters()}
+    shared = [p for n, p in view.named_parameters() if "more_" not in n]
+    assert shared and all(p.data_ptr() in base_ptrs for p in shared)
+    ref = PeftModel.from_pretrained(copy.deepcopy(base.model), assets / "language" / "more").eval()
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():  # the view is that adapter alone
+        torch.testing.assert_close(view(ids).logits, ref(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_view_asked_for_after_its_adapter_left_the_host_says_so(svc):
+    item = svc.get("tiny-base + LoRA")
+    svc.cache.discard("tiny-base + LoRA")  # evicted (its host keeps serving the other adapters)
+    with pytest.raises(KeyError, match="no longer on this host"):
+        item.model  # noqa: B018
