@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,3 +54,28 @@ def pick_runtime() -> Runtime:
     if os.environ.get("MAD_MODELS_THREADS"):
         torch.set_num_threads(int(os.environ["MAD_MODELS_THREADS"]))
     return Runtime(device, dtype, quant, torch.get_num_threads(), cache_mb * 2**20)
+
+
+def keep_out_bitsandbytes(runtime: Runtime) -> bool:
+    """Make bitsandbytes absent from this process when the app will not quantize (``runtime.quant`` is
+    "none", as always on CPU); returns whether it did.
+
+    peft and transformers import bitsandbytes whenever it is installed, only to offer quantized layers, and
+    that import costs about 2 CPU-s (it wraps its kernels in ``torch.compile`` at import, which loads
+    TorchInductor): a tenth of the first Compare on CPU. Marked absent before anything imports it, it is
+    absent to them (``importlib.util.find_spec`` answers None, ``import`` raises ImportError), as on a
+    machine without it. Call it before transformers or peft is imported; ``MAD_MODELS_BITSANDBYTES=1``
+    keeps it (to Load a checkpoint saved quantized, which then loads as on any machine with it).
+
+    Example:
+        >>> keep_out_bitsandbytes(Runtime("cuda", None, "4bit", 1, 2**30))  # it quantizes: kept
+        False
+    """
+    if runtime.quant != "none" or os.environ.get("MAD_MODELS_BITSANDBYTES") == "1":
+        return False
+    if "bitsandbytes" in sys.modules:  # already imported (or already kept out): nothing left to save
+        return sys.modules["bitsandbytes"] is None
+    if any(m in sys.modules for m in ("transformers", "peft", "accelerate")):
+        return False  # they have already looked for it: a late change would leave them half-informed
+    sys.modules["bitsandbytes"] = None
+    return True

@@ -77,3 +77,41 @@ def test_a_view_asked_for_after_its_adapter_left_the_host_says_so(svc):
     svc.cache.discard("tiny-base + LoRA")  # evicted (its host keeps serving the other adapters)
     with pytest.raises(KeyError, match="no longer on this host"):
         item.model  # noqa: B018
+
+
+KEEP = "print(keep_out_bitsandbytes(pick_runtime()))"
+
+
+def test_an_app_that_does_not_quantize_keeps_bitsandbytes_out():
+    code = (
+        "import importlib.util, sys\n"
+        "from app_backend.runtime import Runtime, keep_out_bitsandbytes, pick_runtime\n"
+        "assert not keep_out_bitsandbytes(Runtime('cuda', None, '4bit', 1, 2**30))\n"
+        "assert 'bitsandbytes' not in sys.modules\n"
+        "rt = pick_runtime()\n"
+        "assert rt.quant == 'none' and keep_out_bitsandbytes(rt)\n"
+        "import peft, torch\n"
+        "from mad_models.loading import load_causal_lm  # noqa\n"
+        "model = peft.get_peft_model(torch.nn.Sequential(torch.nn.Linear(4, 4)),\n"
+        "                            peft.LoraConfig(target_modules=['0'], r=2))\n"
+        "assert model(torch.ones(1, 4)).shape == (1, 4)\n"
+        "from transformers.utils import is_bitsandbytes_available\n"
+        "print('BNB', importlib.util.find_spec('bitsandbytes'), is_bitsandbytes_available(),\n"
+        "      sys.modules['bitsandbytes'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAD_MODELS_QUANT": "none"}
+    env.pop("MAD_MODELS_BITSANDBYTES", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "BNB None False None", out.stdout[-500:]
+    out = subprocess.run(
+        [sys.executable, "-c", f"from app_backend.runtime import *\n{KEEP}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "MAD_MODELS_BITSANDBYTES": "1"},
+        timeout=300,
+    )
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
