@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,3 +80,46 @@ def keep_out_bitsandbytes(runtime: Runtime) -> bool:
         return False  # they have already looked for it: a late change would leave them half-informed
     sys.modules["bitsandbytes"] = None
     return True
+
+
+_STACK_LOCK = threading.Lock()
+_stack_imported = False
+
+
+def import_model_stack() -> None:
+    """Import what loading or running a model needs (transformers, peft, mad_models' hybrid, MoRe and
+    training parts, hub_tools) once, one thread at a time. Call it before any of them is first imported.
+
+    The page is built without them (they are most of the start-up's CPU), so the first model use imports
+    them, and two threads may do that at once: the start-up's warm-up and a visitor's first request. Python
+    may then hand one thread a module the other is still running (so as not to deadlock), and
+    mad_models' registrations with transformers and peft are half done: loading a hybrid failed with
+    "cannot import name 'AutoConfig'" or "missing tensors". Behind this lock the second thread waits.
+    """
+    global _stack_imported
+    if _stack_imported:
+        return
+    with _STACK_LOCK:
+        if _stack_imported:
+            return
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+        import hub_tools.pull  # noqa: F401
+        import mad_models.cards  # noqa: F401
+        import mad_models.fused_adapters  # noqa: F401
+        import mad_models.hybrid.cost  # noqa: F401
+        import mad_models.hybrid.prune  # noqa: F401
+        import mad_models.more  # noqa: F401
+        import mad_models.peft_saving  # noqa: F401
+        import mad_models.training.exact_match  # noqa: F401
+        import mad_models.validation  # noqa: F401
+
+        _stack_imported = True
+
+
+# transformers' from_pretrained swaps class-wide functions while it runs (PreTrainedModel.tie_weights becomes
+# a no-op, torch.nn.init functions are patched): a model built meanwhile in another thread comes out untied
+# (a hybrid's meta skeleton then "misses" its tied lm_head). The app builds one model at a time behind it.
+BUILD_LOCK = threading.RLock()

@@ -7,6 +7,7 @@ import copy
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,52 @@ def test_an_app_that_does_not_quantize_keeps_bitsandbytes_out():
         timeout=300,
     )
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_models_are_built_one_at_a_time(svc):
+    """transformers' from_pretrained patches class-wide functions while it runs (tie_weights among them):
+    the loader builds behind BUILD_LOCK, so a load waits while another model is being built."""
+    from app_backend.runtime import BUILD_LOCK
+
+    done: list[object] = []
+    with BUILD_LOCK:  # another model being built
+        worker = threading.Thread(target=lambda: done.append(svc.get("mad/hybrid")))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not done and "mad/hybrid" not in svc.cache.names()
+    worker.join(timeout=120)
+    assert done and done[0].model.config.model_type == "manticore"
+
+
+RACE = """
+import sys, threading
+import app
+from app_backend.registry import Registry
+from app_backend.runtime import keep_out_bitsandbytes
+from app_backend.service import AppService
+svc = AppService(Registry.from_dir(sys.argv[1]))
+keep_out_bitsandbytes(svc.runtime)
+app.build_app(svc)
+warm = threading.Thread(target=svc.warm, daemon=True)
+warm.start()  # as app.main does once the page is up
+svc.mixture("mad/hybrid", 0.5)  # a visitor's first request, meanwhile
+warm.join()
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_a_first_request_during_the_warm_up_loads_its_model():
+    """The warm-up (SmolLM2 and its adapters) and a hybrid's first load at the same moment, both importing
+    transformers and building models: failed with "missing tensors ['components.1.lm_head.weight']" (the
+    hybrid's skeleton built while from_pretrained had tie_weights switched off) or "cannot import name"."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = subprocess.run(
+        [sys.executable, "-c", RACE, str(ROOT / "assets")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-2000:]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError, Registry
+from app_backend.runtime import import_model_stack
 from app_backend.visitors import current_visitor
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def load(
     clients. A revision is refused for a local dir (there is nothing to check out), and each session may hold
     ``max_loaded_per_session`` models.
     """
-    from mad_models.cards import is_hub_id  # it imports mad_models.hybrid, hence transformers
+    import_model_stack()  # before mad_models.cards, which imports mad_models.hybrid, hence transformers
+    from mad_models.cards import is_hub_id
 
     source = (source or "").strip()
     revision = (revision or "").strip()
