@@ -18,6 +18,7 @@ import gradio as gr
 
 from app_backend.generation import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS
 from app_backend.registry import Registry
+from app_backend.runtime import keep_out_bitsandbytes
 from app_backend.service import AppService
 from app_backend.tabs.compare import MAX_COMPARE
 from app_backend.ui import compare, hybrids, load, mad, sizes
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     public = args.public or bool(os.environ.get("SPACE_ID"))
     svc = AppService(Registry.from_dir(args.assets), public=public)
+    keep_out_bitsandbytes(svc.runtime)  # nothing here quantizes: 2 CPU-s of the first model load saved
     if svc.registry.problem:
         print(f"mad-models: {svc.registry.problem}", flush=True)
     demo = build_app(svc)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app_backend.registry import AppInputError
-from mad_models.training.exact_match import chat_prompt
 
 MAX_NEW_TOKENS = 256
 MAX_PROMPT_TOKENS = 512
@@ -128,6 +127,10 @@ def encode_prompt(
                 f"Token id {bad[0]} is out of range: this model's vocabulary is 0..{vocab_size - 1}."
             )
     elif chat and getattr(tokenizer, "chat_template", None):
+        # here, not at module level: mad_models.training imports torch and transformers, which the page
+        # does not need to render (see tests/test_app_startup.py)
+        from mad_models.training.exact_match import chat_prompt
+
         # the prompt format the language adapters were trained and scored with (system turn included),
         # so a column answers as its card's exact match says it does
         ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from app_backend import formatting as fmt
-from mad_models.hybrid.cost import flatten_report
+from app_backend.runtime import import_model_stack
 
 
 def md_escape(text: Any) -> str:
@@ -28,6 +28,9 @@ def md_escape(text: Any) -> str:
 
 def cost_rows(cost: Any) -> list[dict[str, Any]]:
     """A hybrid cost report (dict, or object with to_dict) as table rows."""
+    import_model_stack()  # mad_models.hybrid imports transformers
+    from mad_models.hybrid.cost import flatten_report
+
     d = cost.to_dict() if hasattr(cost, "to_dict") else dict(cost)
     return [{"item": k, "value": _fmt(v)} for k, v in flatten_report(d).items()]
 

@@ -35,7 +35,7 @@ from app_backend.registry import (
     Registry,
     model_nbytes,
 )
-from app_backend.runtime import Runtime, pick_runtime
+from app_backend.runtime import BUILD_LOCK, Runtime, import_model_stack, pick_runtime
 from app_backend.shared import AdapterHost, sharing_copy
 from app_backend.tabs import compare as compare_tab
 from app_backend.tabs import hybrids as hybrids_tab
@@ -86,20 +86,23 @@ class AppService:
         """Build one model for the cache: registry entries and Load-tab models alike, through
         ``hub_tools.pull`` (safetensors only, no remote code). An adapter is injected by name into its
         base's shared tree (an ``AdapterHost``), never merged into a copy."""
+        import_model_stack()  # the page was built without it; the first load imports it, in one thread
         spec = self._spec(key)
         rt = self.runtime
         if spec.get("kind") == "smollm2":
             from mad_models.loading import load_smollm2
 
-            if rt.quant != "none":
-                model, tok = load_smollm2(device=rt.device, quantization=rt.quant)
-            else:
-                model, tok = load_smollm2(device=rt.device)  # in pick_device's dtype; GGUF refuses .to(dtype)
+            with BUILD_LOCK:
+                if rt.quant != "none":
+                    model, tok = load_smollm2(device=rt.device, quantization=rt.quant)
+                else:  # in pick_device's dtype; GGUF refuses .to(dtype)
+                    model, tok = load_smollm2(device=rt.device)
             return Loaded(key, model.eval(), tok, model_nbytes(model), 0.0)
-        base = get_base(spec["base"]) if spec.get("base") else None
+        base = get_base(spec["base"]) if spec.get("base") else None  # not under BUILD_LOCK: it may wait
         # what a visitor asked for through Load is untrusted; the registry's own models are not
         untrusted = key in self.pulled
-        model = self._pull(spec["source"], spec.get("revision"), base, spec.get("name", key), untrusted)
+        with BUILD_LOCK:
+            model = self._pull(spec["source"], spec.get("revision"), base, spec.get("name", key), untrusted)
         if hasattr(model, "peft_config"):  # an adapter
             if base is None:
                 raise AppInputError(f"{spec['source']} is an adapter: pick the base model it was trained on.")
@@ -110,10 +113,8 @@ class AppService:
                 raise IncompatibleModelError(
                     f"{spec.get('name', key)}: the adapter does not fit base {spec['base']!r}: {e}"
                 ) from e
-            del model
-            return Loaded(
-                key, host.view(aid), base.tokenizer, host.adapters[aid], 0.0, spec["base"], host, aid
-            )
+            del model  # its view (the base with this adapter alone) is built on first use: Loaded.model
+            return Loaded(key, None, base.tokenizer, host.adapters[aid], 0.0, spec["base"], host, aid)
         # a whole model (hybrids included): its own tokenizer or none, never the base's
         tok = _local_tokenizer(spec["source"])
         model = model.to(rt.device).eval()

@@ -151,6 +151,8 @@ class AdapterHost:
         """A model that is the base plus adapter ``aid`` alone, for code that calls ``model(...)``
         directly; it shares every tensor with the host."""
         with self._lock.read():
+            if aid not in self.adapters:
+                raise KeyError(f"adapter {aid} is no longer on this host (evicted): load it again")
             model = sharing_copy(self.model)
         for layer in _tuner_layers(model):
             layer.set_adapter([aid], inference_mode=True)

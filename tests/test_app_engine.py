@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import threading
 
 import pytest
 import torch
@@ -292,3 +293,44 @@ def test_compare_can_run_every_column_to_max_new_tokens(svc):
     assert stopped[0]["new_tokens"] < 6 and stopped[0]["settings"]["stop_at_eos"] is True
     assert [c["new_tokens"] for c in full] == [6] * 4
     assert full[0]["token_ids"] == cols[0]["token_ids"]
+
+
+def test_an_adapter_view_is_built_on_first_use_not_at_load(svc, assets):
+    base = svc.get("tiny-base")
+    item = svc.get("tiny-base + MoRe")
+    assert item.__dict__["_model"] is None  # loading built no view: Compare runs the host's rows
+    assert item.config is base.host.model.config  # Compare reads the vocabulary without one
+    *_, cols = svc.compare("Hello", ["tiny-base", "tiny-base + MoRe"], 4, chat=False)
+    assert all(c["error"] is None and c["new_tokens"] == 4 for c in cols)
+    assert item.__dict__["_model"] is None
+    view = item.model  # asked for: built now, once, over the host's tensors
+    assert item.model is view and item.__dict__["_model"] is view
+    base_ptrs = {p.data_ptr() for p in base.model.parameters()}
+    shared = [p for n, p in view.named_parameters() if "more_" not in n]
+    assert shared and all(p.data_ptr() in base_ptrs for p in shared)
+    ref = PeftModel.from_pretrained(copy.deepcopy(base.model), assets / "language" / "more").eval()
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():  # the view is that adapter alone
+        torch.testing.assert_close(view(ids).logits, ref(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_view_asked_for_after_its_adapter_left_the_host_says_so(svc):
+    item = svc.get("tiny-base + LoRA")
+    svc.cache.discard("tiny-base + LoRA")  # evicted (its host keeps serving the other adapters)
+    with pytest.raises(KeyError, match="no longer on this host"):
+        item.model  # noqa: B018
+
+
+def test_models_are_built_one_at_a_time(svc):
+    """transformers' from_pretrained patches class-wide functions while it runs (tie_weights among them):
+    the loader builds behind BUILD_LOCK, so a load waits while another model is being built."""
+    from app_backend.runtime import BUILD_LOCK
+
+    done: list[object] = []
+    with BUILD_LOCK:  # another model being built
+        worker = threading.Thread(target=lambda: done.append(svc.get("mad/hybrid")))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not done and "mad/hybrid" not in svc.cache.names()
+    worker.join(timeout=120)
+    assert done and done[0].model.config.model_type == "manticore"

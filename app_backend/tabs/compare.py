@@ -229,7 +229,7 @@ def compare(
         yield cols
         try:
             item = svc.get(col["model"], None, session)
-            vocab = item.model.config.get_text_config().vocab_size
+            vocab = item.config.get_text_config().vocab_size  # an adapter's view is not built
             ids = encode_prompt(prompt, item.tokenizer, vocab, chat=chat)
             with run.guard:
                 prompts[i], loaded[i] = ids, item

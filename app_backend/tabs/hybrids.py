@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError, IncompatibleModelError
+from app_backend.runtime import BUILD_LOCK, import_model_stack
 
 if TYPE_CHECKING:
     from app_backend.service import AppService
@@ -25,6 +26,7 @@ CURVE_SEED = 12345 + 777  # the MAD test seed plus a fixed offset: never a train
 
 
 def _flat(report: Any) -> dict[str, Any]:
+    import_model_stack()
     from mad_models.hybrid.cost import flatten_report
 
     return flatten_report(report.to_dict() if hasattr(report, "to_dict") else dict(report))
@@ -85,6 +87,7 @@ class HybridLab:
         """
         import torch
 
+        import_model_stack()
         from mad_models.hybrid.prune import choose_blocks
         from mad_models.mad import scored_counts
 
@@ -101,7 +104,8 @@ class HybridLab:
                 key = repr(kept)
                 if key not in state["by_structure"]:
                     model = model or self._hybrid(name, progress)
-                    pruned = model.prune(threshold=t).eval()
+                    with BUILD_LOCK:  # prune builds a model
+                        pruned = model.prune(threshold=t).eval()
                     accs = {}
                     with torch.inference_mode():
                         for task, (x, y) in state["batches"].items():
@@ -158,7 +162,8 @@ class HybridLab:
         model = self._hybrid(name, progress)
         vocab = model.config.get_text_config().vocab_size
         ids = encode_prompt(prompt, None, vocab, chat=False)
-        pruned = model.prune(threshold=threshold).eval()
+        with BUILD_LOCK:  # prune builds a model
+            pruned = model.prune(threshold=threshold).eval()
         out = {
             "full": greedy_ids(model, ids, max_new_tokens),
             "pruned": greedy_ids(pruned, ids, max_new_tokens),
@@ -206,7 +211,8 @@ def mixture(
     weights = model.mixture_weights().detach().float().cpu()  # (n_blocks, K)
     # the rule prune() applies, in this model's component indices (a pruned model renumbers them)
     kept = choose_blocks(weights, model.config.kept(), threshold)
-    pruned = model.prune(threshold=threshold)
+    with BUILD_LOCK:  # prune builds a model
+        pruned = model.prune(threshold=threshold)
     return {
         "components": component_labels(model),
         "weights": weights.tolist(),

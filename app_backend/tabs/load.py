@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError, Registry
+from app_backend.runtime import import_model_stack
 from app_backend.visitors import current_visitor
-from mad_models.cards import is_hub_id
 
 if TYPE_CHECKING:
     from app_backend.service import AppService
@@ -49,6 +49,9 @@ def load(
     clients. A revision is refused for a local dir (there is nothing to check out), and each session may hold
     ``max_loaded_per_session`` models.
     """
+    import_model_stack()  # before mad_models.cards, which imports mad_models.hybrid, hence transformers
+    from mad_models.cards import is_hub_id
+
     source = (source or "").strip()
     revision = (revision or "").strip()
     if not source:

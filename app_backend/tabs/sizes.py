@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from app_backend import formatting as fmt
 from app_backend.cache import ProgressFn
 from app_backend.registry import AppInputError, IncompatibleModelError
+from app_backend.runtime import BUILD_LOCK, import_model_stack
 
 if TYPE_CHECKING:
     from app_backend.service import AppService
@@ -137,6 +138,7 @@ def adapter_report(svc: AppService, name: str, progress: ProgressFn | None = Non
     with svc.lock:
         if name in svc.reports:
             return svc.reports[name]
+    import_model_stack()
     from mad_models.loading import load_adapter
     from mad_models.more import adapter_report
 
@@ -145,7 +147,8 @@ def adapter_report(svc: AppService, name: str, progress: ProgressFn | None = Non
         raise AppInputError(f"{name!r} is not an adapter.")
     base = svc.get(entry.base, progress)
     try:  # checked against its tensors and the base before PEFT builds it
-        peft_model, _ = load_adapter(entry.path, copy.deepcopy(base.model))
+        with BUILD_LOCK:
+            peft_model, _ = load_adapter(entry.path, copy.deepcopy(base.model))
     except (RuntimeError, ValueError, KeyError) as e:
         raise IncompatibleModelError(f"{name}: the adapter does not fit base {entry.base!r}: {e}") from e
     report = adapter_report(peft_model)

@@ -23,11 +23,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers.modeling_outputs import CausalLMOutput
+
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import CausalLMOutput
 
 from mad_models.mad.tasks import make_task  # noqa: F401  (doctest)
 
@@ -116,6 +119,10 @@ class CompressionAutoEncoder(nn.Module):
         return h.float() if h.dtype != self.decoder.unembed[1].weight.dtype else h
 
     def forward(self, input_ids: torch.Tensor, **kwargs) -> CausalLMOutput:
+        # here: importing transformers at module level would load it (and the hybrid registration it
+        # triggers) for every user of mad_models.mad, the app's page among them
+        from transformers.modeling_outputs import CausalLMOutput
+
         code = self.encode(input_ids)
         return CausalLMOutput(logits=self.decoder(code, input_ids.shape[1]))
 
