@@ -58,8 +58,8 @@ def pick_runtime() -> Runtime:
 
 
 def keep_out_bitsandbytes(runtime: Runtime) -> bool:
-    """Make bitsandbytes absent from this process when the app will not quantize (``runtime.quant`` is
-    "none", as always on CPU); returns whether it did.
+    """Make bitsandbytes absent from this process when the app runs on CPU and will not quantize
+    (``runtime.quant`` "none", as always on CPU); returns whether it did.
 
     peft and transformers import bitsandbytes whenever it is installed, only to offer quantized layers, and
     that import costs about 2 CPU-s (it wraps its kernels in ``torch.compile`` at import, which loads
@@ -72,8 +72,8 @@ def keep_out_bitsandbytes(runtime: Runtime) -> bool:
         >>> keep_out_bitsandbytes(Runtime("cuda", None, "4bit", 1, 2**30))  # it quantizes: kept
         False
     """
-    if runtime.quant != "none" or os.environ.get("MAD_MODELS_BITSANDBYTES") == "1":
-        return False
+    if runtime.quant != "none" or runtime.device != "cpu" or os.environ.get("MAD_MODELS_BITSANDBYTES") == "1":
+        return False  # a GPU may Load a checkpoint saved quantized: bitsandbytes stays
     if "bitsandbytes" in sys.modules:  # already imported (or already kept out): nothing left to save
         return sys.modules["bitsandbytes"] is None
     if any(m in sys.modules for m in ("transformers", "peft", "accelerate")):
