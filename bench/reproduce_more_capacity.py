@@ -657,6 +657,11 @@ def answer_paragraph(
         f"parameters); the smallest LoRA not significantly below it (bootstrap over questions, p >= 0.05) is "
         f"{first} ({stats[first]['params']:,}), so LoRA's plateau starts there. "
     )
+    if first == max((m for m in stats if stats[m]["kind"] == "lora"), key=lambda m: stats[m]["params"]):
+        text += (
+            "That is LoRA's largest rank here: LoRA may still be rising, so its plateau may lie beyond the "
+            "ranks run and the fractions below compare with LoRA's best in the grid. "
+        )
     if pl["more_reaching"]:
         m = pl["more_reaching"]
         text += (

@@ -142,6 +142,12 @@ def test_the_gate_the_pairing_and_the_answer():
     assert pl["more_reaching"] == "MoRe k=4 r=1" and pl["fraction_of_plateau_rank"] == pytest.approx(0.25)
     text = rmc.answer_paragraph(stats, pl, tests, None)
     assert "MoRe k=4 r=1 (400 parameters, 0.590): 25% of the parameters of LoRA" in text
+    assert "may still be rising" not in text  # LoRA r=40 is no better than r=16: a plateau inside the grid
+    rising = {**stats, "LoRA r=40": {**stats["LoRA r=40"], "test_mean": 0.9}}
+    rows40 = {**rows, **{f"LoRA r=40|seed{x}": _run("LoRA r=40", x, "1" * 180 + "0" * 20) for x in (0, 1)}}
+    pl = rmc.plateau(rising, rows40, s)
+    assert pl["lora_plateau_from"] == "LoRA r=40"
+    assert "may still be rising" in rmc.answer_paragraph(rising, pl, tests, None)
 
 
 def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
