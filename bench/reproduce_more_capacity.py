@@ -427,6 +427,57 @@ def run_method(bench: Bench, method: str, seeds: list[int]) -> None:
         )
 
 
+def beyond(lr: float, edge: str) -> float:
+    """The next point of a 1-3-10 grid past ``lr`` (``edge`` "highest": up, "lowest": down)."""
+    mantissa = round(lr / 10 ** math.floor(math.log10(lr)))
+    step = 3 if mantissa == 1 else 10 / 3
+    return float(f"{lr * step if edge == 'highest' else lr / (10 / step):.0e}")
+
+
+def run_edge_check(bench: Bench, method: str) -> None:
+    """A method whose chosen lr sits at the grid's edge is trained once more (seed 0, all steps, no
+    pruning) at the next lr past it, and its dev exact match recorded: the table keeps the grid's choice
+    (the same grid for every method), and the report says whether the edge bound it."""
+    rec = bench.rec
+    choice = rec.rows()[f"{method}|lr"]
+    if choice["edge"] is None:
+        return
+    lr = beyond(choice["lr"], choice["edge"])
+    key = f"{method}|edge-lr={_lr(lr)}|seed0"
+    if key in rec.rows():
+        return
+    out = rec.work / "edge" / method.replace(" ", "_") / _lr(lr)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with bench.adapted(method, 0) as (top, params):
+        bench.train(top, out, lr, 0)
+        row = run_row(bench, top, method, lr, 0, params, t0, c0)
+    rec.add({**row, "key": key, "edge_of": choice["lr"]})
+    print(f"[{method}] edge check lr={lr:g}: dev exact match {row['dev']['em']:.3f}", flush=True)
+
+
+def edge_checks(rows: dict, s: dict) -> list[dict]:
+    """For each method chosen at the grid's edge: its dev exact match there and one grid point past it."""
+    out = []
+    for m in s["methods"]:
+        choice = rows.get(f"{m}|lr")
+        if not choice or choice["edge"] is None:
+            continue
+        past = beyond(choice["lr"], choice["edge"])
+        row = rows.get(f"{m}|edge-lr={_lr(past)}|seed0")
+        at = rows[f"{m}|seed0"]["dev"]["em"]
+        out.append(
+            {
+                "method": m,
+                "lr": choice["lr"],
+                "dev_em": at,
+                "past_lr": past,
+                "past_dev_em": row["dev"]["em"] if row else None,
+                "bound": None if row is None else row["dev"]["em"] > at,
+            }
+        )
+    return out
+
+
 def run_row(bench: Bench, top, method: str, lr: float, seed: int, params: int, t0: float, c0: float) -> dict:
     """One finished run: exact match (and per question) on every split, dev loss, params, times."""
     evals = {split: bench.evaluate(top, split) for split in bench.cached if split != "train"}
@@ -606,6 +657,11 @@ def answer_paragraph(
         f"parameters); the smallest LoRA not significantly below it (bootstrap over questions, p >= 0.05) is "
         f"{first} ({stats[first]['params']:,}), so LoRA's plateau starts there. "
     )
+    if first == max((m for m in stats if stats[m]["kind"] == "lora"), key=lambda m: stats[m]["params"]):
+        text += (
+            "That is LoRA's largest rank here: LoRA may still be rising, so its plateau may lie beyond the "
+            "ranks run and the fractions below compare with LoRA's best in the grid. "
+        )
     if pl["more_reaching"]:
         m = pl["more_reaching"]
         text += (
@@ -677,6 +733,7 @@ def write_report(rec: Records, s: dict, mode: str, out_dir: Path, note: str) -> 
             "paired_tests": tests,
             "plateau": pl,
             "answer": answer_paragraph(stats, pl, tests, g, result["missing"]),
+            "edge_checks": edge_checks(rows, s),
         }
     )
     lines += [
@@ -733,6 +790,7 @@ def write_report(rec: Records, s: dict, mode: str, out_dir: Path, note: str) -> 
             "",
             f"![exact match vs trainable parameters]({name}.png)",
         ]
+        lines += edge_lines(result["edge_checks"])
         plot(stats, result["fixed"], out_dir / f"{name}.png", s)
     if result["missing"]:
         lines += ["", f"**Unfinished: no complete seeds yet for {', '.join(result['missing'])}.**"]
@@ -741,6 +799,29 @@ def write_report(rec: Records, s: dict, mode: str, out_dir: Path, note: str) -> 
     _write(out_dir / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
+
+
+def edge_lines(checks: list[dict]) -> list[str]:
+    """The grid-edge section: did the grid's edge bind a method's lr (on dev, seed 0)?"""
+    if not checks:
+        return []
+    lines = [
+        "",
+        "**Grid edge.** Methods whose lr was chosen at the grid's edge, trained once more (seed 0, all "
+        "steps) one grid point past it; dev exact match. The table keeps the grid's choice, the same grid "
+        "for every method; where the point past the edge is better on dev, that method's row is a lower "
+        "bound of what a wider grid would give it.",
+        "",
+        "| method | chosen lr | dev | past the edge | dev there | the edge bound it |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for c in checks:
+        there = "not run yet" if c["past_dev_em"] is None else f"{c['past_dev_em']:.3f}"
+        bound = "-" if c["bound"] is None else "yes" if c["bound"] else "no"
+        lines.append(
+            f"| {c['method']} | {c['lr']:g} | {c['dev_em']:.3f} | {c['past_lr']:g} | {there} | {bound} |"
+        )
+    return lines
 
 
 def _write(path: Path, text: str) -> None:
@@ -1044,6 +1125,8 @@ def main(argv: list[str] | None = None) -> int:
             run_method(bench, m, [])
         for m in [*GATE, *order][a.worker :: a.workers]:
             run_method(bench, m, [x for x in s["seeds"] if x != 0])
+        for m in [*GATE, *order][a.worker :: a.workers]:
+            run_edge_check(bench, m)
     note = (
         f"This session: {(time.perf_counter() - t_wall) / 60:.0f} min wall, "
         f"{(time.process_time() - t_cpu) / 60:.0f}"

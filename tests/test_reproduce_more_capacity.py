@@ -142,6 +142,12 @@ def test_the_gate_the_pairing_and_the_answer():
     assert pl["more_reaching"] == "MoRe k=4 r=1" and pl["fraction_of_plateau_rank"] == pytest.approx(0.25)
     text = rmc.answer_paragraph(stats, pl, tests, None)
     assert "MoRe k=4 r=1 (400 parameters, 0.590): 25% of the parameters of LoRA" in text
+    assert "may still be rising" not in text  # LoRA r=40 is no better than r=16: a plateau inside the grid
+    rising = {**stats, "LoRA r=40": {**stats["LoRA r=40"], "test_mean": 0.9}}
+    rows40 = {**rows, **{f"LoRA r=40|seed{x}": _run("LoRA r=40", x, "1" * 180 + "0" * 20) for x in (0, 1)}}
+    pl = rmc.plateau(rising, rows40, s)
+    assert pl["lora_plateau_from"] == "LoRA r=40"
+    assert "may still be rising" in rmc.answer_paragraph(rising, pl, tests, None)
 
 
 def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
@@ -191,3 +197,29 @@ def test_the_pilots_report_shows_killed_trials_and_keeps_the_reading(tmp_path):
     assert js["pilot-math"]["journal"]["LoRA r=1"][0]["rungs"] == {"100": 0.15555}
     assert js["pilot-facts"]["gate"]["passed"] and js["pilot-facts"]["dev_rows"] == 200
     assert js["pilot-facts-probe"]["not_the_gate"] and not js["pilot-facts"]["not_the_gate"]
+
+
+def test_a_choice_at_the_grids_edge_is_checked_one_point_past_it():
+    """The next 1-3-10 grid point past either edge; the report says whether the edge bound the choice
+    (the point past it better on dev), and a check not yet run says so instead of guessing."""
+    assert [rmc.beyond(0.03, "highest"), rmc.beyond(0.01, "highest")] == [0.1, 0.03]
+    assert [rmc.beyond(1e-3, "lowest"), rmc.beyond(3e-3, "lowest")] == [3e-4, 1e-3]
+    rows = {
+        "A|lr": {"lr": 0.03, "edge": "highest", "trials": {}},
+        "A|seed0": _run("A", 0, "1" * 50 + "0" * 150),
+        "A|edge-lr=1e-01|seed0": _run("A", 0, "1" * 60 + "0" * 140),
+        "B|lr": {"lr": 0.001, "edge": "lowest", "trials": {}},
+        "B|seed0": _run("B", 0, "1" * 50 + "0" * 150),
+        "B|edge-lr=3e-04|seed0": _run("B", 0, "1" * 40 + "0" * 160),
+        "C|lr": {"lr": 0.03, "edge": "highest", "trials": {}},
+        "C|seed0": _run("C", 0, "1" * 50 + "0" * 150),
+        "D|lr": {"lr": 0.01, "edge": None, "trials": {}},
+        "D|seed0": _run("D", 0, "1" * 50 + "0" * 150),
+    }
+    checks = {c["method"]: c for c in rmc.edge_checks(rows, {"methods": ["A", "B", "C", "D"]})}
+    assert set(checks) == {"A", "B", "C"}  # D's lr is inside the grid
+    assert checks["A"]["past_lr"] == 0.1 and checks["A"]["bound"] is True
+    assert checks["B"]["past_lr"] == 3e-4 and checks["B"]["bound"] is False
+    assert checks["C"]["past_dev_em"] is None and checks["C"]["bound"] is None
+    table = "\n".join(rmc.edge_lines(list(checks.values())))
+    assert "| A | 0.03 |" in table and "| yes |" in table and "| no |" in table and "not run yet" in table
