@@ -218,3 +218,53 @@ def test_stop_ends_a_run_between_tokens(assets):
     assert 0 < len(cols[0]["token_ids"]) < 256 and cols[0]["stats"].startswith("stopped after")
     assert cols[1]["stats"] == "not run: stopped before it started"  # the second never started
     assert "done" not in [s for states in seen for s in states]
+
+
+class SlowStepService(AppService):
+    """The real service, whose run waits at ``gate`` after its first draw: a model load that outlasts
+    Stop's wait (a cold SmolLM2 load takes longer than STOP_WAIT_S)."""
+
+    gate = threading.Event()
+
+    def compare(self, prompt, models, max_new_tokens, **kw):
+        runs = super().compare(prompt, models, max_new_tokens, **kw)
+        yield next(runs)
+        if prompt == "slow":
+            assert self.gate.wait(60)
+        yield from runs
+
+
+def test_a_stop_that_outwaits_a_step_leaves_run_disabled_and_the_old_run_never_draws_again(
+    assets, monkeypatch
+):
+    """Stop during a step longer than its wait draws the stopped state but leaves Run disabled (the run's
+    own last draw enables it); a run replaced by a newer one from the same page draws nothing over it."""
+    import gradio as gr
+
+    from app_backend.ui import compare as ui
+    from app_backend.ui.common import TabContext
+
+    monkeypatch.setattr(ui, "STOP_WAIT_S", 0.2)
+    svc = SlowStepService(Registry.from_dir(assets))
+    with gr.Blocks() as demo:
+        ui.build(TabContext(svc))
+    fns = {bf.fn.__name__: bf.fn for bf in demo.fns.values() if bf.fn is not None}
+    compare, stop_run = fns["compare"], fns["stop_run"]
+    page = type("Request", (), {"session_hash": "page"})()
+    settings = ("greedy", 0, 1.0, 0, False)
+
+    old = compare("slow", ["mad/attention"], 4, *settings, request=page)
+    next(old)  # its first draw; then it waits in its slow step
+    later = []
+    puller = threading.Thread(target=lambda: later.extend(old))  # Gradio pulling the run's updates
+    puller.start()
+    time.sleep(0.1)
+    stopped = stop_run(page)
+    assert "Stopped" in stopped[1] and stopped[-1] == gr.skip()  # drawn, Run not enabled
+    new = compare("1 2 3", ["mad/attention"], 4, *settings, request=page)  # e.g. through the API
+    next(new)
+    SlowStepService.gate.set()
+    puller.join(60)
+    assert later == []  # the replaced run drew nothing over the new one
+    last = list(new)[-1]
+    assert "Done: 1 of 1" in last[1] and isinstance(last[-1], gr.Button) and last[-1].interactive

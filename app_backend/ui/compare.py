@@ -74,8 +74,9 @@ class ActiveRuns:
     def start(self, session: str, run: Run) -> None:
         with self._lock:
             old = self._runs.get(session)
-            if old is not None:
-                old.stop.set()  # one run per page: a new one ends the old
+            if old is not None:  # one run per page: a new one ends the old, which then draws nothing
+                old.stopped_by_button = False
+                old.stop.set()
             self._runs[session] = run
 
     def end(self, session: str, run: Run) -> None:
@@ -297,9 +298,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
             if run.stop.is_set() and not run.stopped_by_button:
                 return
             stopped = run.stop.is_set()
-            run.drawn.set()
             cols = mark_stopped(run.snapshot()) if stopped else run.snapshot()
-            yield finished(run, cols, session, stopped=stopped) + [enabled()]
+            last = finished(run, cols, session, stopped=stopped) + [enabled()]
+            run.drawn.set()  # after the exports are written: if that fails, Stop still draws the end
+            yield last
 
         def stop_run(request: gr.Request):
             """End this page's run at the next token; each column says how far it got, and the partial
@@ -317,7 +319,9 @@ def build(ctx: TabContext) -> dict[str, Any]:
             if run.drawn.wait(timeout=STOP_WAIT_S):
                 return [gr.skip()] * (7 + 2 * MAX_COMPARE) + [gr.skip()]
             log.warning("stop: the run's step did not end in %.0f s", STOP_WAIT_S)
-            return finished(run, mark_stopped(run.snapshot()), session, stopped=True) + [enabled()]
+            # Run stays disabled: the run's own last draw enables it when the step ends (a new run started
+            # meanwhile would have to wait for the step anyway, and the old run's draw would cover it)
+            return finished(run, mark_stopped(run.snapshot()), session, stopped=True) + [gr.skip()]
 
         outputs = [raw, status, agreement, strip, csv_file, json_file, cache_md] + outs + stats + [run]
         busy = run.click(
