@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -307,6 +308,11 @@ def _hub_message(source: str, base: str | None, e: Exception) -> str:
         return f"{source} does not fit base {base!r}: its tensor names or shapes differ ({clip(text, 200)})."
     if isinstance(e, HubError):
         return clip(text, 400)
+    if "bitsandbytes" in text and sys.modules.get("bitsandbytes", False) is None:  # kept out on CPU
+        return (
+            f"Cannot load {source}: it was saved quantized with bitsandbytes, which this CPU app keeps out "
+            "of its process; start it with MAD_MODELS_BITSANDBYTES=1 to load it."
+        )
     return f"Cannot load {source}: {type(e).__name__}: {clip(text, 300)}"
 
 
