@@ -29,7 +29,7 @@ a dev split carved from the fine-tuning texts, bits per character reported on th
    seeds, params and FLOPs/token per row, learned mixtures, the LM-selection answer, paired bootstraps over
    val chunks for the key pairs, the pretraining curves.
 
-Resumable: the work dir (default ``runs/pretrained-hybrids-{mode}``) holds checkpoints, an Optuna SQLite study
+Resumable: the work dir (default ``runs/pretrained-hybrids[-quick]``) holds checkpoints, an Optuna study
 per tuned row and ``results.jsonl``; a re-run with other settings or data is refused. After every finished
 unit the records (``settings.json``, ``results.jsonl``, the tokenizer and the pretrained weights) are copied
 to ``bench/results/pretrained-hybrids[-quick]-runs/``; a fresh work dir starts from them, so a new machine
@@ -806,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the short setting (<= 30 min on 2 quiet cores)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
-    ap.add_argument("--work", help="work dir (resumable; default runs/pretrained-hybrids-{quick,full})")
+    ap.add_argument("--work", help="work dir (resumable; default runs/pretrained-hybrids[-quick])")
     ap.add_argument(
         "--records", help="records kept in the repo (default bench/results/pretrained-hybrids[-quick]-runs)"
     )

@@ -51,7 +51,6 @@ class Run:
 
     stop: threading.Event = field(default_factory=threading.Event)
     drawn: threading.Event = field(default_factory=threading.Event)
-    stopped_by_button: bool = False  # not by a newer run from the same page
     guard: threading.Lock = field(default_factory=threading.Lock)
     cols: list[dict[str, Any]] = field(default_factory=list)
     prompt: str = ""

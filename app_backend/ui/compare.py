@@ -75,14 +75,16 @@ class ActiveRuns:
         with self._lock:
             old = self._runs.get(session)
             if old is not None:  # one run per page: a new one ends the old, which then draws nothing
-                old.stopped_by_button = False
                 old.stop.set()
             self._runs[session] = run
 
-    def end(self, session: str, run: Run) -> None:
+    def end(self, session: str, run: Run) -> bool:
+        """Forget ``run``; whether it was still its page's run (False: a newer one replaced it)."""
         with self._lock:
             if self._runs.get(session) is run:
                 del self._runs[session]
+                return True
+            return False
 
     def get(self, session: str) -> Run | None:
         with self._lock:
@@ -254,6 +256,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
         def enabled() -> gr.Button:
             return gr.Button(interactive=True)
 
+        def untouched(run_button: Any = None) -> list:
+            """Every output left as it is (the Run button set to ``run_button`` if given)."""
+            return [gr.skip()] * (7 + 2 * MAX_COMPARE) + [run_button if run_button is not None else gr.skip()]
+
         def compare(prompt, models, max_new, mode, seed, temperature, top_k, chat, request: gr.Request):
             session = request.session_hash if request is not None else ""
             run = Run(prompt=prompt or "")
@@ -292,10 +298,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
                         yield [gr.skip()] * 7 + per_column(run.snapshot()) + [gr.skip()]
                         shown = time.monotonic()
             finally:
-                active.end(session, run)
+                current = active.end(session, run)
             # this generator draws the run's last state itself, so nothing it sent earlier can land after
-            # it; a run ended by a newer one from the same page draws nothing (the newer one owns the page)
-            if run.stop.is_set() and not run.stopped_by_button:
+            # it; a run replaced by a newer one from the same page draws nothing (the newer one owns the page)
+            if not current:
                 return
             stopped = run.stop.is_set()
             cols = mark_stopped(run.snapshot()) if stopped else run.snapshot()
@@ -313,11 +319,10 @@ def build(ctx: TabContext) -> dict[str, Any]:
             session = request.session_hash if request is not None else ""
             run = active.get(session)
             if run is None:  # nothing running (already done): just make sure Run can be pressed
-                return [gr.skip()] * (7 + 2 * MAX_COMPARE) + [enabled()]
-            run.stopped_by_button = True
+                return untouched(run_button=enabled())
             run.stop.set()
             if run.drawn.wait(timeout=STOP_WAIT_S):
-                return [gr.skip()] * (7 + 2 * MAX_COMPARE) + [gr.skip()]
+                return untouched()
             log.warning("stop: the run's step did not end in %.0f s", STOP_WAIT_S)
             # Run stays disabled: the run's own last draw enables it when the step ends (a new run started
             # meanwhile would have to wait for the step anyway, and the old run's draw would cover it)
